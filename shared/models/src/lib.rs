@@ -1,0 +1,13 @@
+//! Argus models: the types every layer agrees on (wire shapes, ids, timestamps) and the
+//! validation rules that need no I/O. Free of AWS and HTTP types so the batch Lambda, the
+//! route Lambdas, the local runner and the tests all share exactly one definition.
+
+pub mod envelope;
+pub mod ids;
+pub mod session;
+pub mod tenant;
+pub mod time;
+pub mod validation;
+
+pub use envelope::{ErrorBody, ErrorEnvelope};
+pub use validation::{FieldError, ValidationError};

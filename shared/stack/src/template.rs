@@ -1,0 +1,163 @@
+//! The parts of template.yaml the local stack needs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: String,
+    /// As declared: `/sessions/{id}`, `/sessions/`, or `$default`.
+    pub path: String,
+    /// The function's binary (`BuildProperties.Binary`), which names its handler.
+    pub binary: String,
+    /// False where the route sets `Auth: {Authorizer: NONE}`.
+    pub authorized: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub visibility_timeout: Option<i64>,
+    pub retention_seconds: Option<i64>,
+    /// (logical id of the dead-letter queue, maxReceiveCount)
+    pub redrive: Option<(String, i64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub routes: Vec<Route>,
+    /// The `Properties` of the one `AWS::DynamoDB::Table`.
+    pub table: Value,
+    pub queues: Vec<QueueSpec>,
+    /// Function binary → the batch size of its SQS event source (the processor).
+    pub sqs_consumers: BTreeMap<String, (String, i64)>,
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// The repository's template (this crate lives at shared/stack).
+    pub fn load_repo() -> Result<Self, String> {
+        Self::load(&repo_root().join("template.yaml"))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+        let resources = doc.get("Resources").and_then(Value::as_mapping).ok_or("template.yaml has no Resources")?;
+        let mut routes = Vec::new();
+        let mut table = None;
+        let mut queues = Vec::new();
+        let mut sqs_consumers = BTreeMap::new();
+        for (logical_id, resource) in resources {
+            let logical_id = logical_id.as_str().ok_or("non-string resource id")?.to_string();
+            let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
+            let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
+            match kind {
+                "AWS::Serverless::Function" => {
+                    let binary = resource
+                        .get("Metadata")
+                        .and_then(|m| m.get("BuildProperties"))
+                        .and_then(|b| b.get("Binary"))
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| format!("{logical_id} has no Metadata.BuildProperties.Binary"))?
+                        .to_string();
+                    let Some(events) = props.get("Events").and_then(Value::as_mapping) else { continue };
+                    for (_, event) in events {
+                        let event_props = event.get("Properties").cloned().unwrap_or(Value::Null);
+                        match event.get("Type").and_then(Value::as_str) {
+                            Some("HttpApi") => {
+                                let authorized =
+                                    event_props.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Value::as_str)
+                                        != Some("NONE");
+                                routes.push(Route {
+                                    method: str_prop(&event_props, "Method")?.to_uppercase(),
+                                    path: str_prop(&event_props, "Path")?,
+                                    binary: binary.clone(),
+                                    authorized,
+                                });
+                            }
+                            Some("SQS") => {
+                                let queue = ref_target(event_props.get("Queue")).ok_or("SQS event without a queue")?;
+                                let batch = event_props.get("BatchSize").and_then(Value::as_i64).unwrap_or(10);
+                                sqs_consumers.insert(binary.clone(), (queue, batch));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                "AWS::DynamoDB::Table" if table.is_some() => {
+                    return Err("template.yaml must define exactly one table".into());
+                }
+                "AWS::DynamoDB::Table" => table = Some(props),
+                "AWS::SQS::Queue" => {
+                    let redrive = match props.get("RedrivePolicy") {
+                        Some(policy) => Some((
+                            ref_target(policy.get("deadLetterTargetArn")).ok_or("RedrivePolicy without a target")?,
+                            policy.get("maxReceiveCount").and_then(Value::as_i64).ok_or("maxReceiveCount missing")?,
+                        )),
+                        None => None,
+                    };
+                    queues.push(QueueSpec {
+                        logical_id,
+                        visibility_timeout: props.get("VisibilityTimeout").and_then(Value::as_i64),
+                        retention_seconds: props.get("MessageRetentionPeriod").and_then(Value::as_i64),
+                        redrive,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(Self { routes, table: table.ok_or("template.yaml defines no table")?, queues, sqs_consumers })
+    }
+}
+
+fn str_prop(props: &Value, name: &str) -> Result<String, String> {
+    props.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("route without {name}"))
+}
+
+/// The logical id behind `!Ref X`, `!GetAtt X.Arn` or `{"Fn::GetAtt": [X, Arn]}`.
+fn ref_target(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Tagged(tagged) => {
+            let target = tagged.value.as_str()?;
+            Some(target.split('.').next().unwrap_or(target).to_string())
+        }
+        Value::Mapping(map) => {
+            let (_, inner) = map.iter().next()?;
+            match inner {
+                Value::Sequence(parts) => parts.first()?.as_str().map(str::to_string),
+                Value::String(s) => Some(s.split('.').next().unwrap_or(s).to_string()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The repository root, for tools and tests that read template.yaml and events/.
+pub fn repo_root() -> std::path::PathBuf {
+    if let Ok(root) = std::env::var("ARGUS_REPO_ROOT") {
+        return root.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_repository_template() {
+        let template = Template::load_repo().unwrap();
+        assert!(template.routes.iter().any(|r| r.method == "POST" && r.path == "/sessions" && r.authorized));
+        assert!(template.routes.iter().any(|r| r.path == "/health" && !r.authorized));
+        let main = template.queues.iter().find(|q| q.logical_id == "EventsQueue").unwrap();
+        assert_eq!(main.redrive, Some(("EventsDeadLetterQueue".to_string(), 5)));
+        assert!(template.table.get("KeySchema").is_some());
+    }
+}

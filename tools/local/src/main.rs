@@ -1,0 +1,52 @@
+//! `argus-local`: provisions the local emulators from template.yaml, seeds the `dev` tenant and
+//! serves the whole API on 127.0.0.1:3000 (ARGUS_HOST / ARGUS_PORT to change).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argus_local::stack::provision_backend;
+use argus_local::{connect_local, seed_tenant, serve, wait_for_emulators, LocalApi, StackSettings};
+use argus_stack::Template;
+
+#[tokio::main]
+async fn main() {
+    argus_api::telemetry::init_local();
+    if let Err(err) = run().await {
+        eprintln!("argus-local: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let settings = StackSettings::from_env();
+    let template = Template::load_repo()?;
+    let backend = connect_local(&settings);
+    wait_for_emulators(&backend, Duration::from_secs(60)).await?;
+    let (backend, provisioned) = provision_backend(backend, &template, &settings).await?;
+    let key = seed_tenant(&backend, "dev", std::env::var("ARGUS_DEV_API_KEY").ok().filter(|k| !k.is_empty()))
+        .await
+        .map_err(|e| format!("seeding tenant dev: {e}"))?;
+
+    let host = std::env::var("ARGUS_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("ARGUS_PORT").unwrap_or_else(|_| "3000".into());
+    let addr: SocketAddr = format!("{host}:{port}").parse().map_err(|e| format!("ARGUS_HOST/ARGUS_PORT: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
+    let api = Arc::new(LocalApi::new(backend.clone(), &template));
+
+    println!();
+    println!("Argus is serving http://{addr}");
+    println!("  table {} | queue {}", provisioned.table, backend.queue_url);
+    println!("  tenant dev, API key: {}", key.secret);
+    println!();
+    println!("  curl -H 'x-api-key: {}' -X POST http://{addr}/sessions", key.secret);
+    println!();
+
+    tokio::select! {
+        _ = serve(listener, api) => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            println!("argus-local: stopping");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP side of the runner: route like API Gateway, authorize, invoke, answer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use argus_api::authorizer::{self, API_KEY_HEADER};
+use argus_api::ApiError;
+use argus_core::Backend;
+use argus_stack::{Route, Template};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Map;
+use tokio::net::TcpListener;
+
+use crate::event::{http_api_event, match_path, IncomingRequest};
+
+/// Lambda's synchronous invocation payload limit: a bigger request never reaches a function.
+pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+
+pub struct LocalApi {
+    pub backend: Backend,
+    pub routes: Vec<Route>,
+}
+
+impl LocalApi {
+    pub fn new(backend: Backend, template: &Template) -> Self {
+        Self { backend, routes: template.routes.clone() }
+    }
+
+    /// Answers one request exactly as API Gateway + Lambda would, bar the runner's own limits.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                let declared = parts
+                    .headers
+                    .get(hyper::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(MAX_REQUEST_BYTES + 1);
+                return to_hyper(ApiError::payload_too_large(MAX_REQUEST_BYTES, declared).into_response());
+            }
+        };
+        let method = parts.method.as_str();
+        let path = parts.uri.path();
+        let incoming = IncomingRequest {
+            method,
+            raw_path: path,
+            raw_query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body: &body,
+            source_ip: peer.ip().to_string(),
+        };
+        // Route selection as API Gateway does it: an exact method + path route, else `$default`.
+        let matched = self.routes.iter().find_map(|route| {
+            if route.path == "$default" || !(route.method == method || route.method == "ANY") {
+                return None;
+            }
+            match_path(&route.path, path).map(|params| (route, format!("{} {}", route.method, route.path), params))
+        });
+        let (route, route_key, params) = match matched {
+            Some(found) => found,
+            None => match self.routes.iter().find(|r| r.path == "$default") {
+                Some(default) => (default, "$default".to_string(), Map::new()),
+                None => return to_hyper(ApiError::new(404, "ROUTE_NOT_FOUND", "Not Found").into_response()),
+            },
+        };
+        let authorizer_context = if route.authorized {
+            let key = parts.headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
+            if key.is_none_or(|k| k.trim().is_empty()) {
+                // API Gateway answers a missing identity source itself, without the authorizer.
+                return to_hyper(
+                    ApiError::unauthorized("MISSING_API_KEY", "send your API key in the x-api-key header")
+                        .into_response(),
+                );
+            }
+            match authorizer::authorize(&self.backend, key).await {
+                Ok(decision) => Some(authorizer::context(&decision)),
+                Err(err) => {
+                    tracing::error!(error = %err, "authorizer failed");
+                    return to_hyper(ApiError::from(err).into_response());
+                }
+            }
+        } else {
+            None
+        };
+        let event = http_api_event(&incoming, &route_key, &params, authorizer_context.as_ref());
+        let lambda_request = match lambda_http::request::from_str(&event.to_string()) {
+            Ok(req) => req,
+            Err(err) => {
+                tracing::error!(error = %err, "event did not convert");
+                return to_hyper(ApiError::new(500, "INTERNAL_ERROR", "internal error").into_response());
+            }
+        };
+        let started = std::time::Instant::now();
+        let response = match argus_api::dispatch::invoke_http(&route.binary, &self.backend, lambda_request).await {
+            Some(response) => response,
+            None => ApiError::new(502, "BAD_GATEWAY", format!("no handler for {}", route.binary)).into_response(),
+        };
+        tracing::debug!(%route_key, function = %route.binary, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        to_hyper(response)
+    }
+}
+
+fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    Response::from_parts(parts, Full::new(bytes))
+}
+
+/// Serves `api` on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, api: Arc<LocalApi>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
+            });
+            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+}
