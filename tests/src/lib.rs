@@ -1,1 +1,109 @@
+//! Test harness: a private copy of the stack per test. Each `TestStack` provisions its own table
+//! and queues (from template.yaml) on the real emulators started by `make test`, and serves the
+//! API through the local runner on a free port, so tests run in parallel and beside a dev stack.
 
+use std::sync::Arc;
+
+use argus_core::Backend;
+use argus_local::stack::provision_backend;
+use argus_local::{connect_local, seed_tenant, serve, LocalApi, StackSettings};
+use argus_stack::{Provisioned, Template};
+use serde_json::Value;
+
+pub use reqwest::Method;
+
+pub struct TestStack {
+    pub base_url: String,
+    pub backend: Backend,
+    pub provisioned: Provisioned,
+    pub template: Template,
+    pub http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Endpoints of the emulators, from `ARGUS_TEST_DYNAMODB_ENDPOINT` / `ARGUS_TEST_SQS_ENDPOINT`.
+pub fn test_settings() -> StackSettings {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run the suite with `make test`, which starts DynamoDB Local and the SQS endpoint"
+            )
+        })
+    };
+    let name = format!("argus-test-{}", uuid::Uuid::new_v4().simple());
+    StackSettings {
+        dynamodb_endpoint: var("ARGUS_TEST_DYNAMODB_ENDPOINT"),
+        sqs_endpoint: var("ARGUS_TEST_SQS_ENDPOINT"),
+        table: name.clone(),
+        queue_prefix: name,
+    }
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        let settings = test_settings();
+        let template = Template::load_repo().expect("template.yaml parses");
+        let (backend, provisioned) =
+            provision_backend(connect_local(&settings), &template, &settings).await.expect("provisioning");
+        Self::serve(backend, provisioned, template).await
+    }
+
+    /// Serves `backend` (possibly pointing somewhere broken) through the runner.
+    pub async fn serve(backend: Backend, provisioned: Provisioned, template: Template) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let api = Arc::new(LocalApi::new(backend.clone(), &template));
+        let server = tokio::spawn(serve(listener, api));
+        Self { base_url, backend, provisioned, template, http: reqwest::Client::new(), server }
+    }
+
+    /// A new API key for `tenant`.
+    pub async fn key(&self, tenant: &str) -> String {
+        seed_tenant(&self.backend, tenant, None).await.expect("seeding tenant").secret
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` when empty).
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<String>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.expect("request reaches the runner");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(key), Some(body.to_string())).await
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Asserts `body` is the error envelope with `code`, and returns its details.
+pub fn assert_envelope(status: u16, body: &Value, expected_status: u16, code: &str) -> Value {
+    assert_eq!(status, expected_status, "status for {body}");
+    let error = body.get("error").unwrap_or_else(|| panic!("no envelope: {body}"));
+    assert_eq!(error["code"], code, "{body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["details"].is_object(), "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "envelope has only `error`: {body}");
+    error["details"].clone()
+}

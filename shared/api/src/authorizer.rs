@@ -48,3 +48,13 @@ pub fn simple_response(decision: &AuthDecision) -> ApiGatewayV2CustomAuthorizerS
 pub fn api_key_from_headers(headers: &lambda_http::http::HeaderMap) -> Option<&str> {
     headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok())
 }
+
+/// The authorizer Lambda's whole work: event in, simple response out. A DynamoDB failure is an
+/// error (API Gateway then answers 500), never an allow.
+pub async fn handle(
+    backend: &Backend,
+    event: &aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request,
+) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, ServiceError> {
+    let decision = authorize(backend, api_key_from_headers(&event.headers)).await?;
+    Ok(simple_response(&decision))
+}
