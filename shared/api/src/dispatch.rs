@@ -13,3 +13,30 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
         _ => return None,
     })
 }
+
+/// Invokes any function by binary name with a raw Lambda event (JSON), returning the JSON the
+/// function would return, as `sam local invoke -e event.json` does. HTTP functions answer in
+/// the API Gateway payload 2.0 response shape (`statusCode`, `headers`, `body`).
+pub async fn invoke_json(binary: &str, backend: &Backend, event: &str) -> Result<serde_json::Value, String> {
+    if binary == "argus-authorizer" {
+        let event = serde_json::from_str(event).map_err(|e| format!("not an authorizer event: {e}"))?;
+        let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;
+        return serde_json::to_value(response).map_err(|e| e.to_string());
+    }
+    let request = lambda_http::request::from_str(event).map_err(|e| format!("not an HTTP API event: {e}"))?;
+    let response = invoke_http(binary, backend, request).await.ok_or_else(|| format!("no function {binary}"))?;
+    let (parts, body) = response.into_parts();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into()))
+        .collect();
+    let body = match body {
+        Body::Text(text) => text,
+        Body::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    };
+    Ok(
+        serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": false}),
+    )
+}

@@ -9,7 +9,7 @@ use argus_api::ApiError;
 use argus_core::Backend;
 use argus_stack::{Route, Template};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -36,16 +36,15 @@ impl LocalApi {
     /// Answers one request exactly as API Gateway + Lambda would, bar the runner's own limits.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                let declared = parts
-                    .headers
-                    .get(hyper::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(MAX_REQUEST_BYTES + 1);
-                return to_hyper(ApiError::payload_too_large(MAX_REQUEST_BYTES, declared).into_response());
+        let body = match read_body(body).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge(size)) => {
+                return to_hyper(ApiError::payload_too_large(MAX_REQUEST_BYTES, size).into_response());
+            }
+            Err(BodyError::Broken) => {
+                return to_hyper(
+                    ApiError::new(400, "BAD_REQUEST", "the request body could not be read").into_response(),
+                );
             }
         };
         let method = parts.method.as_str();
@@ -106,6 +105,38 @@ impl LocalApi {
         };
         tracing::debug!(%route_key, function = %route.binary, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         to_hyper(response)
+    }
+}
+
+enum BodyError {
+    TooLarge(usize),
+    Broken,
+}
+
+/// Past this, an oversize upload is cut off instead of drained.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads the body up to `MAX_REQUEST_BYTES`. An oversize body is still read to its end (up to
+/// `DRAIN_LIMIT`) before the 413 goes out, so the client sees the answer rather than a reset
+/// connection in the middle of its upload.
+async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
+    let mut buffer = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_REQUEST_BYTES {
+                buffer.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_REQUEST_BYTES {
+        Err(BodyError::TooLarge(total))
+    } else {
+        Ok(buffer.freeze())
     }
 }
 

@@ -1,0 +1,163 @@
+//! The definitions that must agree: template.yaml's routes, the handlers' route table,
+//! docs/openapi.yaml, and the table/queues the local stack provisions.
+
+use std::collections::BTreeSet;
+
+use argus_stack::template::repo_root;
+use argus_tests::TestStack;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_yaml_ng::Value;
+
+/// (index name, key schema, projection type)
+type IndexShape = (String, Vec<(String, String)>, String);
+
+fn canonical(path: &str) -> String {
+    argus_api::routes::normalize(path).to_string()
+}
+
+#[test]
+fn template_routes_handler_table_and_openapi_agree() {
+    let template = argus_stack::Template::load_repo().unwrap();
+    let declared: Vec<(String, String, String)> = template
+        .routes
+        .iter()
+        .filter(|r| r.path != "$default")
+        .map(|r| (r.method.clone(), r.path.clone(), r.binary.clone()))
+        .collect();
+
+    // Every route is declared with and without its trailing slash (the_eye clients use both).
+    let exact: BTreeSet<(String, String)> = declared.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    for (method, path, _) in &declared {
+        let twin = if path.ends_with('/') { canonical(path) } else { format!("{path}/") };
+        assert!(exact.contains(&(method.clone(), twin.clone())), "{method} {path} lacks its twin {twin}");
+    }
+    assert!(template.routes.iter().any(|r| r.path == "$default" && r.binary == "argus-health"));
+
+    let from_template: BTreeSet<(String, String, String)> =
+        declared.iter().map(|(m, p, b)| (m.clone(), canonical(p), b.clone())).collect();
+    let from_handlers: BTreeSet<(String, String, String)> =
+        argus_api::routes::ROUTES.iter().map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string())).collect();
+    assert_eq!(from_template, from_handlers, "argus_api::routes::ROUTES differs from template.yaml");
+
+    let openapi: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(repo_root().join("docs/openapi.yaml")).unwrap()).unwrap();
+    assert_eq!(openapi["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
+    let mut documented = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_mapping().unwrap() {
+        for (method, _) in item.as_mapping().unwrap() {
+            let method = method.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                documented.insert((method.to_uppercase(), path.as_str().unwrap().to_string()));
+            }
+        }
+    }
+    let routed: BTreeSet<(String, String)> = from_template.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    assert_eq!(documented, routed, "docs/openapi.yaml paths differ from template.yaml routes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioned_resources_match_the_template() {
+    let stack = TestStack::start().await;
+    let template = &stack.template;
+    let described = stack.backend.dynamodb.describe_table().table_name(&stack.backend.table).send().await.unwrap();
+    let table = described.table.unwrap();
+
+    let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
+        schema.iter().map(|k| (k.attribute_name.clone(), k.key_type.as_str().to_string())).collect()
+    };
+    let template_keys = |v: &Value| -> Vec<(String, String)> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| (k["AttributeName"].as_str().unwrap().into(), k["KeyType"].as_str().unwrap().into()))
+            .collect()
+    };
+    assert_eq!(keys(table.key_schema()), template_keys(&template.table["KeySchema"]));
+
+    let attrs: BTreeSet<(String, String)> = table
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.attribute_name.clone(), a.attribute_type.as_str().to_string()))
+        .collect();
+    let template_attrs: BTreeSet<(String, String)> = template.table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (a["AttributeName"].as_str().unwrap().into(), a["AttributeType"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(attrs, template_attrs);
+
+    let mut indexes: Vec<IndexShape> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|g| {
+            (
+                g.index_name().unwrap().to_string(),
+                keys(g.key_schema()),
+                g.projection().and_then(|p| p.projection_type()).map(|t| t.as_str().to_string()).unwrap(),
+            )
+        })
+        .collect();
+    indexes.sort();
+    let mut template_indexes: Vec<IndexShape> = template.table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["IndexName"].as_str().unwrap().to_string(),
+                template_keys(&g["KeySchema"]),
+                g["Projection"]["ProjectionType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    template_indexes.sort();
+    assert_eq!(indexes, template_indexes);
+
+    let ttl = stack.backend.dynamodb.describe_time_to_live().table_name(&stack.backend.table).send().await.unwrap();
+    assert_eq!(
+        ttl.time_to_live_description.and_then(|d| d.attribute_name),
+        template.table["TimeToLiveSpecification"]["AttributeName"].as_str().map(str::to_string)
+    );
+
+    for queue in &template.queues {
+        let url = stack.provisioned.queue_url(&queue.logical_id).unwrap();
+        let attrs = stack
+            .backend
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        if let Some(seconds) = queue.visibility_timeout {
+            assert_eq!(attrs[&QueueAttributeName::VisibilityTimeout], seconds.to_string());
+        }
+        match &queue.redrive {
+            Some((target, max_receives)) => {
+                let policy: serde_json::Value =
+                    serde_json::from_str(&attrs[&QueueAttributeName::RedrivePolicy]).unwrap();
+                assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), max_receives.to_string());
+                let target_url = stack.provisioned.queue_url(target).unwrap();
+                let target_arn = stack
+                    .backend
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(target_url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send()
+                    .await
+                    .unwrap()
+                    .attributes
+                    .unwrap()
+                    .remove(&QueueAttributeName::QueueArn)
+                    .unwrap();
+                assert_eq!(policy["deadLetterTargetArn"], target_arn.as_str());
+            }
+            None => assert!(!attrs.contains_key(&QueueAttributeName::RedrivePolicy)),
+        }
+    }
+}
