@@ -60,8 +60,11 @@ wait_port() { # port, name, pid, log
 }
 
 PIDS=()
+# Stops what this script started. Used as the EXIT trap: keeps the script's own exit status
+# (waiting on a child we just killed returns 143, which must not become the result).
 stop_started() {
-  local pid
+  local status=$? pid
+  set +e
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null
   done
@@ -69,6 +72,7 @@ stop_started() {
     [ -n "$pid" ] && wait "$pid" 2>/dev/null
   done
   PIDS=()
+  return "$status"
 }
 
 start_dynamodb() { # port, log
