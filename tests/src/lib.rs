@@ -2,9 +2,12 @@
 //! and queues (from template.yaml) on the real emulators started by `make test`, and serves the
 //! API through the local runner on a free port, so tests run in parallel and beside a dev stack.
 
+pub mod fault_proxy;
+
 use std::sync::Arc;
 
 use argus_core::Backend;
+use argus_local::drain::consumers;
 use argus_local::stack::provision_backend;
 use argus_local::{connect_local, seed_tenant, serve, LocalApi, StackSettings};
 use argus_stack::{Provisioned, Template};
@@ -19,6 +22,7 @@ pub struct TestStack {
     pub template: Template,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Endpoints of the emulators, from `ARGUS_TEST_DYNAMODB_ENDPOINT` / `ARGUS_TEST_SQS_ENDPOINT`.
@@ -48,13 +52,22 @@ impl TestStack {
         Self::serve(backend, provisioned, template).await
     }
 
+    /// Like `start`, and drains the queue into the processor continuously, as `make dev` does.
+    pub async fn start_with_processor() -> Self {
+        let mut stack = Self::start().await;
+        for consumer in consumers(&stack.backend, &stack.template, &stack.provisioned).await.expect("consumers") {
+            stack.background.push(tokio::spawn(consumer.run(stack.backend.clone())));
+        }
+        stack
+    }
+
     /// Serves `backend` (possibly pointing somewhere broken) through the runner.
     pub async fn serve(backend: Backend, provisioned: Provisioned, template: Template) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let api = Arc::new(LocalApi::new(backend.clone(), &template));
         let server = tokio::spawn(serve(listener, api));
-        Self { base_url, backend, provisioned, template, http: reqwest::Client::new(), server }
+        Self { base_url, backend, provisioned, template, http: reqwest::Client::new(), server, background: Vec::new() }
     }
 
     /// A new API key for `tenant`.
@@ -94,6 +107,9 @@ impl TestStack {
 impl Drop for TestStack {
     fn drop(&mut self) {
         self.server.abort();
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
@@ -106,4 +122,71 @@ pub fn assert_envelope(status: u16, body: &Value, expected_status: u16, code: &s
     assert!(error["details"].is_object(), "{body}");
     assert_eq!(body.as_object().map(|o| o.len()), Some(1), "envelope has only `error`: {body}");
     error["details"].clone()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {seconds} s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+impl TestStack {
+    /// Creates a session and returns its id.
+    pub async fn session(&self, key: &str) -> String {
+        let (status, body) = self.call(Method::POST, "/sessions", Some(key), None).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("session id").to_string()
+    }
+
+    /// Walks every page of `path` (which must already carry its query string, possibly empty
+    /// after `?`) and returns all items in order.
+    pub async fn all_pages(&self, path: &str, key: &str, limit: usize) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let url = match &cursor {
+                Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
+                None => format!("{path}{separator}limit={limit}"),
+            };
+            let (status, page) = self.get(&url, key).await;
+            assert_eq!(status, 200, "{url}: {page}");
+            let page_items = page["items"].as_array().expect("items").clone();
+            assert!(page_items.len() <= limit);
+            items.extend(page_items);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return items,
+            }
+        }
+        panic!("pagination of {path} does not end");
+    }
+
+    /// Messages waiting in the events queue (visible + in flight).
+    pub async fn queue_depth(&self) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let attrs = self
+            .backend
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.backend.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        attrs.values().map(|v| v.parse::<usize>().unwrap_or(0)).sum()
+    }
 }

@@ -26,6 +26,10 @@ fn json_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
 async fn every_fixture_invokes_its_function() {
     let stack = TestStack::start().await;
     argus_local::seed_tenant(&stack.backend, "fixtures", Some(FIXTURE_KEY.into())).await.unwrap();
+    let fixture_session = uuid::Uuid::parse_str("0190f0a2-5f5e-7c3a-9a1b-2c3d4e5f6a7b").unwrap();
+    argus_core::sessions::create_with_id(&stack.backend, "fixtures", fixture_session, Default::default())
+        .await
+        .unwrap();
     let events = repo_root().join("events");
     let expected: serde_json::Map<String, Value> =
         serde_json::from_str(&std::fs::read_to_string(events.join("expected.json")).unwrap()).unwrap();
@@ -49,6 +53,10 @@ async fn every_fixture_invokes_its_function() {
         let output = argus_api::dispatch::invoke_json(function, &stack.backend, &event)
             .await
             .unwrap_or_else(|e| panic!("{file}: {e}"));
+        if let Some(expected_failures) = expect.get("batch_item_failures") {
+            assert_eq!(&output["batchItemFailures"], expected_failures, "{file}: {output}");
+            continue;
+        }
         if let Some(context) = expect.get("context") {
             assert_eq!(output["isAuthorized"], true, "{file}: {output}");
             assert_eq!(&output["context"], context, "{file}");
@@ -63,4 +71,12 @@ async fn every_fixture_invokes_its_function() {
             assert!(body.get(field.as_str().unwrap()).is_some(), "{file}: no {field} in {body}");
         }
     }
+
+    // The SQS fixture's effects: the valid event stored, the invalid one recorded as an error.
+    let tenant_key = FIXTURE_KEY;
+    let (status, stored) = stack.get("/events/0190f0a2-6000-7000-8000-0000000000a1", tenant_key).await;
+    assert_eq!(status, 200, "{stored}");
+    let errors = stack.all_pages("/errors", tenant_key, 10).await;
+    let codes: Vec<&str> = errors.iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["DATA_EMPTY"], "the poison message names no tenant: it is recorded unrouted");
 }

@@ -10,6 +10,8 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
     Some(match binary {
         "argus-sessions" => crate::sessions::handle(backend, req).await,
         "argus-health" => crate::health::handle(backend, req).await,
+        "argus-events" => crate::events::handle(backend, req).await,
+        "argus-errors" => crate::errors::handle(backend, req).await,
         _ => return None,
     })
 }
@@ -21,6 +23,11 @@ pub async fn invoke_json(binary: &str, backend: &Backend, event: &str) -> Result
     if binary == "argus-authorizer" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an authorizer event: {e}"))?;
         let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;
+        return serde_json::to_value(response).map_err(|e| e.to_string());
+    }
+    if binary == "argus-processor" {
+        let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;
+        let response = crate::processor::handle(backend, event, None).await;
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     let request = lambda_http::request::from_str(event).map_err(|e| format!("not an HTTP API event: {e}"))?;

@@ -7,9 +7,12 @@
 pub mod authorizer;
 pub mod dispatch;
 pub mod error;
+pub mod errors;
+pub mod events;
 pub mod fallback;
 pub mod health;
 pub mod input;
+pub mod processor;
 pub mod response;
 pub mod routes;
 pub mod sessions;

@@ -7,6 +7,15 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/sessions", "argus-sessions"),
     ("GET", "/sessions", "argus-sessions"),
     ("GET", "/sessions/{id}", "argus-sessions"),
+    ("POST", "/events", "argus-events"),
+    ("GET", "/events", "argus-events"),
+    ("GET", "/events/{id}", "argus-events"),
+    ("PUT", "/events/{id}", "argus-events"),
+    ("PATCH", "/events/{id}", "argus-events"),
+    ("DELETE", "/events/{id}", "argus-events"),
+    ("POST", "/events/{id}/restore", "argus-events"),
+    ("GET", "/errors", "argus-errors"),
+    ("GET", "/errors/{id}", "argus-errors"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::try_join_all;
 
-use crate::keys::{GSI1, GSI1PK, GSI1SK};
 use crate::ServiceError;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -28,6 +27,50 @@ pub fn get_opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     }
 }
 
+/// A newest-first listing over one or more partitions (write shards) of one index.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    pub index: &'a str,
+    pub pk_attr: &'a str,
+    pub sk_attr: &'a str,
+    pub partitions: Vec<String>,
+    /// Inclusive lower bound of the sort key.
+    pub sk_from: Option<String>,
+    /// Exclusive upper bound of the sort key (the cursor, or the end of a time range).
+    pub sk_before: Option<String>,
+    /// A filter applied by DynamoDB after the key condition: (expression, names, values).
+    /// Names and values must not use `#pk`, `#sk`, `:pk`, `:from`, `:before`.
+    pub filter: Option<Filter>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub expression: String,
+    pub names: Vec<(String, String)>,
+    pub values: Vec<(String, AttributeValue)>,
+}
+
+impl Filter {
+    /// ANDs `expression` onto the filter.
+    pub fn and(&mut self, expression: impl Into<String>) -> &mut Self {
+        let expression = expression.into();
+        self.expression =
+            if self.expression.is_empty() { expression } else { format!("{} AND {expression}", self.expression) };
+        self
+    }
+
+    pub fn name(&mut self, placeholder: &str, name: &str) -> &mut Self {
+        self.names.push((placeholder.to_string(), name.to_string()));
+        self
+    }
+
+    pub fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
+        self.values.push((placeholder.to_string(), value));
+        self
+    }
+}
+
 /// A page of a listing merged from several write shards.
 #[derive(Debug)]
 pub struct ShardedPage {
@@ -36,31 +79,27 @@ pub struct ShardedPage {
     pub next_before: Option<String>,
 }
 
-/// Lists the items of `partitions` (the shards of one logical partition of GSI1) newest first
-/// (descending GSI1SK), strictly below `before` if given, merged into one page of `limit`.
+/// Runs `query` on every partition in parallel and merges the results newest first.
 ///
-/// Why it is exact: every item of the next page has a sort key below this page's last one, and
-/// the newest `limit` items of the union are among the newest `limit` of each shard. Asking each
-/// shard for `limit + 1` tells without a further call whether anything follows.
-pub async fn query_gsi1_sharded_desc(
+/// Why the page is exact: every item of the next page has a sort key below this page's last
+/// one, and the newest `limit` items of the union are among the newest `limit` of each shard.
+/// Asking each shard for `limit + 1` tells without a further call whether anything follows.
+pub async fn query_sharded_desc(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
-    partitions: &[String],
-    before: Option<&str>,
-    limit: usize,
+    query: &ListQuery<'_>,
 ) -> Result<ShardedPage, ServiceError> {
-    let wanted = limit + 1;
-    let per_shard = partitions.iter().map(|pk| query_partition_desc(client, table, pk, before, wanted));
+    let per_shard = query.partitions.iter().map(|pk| query_partition_desc(client, table, query, pk));
     let mut merged: Vec<(String, Item)> = Vec::new();
     for shard_items in try_join_all(per_shard).await? {
         for item in shard_items {
-            let sort = get_s(&item, GSI1SK)?.to_string();
+            let sort = get_s(&item, query.sk_attr)?.to_string();
             merged.push((sort, item));
         }
     }
     merged.sort_by(|a, b| b.0.cmp(&a.0));
-    let has_more = merged.len() > limit;
-    merged.truncate(limit);
+    let has_more = merged.len() > query.limit;
+    merged.truncate(query.limit);
     let next_before = if has_more { merged.last().map(|(sort, _)| sort.clone()) } else { None };
     Ok(ShardedPage { items: merged.into_iter().map(|(_, item)| item).collect(), next_before })
 }
@@ -68,35 +107,114 @@ pub async fn query_gsi1_sharded_desc(
 async fn query_partition_desc(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
+    query: &ListQuery<'_>,
     partition: &str,
-    before: Option<&str>,
-    wanted: usize,
 ) -> Result<Vec<Item>, ServiceError> {
+    let wanted = query.limit + 1;
+    // BETWEEN is inclusive at both ends; an exclusive upper bound with a lower bound is done
+    // as BETWEEN plus dropping the (at most one) item equal to the bound.
+    let (condition, drop_equal) = match (&query.sk_from, &query.sk_before) {
+        (None, None) => ("#pk = :pk", false),
+        (Some(_), None) => ("#pk = :pk AND #sk >= :from", false),
+        (None, Some(_)) => ("#pk = :pk AND #sk < :before", false),
+        (Some(_), Some(_)) => ("#pk = :pk AND #sk BETWEEN :from AND :before", true),
+    };
     let mut items = Vec::new();
     let mut start_key = None;
     loop {
-        let mut query = client
+        let mut request = client
             .query()
             .table_name(table)
-            .index_name(GSI1)
+            .index_name(query.index)
             .scan_index_forward(false)
-            .limit(i32::try_from(wanted - items.len()).unwrap_or(i32::MAX))
+            .limit(i32::try_from(wanted - items.len() + usize::from(drop_equal)).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start_key.take())
-            .expression_attribute_names("#pk", GSI1PK)
+            .key_condition_expression(condition)
+            .expression_attribute_names("#pk", query.pk_attr)
             .expression_attribute_values(":pk", s(partition));
-        query = match before {
-            Some(bound) => query
-                .key_condition_expression("#pk = :pk AND #sk < :before")
-                .expression_attribute_names("#sk", GSI1SK)
-                .expression_attribute_values(":before", s(bound)),
-            None => query.key_condition_expression("#pk = :pk"),
-        };
-        let out = query.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-        items.extend(out.items.unwrap_or_default());
-        // A page can stop short of `Limit` at 1 MB; keep reading until we have enough.
+        if query.sk_from.is_some() || query.sk_before.is_some() {
+            request = request.expression_attribute_names("#sk", query.sk_attr);
+        }
+        if let Some(from) = &query.sk_from {
+            request = request.expression_attribute_values(":from", s(from));
+        }
+        if let Some(before) = &query.sk_before {
+            request = request.expression_attribute_values(":before", s(before));
+        }
+        if let Some(filter) = &query.filter {
+            request = request.filter_expression(&filter.expression);
+            for (placeholder, name) in &filter.names {
+                request = request.expression_attribute_names(placeholder, name);
+            }
+            for (placeholder, value) in &filter.values {
+                request = request.expression_attribute_values(placeholder, value.clone());
+            }
+        }
+        let out = request.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        for item in out.items.unwrap_or_default() {
+            if drop_equal && get_opt_s(&item, query.sk_attr) == query.sk_before.as_deref() {
+                continue;
+            }
+            items.push(item);
+        }
+        // A page stops short at 1 MB, or (with a filter) after `Limit` items were *read*:
+        // keep reading until we have enough or the partition is exhausted.
         match out.last_evaluated_key {
             Some(key) if items.len() < wanted => start_key = Some(key),
-            _ => return Ok(items),
+            _ => {
+                items.truncate(wanted);
+                return Ok(items);
+            }
         }
     }
+}
+
+/// Reads many items by key: `BatchGetItem` in calls of 100 keys, unprocessed keys retried with
+/// backoff (bounded). Missing items are simply absent from the result.
+pub async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: Vec<Item>,
+    projection: &str,
+) -> Result<Vec<Item>, ServiceError> {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    const MAX_ATTEMPTS: u32 = 8;
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(100) {
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .projection_expression(projection)
+                .consistent_read(true)
+                .build()
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let mut attempt = 0u32;
+        while let Some(keys) = request.take() {
+            attempt += 1;
+            let out = client
+                .batch_get_item()
+                .request_items(table, keys)
+                .send()
+                .await
+                .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+            found.extend(out.responses.unwrap_or_default().remove(table).unwrap_or_default());
+            request = out.unprocessed_keys.and_then(|mut keys| keys.remove(table)).filter(|k| !k.keys.is_empty());
+            if request.is_some() {
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(ServiceError::Unavailable {
+                        component: "dynamodb",
+                        message: "reads were throttled, retry later".into(),
+                    });
+                }
+                let config = crate::batch_writer::BatchWriterConfig::default();
+                tokio::time::sleep(crate::batch_writer::backoff(&config, attempt)).await;
+            }
+        }
+    }
+    Ok(found)
+}
+
+pub fn key(pk: String, sk: &str) -> Item {
+    Item::from([(crate::keys::PK.to_string(), s(pk)), (crate::keys::SK.to_string(), s(sk))])
 }

@@ -37,3 +37,54 @@ pub fn tenant_keys_pk(tenant: &str) -> String {
 pub fn tenant_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
 }
+
+pub const GSI2: &str = "GSI2";
+pub const GSI2PK: &str = "GSI2PK";
+pub const GSI2SK: &str = "GSI2SK";
+pub const GSI3: &str = "GSI3";
+pub const GSI3PK: &str = "GSI3PK";
+pub const GSI3SK: &str = "GSI3SK";
+
+/// Write shards of the per-tenant, per-category event index: ≈ 4,000 events/s per category.
+pub const EVENT_CATEGORY_SHARDS: u32 = 4;
+/// Write shards of the per-tenant event time index: ≈ 16,000 events/s per tenant.
+pub const EVENT_TENANT_SHARDS: u32 = 16;
+/// Write shards of the per-tenant error listing: ≈ 4,000 error records/s per tenant.
+pub const ERROR_LIST_SHARDS: u32 = 4;
+
+pub fn event_pk(tenant: &str, id: &Uuid) -> String {
+    format!("T#{tenant}#EVENT#{id}")
+}
+
+/// GSI1 partition of one session's events (one partition: ≈ 1,000 events/s per session).
+pub fn session_events_pk(tenant: &str, session: &Uuid) -> String {
+    format!("T#{tenant}#S#{session}#EVENTS")
+}
+
+/// GSI2 partition of a category's events. The fixed-width shard suffix keeps the mapping
+/// injective whatever the category contains.
+pub fn category_events_pk(tenant: &str, category: &str, shard: u32) -> String {
+    format!("T#{tenant}#C#{category}#{shard:02}")
+}
+
+/// GSI3 partition of all of a tenant's events.
+pub fn tenant_events_pk(tenant: &str, shard: u32) -> String {
+    format!("T#{tenant}#EVENTS#{shard:02}")
+}
+
+/// Sort key of time-ordered listings: `<timestamp>#<id>` (fixed-width timestamp first).
+pub fn time_sk(timestamp: &str, id: &Uuid) -> String {
+    format!("{timestamp}#{id}")
+}
+
+pub fn error_pk(tenant: &str, id: &Uuid) -> String {
+    format!("T#{tenant}#ERROR#{id}")
+}
+
+pub fn error_list_pk(tenant: &str, shard: u32) -> String {
+    format!("T#{tenant}#ERRORS#{shard:02}")
+}
+
+pub fn session_errors_pk(tenant: &str, session: &Uuid) -> String {
+    format!("T#{tenant}#S#{session}#ERRORS")
+}

@@ -4,11 +4,16 @@
 
 pub mod apikeys;
 pub mod aws;
+pub mod batch_writer;
 pub mod cursor;
 pub mod ddb;
 pub mod error;
+pub mod errors;
+pub mod events;
 pub mod health;
 pub mod keys;
+pub mod page;
+pub mod pipeline;
 pub mod sessions;
 
 pub use aws::{Backend, Endpoints};

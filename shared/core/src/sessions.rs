@@ -6,18 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::ddb::{get_opt_s, get_s, query_gsi1_sharded_desc, s, Item};
-use crate::keys::{session_list_pk, session_pk, GSI1PK, GSI1SK, META, PK, SESSION_LIST_SHARDS, SK};
+use crate::ddb::{batch_get, get_opt_s, get_s, key, query_sharded_desc, s, Item, ListQuery};
+use crate::keys::{session_list_pk, session_pk, GSI1, GSI1PK, GSI1SK, META, PK, SESSION_LIST_SHARDS, SK};
 use crate::{cursor, Backend, ServiceError};
 
-pub const DEFAULT_PAGE: usize = 100;
-pub const MAX_PAGE: usize = 1000;
-
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
+pub use crate::page::{parse_limit, Page, DEFAULT_PAGE, MAX_PAGE};
 
 #[derive(Serialize, Deserialize)]
 struct ListPosition {
@@ -26,7 +19,16 @@ struct ListPosition {
 }
 
 pub async fn create(backend: &Backend, tenant: &str, input: NewSession) -> Result<Session, ServiceError> {
-    let id = new_id();
+    create_with_id(backend, tenant, new_id(), input).await
+}
+
+/// Creates a session with a given id (imports, fixtures). An existing id is a conflict.
+pub async fn create_with_id(
+    backend: &Backend,
+    tenant: &str,
+    id: Uuid,
+    input: NewSession,
+) -> Result<Session, ServiceError> {
     let created_at = argus_models::time::format(&argus_models::time::now());
     let mut put = backend
         .dynamodb
@@ -46,7 +48,17 @@ pub async fn create(backend: &Backend, tenant: &str, input: NewSession) -> Resul
         let json = serde_json::to_string(metadata).map_err(|e| ServiceError::Internal(e.to_string()))?;
         put = put.item("metadata", s(json));
     }
-    put.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    put.send().await.map_err(|e| {
+        if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
+            ServiceError::Conflict {
+                code: "SESSION_EXISTS",
+                message: format!("session {id} already exists"),
+                details: Map::from_iter([("id".to_string(), Value::from(id.to_string()))]),
+            }
+        } else {
+            ServiceError::from_sdk("dynamodb", e)
+        }
+    })?;
     Ok(Session { id, created_at, metadata: input.metadata })
 }
 
@@ -70,48 +82,9 @@ pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Sessio
 
 /// Which of `ids` exist in the tenant (one BatchGetItem per 100 ids).
 pub async fn existing(backend: &Backend, tenant: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ServiceError> {
-    use aws_sdk_dynamodb::types::KeysAndAttributes;
-    let mut found = Vec::new();
-    for chunk in ids.chunks(100) {
-        let mut keys = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            keys.push(Item::from([(PK.to_string(), s(session_pk(tenant, id))), (SK.to_string(), s(META))]));
-        }
-        let mut request = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression("id")
-                .build()
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
-        );
-        let mut attempt = 0u32;
-        while let Some(keys) = request.take() {
-            let out = backend
-                .dynamodb
-                .batch_get_item()
-                .request_items(&backend.table, keys)
-                .send()
-                .await
-                .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-            for item in out.responses.unwrap_or_default().remove(&backend.table).unwrap_or_default() {
-                if let Some(id) = get_opt_s(&item, "id").and_then(|raw| Uuid::try_parse(raw).ok()) {
-                    found.push(id);
-                }
-            }
-            request = out.unprocessed_keys.and_then(|mut keys| keys.remove(&backend.table));
-            if request.is_some() {
-                attempt += 1;
-                if attempt > 8 {
-                    return Err(ServiceError::Unavailable {
-                        component: "dynamodb",
-                        message: "sessions could not be read, retry later".into(),
-                    });
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
-            }
-        }
-    }
-    Ok(found)
+    let keys = ids.iter().map(|id| key(session_pk(tenant, id), META)).collect();
+    let items = batch_get(&backend.dynamodb, &backend.table, keys, "id").await?;
+    Ok(items.iter().filter_map(|item| get_opt_s(item, "id").and_then(|raw| Uuid::try_parse(raw).ok())).collect())
 }
 
 pub async fn list(
@@ -121,15 +94,17 @@ pub async fn list(
     cursor: Option<&str>,
 ) -> Result<Page<Session>, ServiceError> {
     let position = cursor.map(cursor::decode::<ListPosition>).transpose()?;
-    let partitions: Vec<String> = (0..SESSION_LIST_SHARDS).map(|shard| session_list_pk(tenant, shard)).collect();
-    let page = query_gsi1_sharded_desc(
-        &backend.dynamodb,
-        &backend.table,
-        &partitions,
-        position.as_ref().map(|p| p.before.as_str()),
+    let query = ListQuery {
+        index: GSI1,
+        pk_attr: GSI1PK,
+        sk_attr: GSI1SK,
+        partitions: (0..SESSION_LIST_SHARDS).map(|shard| session_list_pk(tenant, shard)).collect(),
+        sk_from: None,
+        sk_before: position.map(|p| p.before),
+        filter: None,
         limit,
-    )
-    .await?;
+    };
+    let page = query_sharded_desc(&backend.dynamodb, &backend.table, &query).await?;
     Ok(Page {
         items: page.items.iter().map(session_from_item).collect::<Result<_, _>>()?,
         next_cursor: page.next_before.map(|before| cursor::encode(&ListPosition { before })),
@@ -145,34 +120,4 @@ fn session_from_item(item: &Item) -> Result<Session, ServiceError> {
         None => None,
     };
     Ok(Session { id, created_at: get_s(item, "created_at")?.to_string(), metadata })
-}
-
-/// Validates the `limit` query parameter: 1..=MAX_PAGE, default DEFAULT_PAGE.
-pub fn parse_limit(raw: Option<&str>) -> Result<usize, ServiceError> {
-    match raw {
-        None => Ok(DEFAULT_PAGE),
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            _ => Err(ServiceError::BadRequest {
-                code: "INVALID_LIMIT",
-                message: format!("limit must be an integer from 1 to {MAX_PAGE}"),
-                details: Map::from_iter([("field".to_string(), Value::from("limit"))]),
-            }),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limit_bounds() {
-        assert_eq!(parse_limit(None).unwrap(), DEFAULT_PAGE);
-        assert_eq!(parse_limit(Some("1")).unwrap(), 1);
-        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
-        for bad in ["0", "1001", "-1", "ten", "", "1e3"] {
-            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
-        }
-    }
 }

@@ -3,6 +3,8 @@
 //! route Lambdas, the local runner and the tests all share exactly one definition.
 
 pub mod envelope;
+pub mod error_record;
+pub mod event;
 pub mod ids;
 pub mod session;
 pub mod tenant;

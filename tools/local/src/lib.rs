@@ -3,6 +3,7 @@
 //! receive, the authorizer logic runs first on authorized routes, and the event goes to the same
 //! handler code the Lambda binaries run (`argus_api::dispatch`).
 
+pub mod drain;
 pub mod event;
 pub mod server;
 pub mod stack;

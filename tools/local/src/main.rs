@@ -33,6 +33,10 @@ async fn run() -> Result<(), String> {
     let addr: SocketAddr = format!("{host}:{port}").parse().map_err(|e| format!("ARGUS_HOST/ARGUS_PORT: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
     let api = Arc::new(LocalApi::new(backend.clone(), &template));
+    for consumer in argus_local::drain::consumers(&backend, &template, &provisioned).await? {
+        println!("  draining {} into {}", consumer.queue_url, consumer.binary);
+        tokio::spawn(consumer.run(backend.clone()));
+    }
 
     println!();
     println!("Argus is serving http://{addr}");

@@ -1,0 +1,12 @@
+//! Lambda for `/errors`: the error records of events that could not be stored.
+
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    argus_api::telemetry::init_lambda();
+    let backend = argus_core::Backend::from_lambda_env().await?;
+    let backend = &backend;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::errors::handle(backend, req).await) }))
+        .await
+}

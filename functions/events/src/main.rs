@@ -1,0 +1,12 @@
+//! Lambda for `/events`: ingestion (to SQS), reads, updates, soft delete and restore.
+
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    argus_api::telemetry::init_lambda();
+    let backend = argus_core::Backend::from_lambda_env().await?;
+    let backend = &backend;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::events::handle(backend, req).await) }))
+        .await
+}

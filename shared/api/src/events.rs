@@ -1,0 +1,64 @@
+//! `/events` routes.
+
+use argus_core::events::{self, EventFilter};
+use argus_core::{page::parse_limit, pipeline, Backend};
+use argus_models::event::{EventChanges, EventInput, MAX_EVENT_BYTES};
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+use crate::error::respond;
+use crate::input::{json_body, path_param, query, route_key, tenant};
+use crate::{fallback, response, ApiError};
+
+/// Transport limit of one event request. Twice the stored-event cap leaves room for unknown
+/// fields clients send (ignored, as the_eye does) while keeping every SQS message (normalized
+/// event + original payload) under SQS's 256 KiB.
+pub const MAX_BODY_BYTES: usize = 2 * MAX_EVENT_BYTES;
+
+pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
+    respond(route(backend, &req).await)
+}
+
+fn require_body(body: Option<Value>) -> Result<Value, ApiError> {
+    body.ok_or_else(|| {
+        ApiError::new(400, "VALIDATION_FAILED", "body: a JSON object is required").detail("field", "body")
+    })
+}
+
+async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
+    let tenant = tenant(req)?;
+    match route_key(req).as_str() {
+        "POST /events" => {
+            let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
+            let input = EventInput::parse(&payload)?;
+            let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
+            Ok(response::json(202, &json!({"status": "accepted", "id": id})))
+        }
+        "GET /events" => {
+            let filter = EventFilter::parse(|name| query(req, name))?;
+            let limit = parse_limit(query(req, "limit").as_deref())?;
+            let page = events::list(backend, &tenant, &filter, limit, query(req, "cursor").as_deref()).await?;
+            Ok(response::json(200, &page))
+        }
+        "GET /events/{id}" => {
+            let include_deleted = query(req, "include_deleted").as_deref() == Some("true");
+            let event = events::get(backend, &tenant, &path_param(req, "id")?, include_deleted).await?;
+            Ok(response::json(200, &event))
+        }
+        key @ ("PUT /events/{id}" | "PATCH /events/{id}") => {
+            let body = require_body(json_body(req, MAX_BODY_BYTES)?)?;
+            let changes = EventChanges::parse(&body, key.starts_with("PUT"))?;
+            let event = events::update(backend, &tenant, &path_param(req, "id")?, &changes).await?;
+            Ok(response::json(200, &event))
+        }
+        "DELETE /events/{id}" => {
+            events::soft_delete(backend, &tenant, &path_param(req, "id")?).await?;
+            Ok(response::no_content())
+        }
+        "POST /events/{id}/restore" => {
+            let event = events::restore(backend, &tenant, &path_param(req, "id")?).await?;
+            Ok(response::json(200, &event))
+        }
+        _ => Err(fallback::unmatched(req)),
+    }
+}

@@ -1,0 +1,47 @@
+//! The SQS-triggered processor: an SQS batch in, partial batch failures out.
+
+use std::time::{Duration, Instant};
+
+use argus_core::batch_writer::BatchWriterConfig;
+use argus_core::pipeline::{self, QueueMessage};
+use argus_core::Backend;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+
+/// Time kept in reserve before the Lambda deadline to answer with the failures.
+const DEADLINE_RESERVE: Duration = Duration::from_secs(3);
+
+/// Processes the batch; only messages whose writes did not go through are reported in
+/// `batchItemFailures` (and redelivered by SQS, then moved to the DLQ after 5 receives).
+pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+    let messages: Vec<QueueMessage> = event
+        .records
+        .into_iter()
+        .filter_map(|record| {
+            Some(QueueMessage { message_id: record.message_id?, body: record.body.unwrap_or_default() })
+        })
+        .collect();
+    let config = BatchWriterConfig {
+        deadline: deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d)),
+        ..BatchWriterConfig::default()
+    };
+    let report = pipeline::process(backend, &messages, &config).await;
+    tracing::info!(
+        messages = messages.len(),
+        events = report.events_written,
+        duplicates = report.duplicates,
+        error_records = report.errors_recorded,
+        failed = report.failed.len(),
+        "processed SQS batch"
+    );
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = report
+        .failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}

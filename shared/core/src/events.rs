@@ -1,0 +1,396 @@
+//! Stored events: item mapping, get, filtered listings, update, soft delete, restore.
+
+use argus_models::event::{content_violations, Event, EventChanges, EventInput};
+use argus_models::ids::{parse_uuid, shard_of};
+use argus_models::time;
+use argus_models::{FieldError, ValidationError};
+use aws_sdk_dynamodb::types::ReturnValue;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::ddb::{get_opt_s, get_s, query_sharded_desc, s, Filter, Item, ListQuery};
+use crate::keys::*;
+use crate::page::Page;
+use crate::{cursor, Backend, ServiceError};
+
+/// The stored item of a new event. Index keys: GSI1 by session, GSI2 by category (sharded),
+/// GSI3 by tenant (sharded); all sorted by `<timestamp>#<id>`.
+pub fn event_item(
+    tenant: &str,
+    id: &Uuid,
+    input: &EventInput,
+    received_at: &str,
+    now: &str,
+) -> Result<Item, ServiceError> {
+    let timestamp = time::format(&input.timestamp);
+    let sort = time_sk(&timestamp, id);
+    let data = serde_json::to_string(&input.data).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let mut item = Item::from([
+        (PK.into(), s(event_pk(tenant, id))),
+        (SK.into(), s(META)),
+        (GSI1PK.into(), s(session_events_pk(tenant, &input.session_id))),
+        (GSI1SK.into(), s(&sort)),
+        (GSI2PK.into(), s(category_events_pk(tenant, &input.category, shard_of(id, EVENT_CATEGORY_SHARDS)))),
+        (GSI2SK.into(), s(&sort)),
+        (GSI3PK.into(), s(tenant_events_pk(tenant, shard_of(id, EVENT_TENANT_SHARDS)))),
+        (GSI3SK.into(), s(&sort)),
+        ("entity".into(), s("event")),
+        ("id".into(), s(id.to_string())),
+        ("session_id".into(), s(input.session_id.to_string())),
+        ("category".into(), s(&input.category)),
+        ("name".into(), s(&input.name)),
+        ("stream".into(), s(&input.stream)),
+        ("data".into(), s(data)),
+        ("timestamp".into(), s(&timestamp)),
+        ("received_at".into(), s(received_at)),
+        ("created_at".into(), s(now)),
+        ("updated_at".into(), s(now)),
+        ("content_hash".into(), s(content_hash(input))),
+    ]);
+    if let Some(metadata) = &input.metadata {
+        let json = serde_json::to_string(metadata).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        item.insert("metadata".into(), s(json));
+    }
+    Ok(item)
+}
+
+/// A digest of what the client sent (not server fields): tells a retried duplicate (same id,
+/// same content) from a conflicting reuse of an id.
+pub fn content_hash(input: &EventInput) -> String {
+    let canonical = serde_json::json!([
+        input.session_id,
+        input.category,
+        input.name,
+        input.data,
+        time::format(&input.timestamp),
+        input.stream,
+        input.metadata,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+pub fn event_from_item(item: &Item) -> Result<Event, ServiceError> {
+    let internal = |e: String| ServiceError::Internal(e);
+    let uuid = |name: &str| -> Result<Uuid, ServiceError> {
+        Uuid::try_parse(get_s(item, name)?).map_err(|e| internal(e.to_string()))
+    };
+    let metadata = match get_opt_s(item, "metadata") {
+        Some(json) => Some(serde_json::from_str::<Map<String, Value>>(json).map_err(|e| internal(e.to_string()))?),
+        None => None,
+    };
+    Ok(Event {
+        id: uuid("id")?,
+        session_id: uuid("session_id")?,
+        category: get_s(item, "category")?.to_string(),
+        name: get_s(item, "name")?.to_string(),
+        data: serde_json::from_str(get_s(item, "data")?).map_err(|e| internal(e.to_string()))?,
+        timestamp: get_s(item, "timestamp")?.to_string(),
+        stream: get_s(item, "stream")?.to_string(),
+        metadata,
+        received_at: get_s(item, "received_at")?.to_string(),
+        created_at: get_s(item, "created_at")?.to_string(),
+        updated_at: get_s(item, "updated_at")?.to_string(),
+        deleted_at: get_opt_s(item, "deleted_at").map(str::to_string),
+    })
+}
+
+/// Content hashes of those of `ids` that exist in the tenant (deleted ones included).
+pub async fn existing_hashes(
+    backend: &Backend,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, String>, ServiceError> {
+    let keys = ids.iter().map(|id| crate::ddb::key(event_pk(tenant, id), META)).collect();
+    let items = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, "id, content_hash").await?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let id = Uuid::try_parse(get_opt_s(item, "id")?).ok()?;
+            Some((id, get_opt_s(item, "content_hash").unwrap_or_default().to_string()))
+        })
+        .collect())
+}
+
+/// A malformed id names no event: the same 404 as a missing one.
+fn event_id(raw: &str) -> Result<Uuid, ServiceError> {
+    parse_uuid("id", raw).map_err(|_| ServiceError::not_found("event", raw))
+}
+
+async fn get_item(backend: &Backend, tenant: &str, id: &Uuid) -> Result<Option<Item>, ServiceError> {
+    let out = backend
+        .dynamodb
+        .get_item()
+        .table_name(&backend.table)
+        .key(PK, s(event_pk(tenant, id)))
+        .key(SK, s(META))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    Ok(out.item)
+}
+
+pub async fn get(backend: &Backend, tenant: &str, raw_id: &str, include_deleted: bool) -> Result<Event, ServiceError> {
+    let id = event_id(raw_id)?;
+    match get_item(backend, tenant, &id).await? {
+        Some(item) if include_deleted || !item.contains_key("deleted_at") => event_from_item(&item),
+        _ => Err(ServiceError::not_found("event", raw_id)),
+    }
+}
+
+/// `GET /events` filters (the_eye's names), parsed and checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub session: Option<Uuid>,
+    pub category: Option<String>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Inclusive.
+    pub to: Option<DateTime<Utc>>,
+    pub name: Option<String>,
+    pub stream: Option<String>,
+    pub include_deleted: bool,
+}
+
+impl EventFilter {
+    /// `param(name)` returns a query parameter's value.
+    pub fn parse(param: impl Fn(&str) -> Option<String>) -> Result<Self, ServiceError> {
+        let mut errors = ValidationError::default();
+        let session = param("session").and_then(|raw| parse_uuid("session", &raw).map_err(|e| errors.push(e)).ok());
+        let from = param("timestamp__gte")
+            .and_then(|raw| time::parse("timestamp__gte", &raw).map_err(|e| errors.push(e)).ok());
+        let to = param("timestamp__lte")
+            .and_then(|raw| time::parse("timestamp__lte", &raw).map_err(|e| errors.push(e)).ok());
+        let text = |name: &str, max: usize, errors: &mut ValidationError| {
+            param(name).and_then(|value| {
+                if value.is_empty() || value.chars().count() > max {
+                    errors.push(FieldError::new(
+                        name,
+                        "INVALID_FILTER",
+                        format!("{name} must be 1 to {max} characters"),
+                    ));
+                    None
+                } else {
+                    Some(value)
+                }
+            })
+        };
+        let category = text("category", argus_models::event::MAX_CATEGORY_LEN, &mut errors);
+        let name = text("name", argus_models::event::MAX_NAME_LEN, &mut errors);
+        let stream = text("stream", argus_models::event::MAX_STREAM_LEN, &mut errors);
+        let include_deleted = match param("include_deleted").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                errors.push(FieldError::new("include_deleted", "INVALID_FILTER", "include_deleted is true or false"));
+                false
+            }
+        };
+        if let (Some(from), Some(to)) = (&from, &to) {
+            if from > to {
+                errors.push(FieldError::new(
+                    "timestamp__gte",
+                    "INVALID_RANGE",
+                    "timestamp__gte is after timestamp__lte",
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::BadRequest {
+                code: "INVALID_FILTER",
+                message: errors.message(),
+                details: errors.details(),
+            });
+        }
+        Ok(Self { session, category, from, to, name, stream, include_deleted })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventPosition {
+    before: String,
+}
+
+/// Lists events newest `timestamp` first. Index choice: session → GSI1 (one partition);
+/// category → GSI2 (category shards); otherwise GSI3 (tenant shards). The time range is part of
+/// the key condition; the other filters are filter expressions on that index.
+pub async fn list(
+    backend: &Backend,
+    tenant: &str,
+    filter: &EventFilter,
+    limit: usize,
+    cursor_raw: Option<&str>,
+) -> Result<Page<Event>, ServiceError> {
+    let position = cursor_raw.map(cursor::decode::<EventPosition>).transpose()?;
+    let mut expression = Filter::default();
+    let (index, pk_attr, sk_attr, partitions) = match (&filter.session, &filter.category) {
+        (Some(session), category) => {
+            if let Some(category) = category {
+                expression.and("#category = :category").name("#category", "category").value(":category", s(category));
+            }
+            (GSI1, GSI1PK, GSI1SK, vec![session_events_pk(tenant, session)])
+        }
+        (None, Some(category)) => (
+            GSI2,
+            GSI2PK,
+            GSI2SK,
+            (0..EVENT_CATEGORY_SHARDS).map(|shard| category_events_pk(tenant, category, shard)).collect(),
+        ),
+        (None, None) => {
+            (GSI3, GSI3PK, GSI3SK, (0..EVENT_TENANT_SHARDS).map(|shard| tenant_events_pk(tenant, shard)).collect())
+        }
+    };
+    if let Some(name) = &filter.name {
+        expression.and("#name = :name").name("#name", "name").value(":name", s(name));
+    }
+    if let Some(stream) = &filter.stream {
+        expression.and("#stream = :stream").name("#stream", "stream").value(":stream", s(stream));
+    }
+    if !filter.include_deleted {
+        expression.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
+    }
+    // `<timestamp>#<id>`: everything at or after `from` sorts at or after "<from>", everything up
+    // to and including `to` sorts before "<to>$" ('$' follows '#').
+    let range_end = filter.to.map(|to| format!("{}$", time::format(&to)));
+    let sk_before = match (position.map(|p| p.before), range_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let query = ListQuery {
+        index,
+        pk_attr,
+        sk_attr,
+        partitions,
+        sk_from: filter.from.map(|from| time::format(&from)),
+        sk_before,
+        filter: (!expression.expression.is_empty()).then_some(expression),
+        limit,
+    };
+    let page = query_sharded_desc(&backend.dynamodb, &backend.table, &query).await?;
+    Ok(Page {
+        items: page.items.iter().map(event_from_item).collect::<Result<_, _>>()?,
+        next_cursor: page.next_before.map(|before| cursor::encode(&EventPosition { before })),
+    })
+}
+
+/// Content rules for a changed event, judged against now.
+fn check_content(event: &Event) -> Result<(), ServiceError> {
+    let timestamp = time::parse("timestamp", &event.timestamp)?;
+    let violations = content_violations(&event.data, &timestamp, &time::now());
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError { errors: violations }.into())
+    }
+}
+
+/// `PUT` (`replace`) or `PATCH` an event. The write is conditional on the version read
+/// (`updated_at`), so two concurrent updates cannot silently overwrite each other.
+pub async fn update(
+    backend: &Backend,
+    tenant: &str,
+    raw_id: &str,
+    changes: &EventChanges,
+) -> Result<Event, ServiceError> {
+    let id = event_id(raw_id)?;
+    let item = match get_item(backend, tenant, &id).await? {
+        Some(item) if !item.contains_key("deleted_at") => item,
+        _ => return Err(ServiceError::not_found("event", raw_id)),
+    };
+    let current = event_from_item(&item)?;
+    let mut next = changes.apply(&current);
+    check_content(&next)?;
+    if serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX) > argus_models::event::MAX_EVENT_BYTES + 1024 {
+        return Err(FieldError::new("data", "TOO_LARGE", "the changed event exceeds the event size limit").into());
+    }
+    let now = time::format(&time::now());
+    next.updated_at = now.clone();
+    let input = EventInput {
+        id: Some(id),
+        session_id: next.session_id,
+        category: next.category.clone(),
+        name: next.name.clone(),
+        data: next.data.clone(),
+        timestamp: time::parse("timestamp", &next.timestamp)?,
+        stream: next.stream.clone(),
+        metadata: next.metadata.clone(),
+    };
+    let mut new_item = event_item(tenant, &id, &input, &current.received_at, &current.created_at)?;
+    new_item.insert("updated_at".into(), s(&now));
+    let result = backend
+        .dynamodb
+        .put_item()
+        .table_name(&backend.table)
+        .set_item(Some(new_item))
+        .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
+        .expression_attribute_values(":seen", s(&current.updated_at))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(next),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            match get_item(backend, tenant, &id).await? {
+                Some(item) if !item.contains_key("deleted_at") => Err(ServiceError::Conflict {
+                    code: "CONCURRENT_UPDATE",
+                    message: "the event changed while this update was applied; read it and retry".into(),
+                    details: Map::from_iter([("id".to_string(), Value::from(raw_id))]),
+                }),
+                _ => Err(ServiceError::not_found("event", raw_id)),
+            }
+        }
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+/// Soft delete: the event stays stored with `deleted_at` and leaves GET and listings.
+/// Deleting a missing or already deleted event is a 404.
+pub async fn soft_delete(backend: &Backend, tenant: &str, raw_id: &str) -> Result<(), ServiceError> {
+    let id = event_id(raw_id)?;
+    let now = time::format(&time::now());
+    let result = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(event_pk(tenant, &id)))
+        .key(SK, s(META))
+        .update_expression("SET deleted_at = :now, updated_at = :now")
+        .condition_expression("attribute_exists(PK) AND attribute_not_exists(deleted_at)")
+        .expression_attribute_values(":now", s(now))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(ServiceError::not_found("event", raw_id))
+        }
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+/// Undoes a soft delete. Restoring an event that is not deleted returns it unchanged.
+pub async fn restore(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Event, ServiceError> {
+    let id = event_id(raw_id)?;
+    let now = time::format(&time::now());
+    let result = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(event_pk(tenant, &id)))
+        .key(SK, s(META))
+        .update_expression("SET updated_at = :now REMOVE deleted_at")
+        .condition_expression("attribute_exists(PK) AND attribute_exists(deleted_at)")
+        .expression_attribute_values(":now", s(now))
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await;
+    match result {
+        Ok(out) => event_from_item(&out.attributes.unwrap_or_default()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            get(backend, tenant, raw_id, false).await
+        }
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}

@@ -1,0 +1,242 @@
+//! The asynchronous events pipeline: `enqueue` (POST /events) and `process` (the SQS-triggered
+//! processor). Every message ends as a stored event or a stored error record; a message is only
+//! reported failed (to be redelivered) when a write did not go through.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use argus_models::error_record::{codes, ErrorRecord};
+use argus_models::event::{content_violations, EventInput};
+use argus_models::ids::new_id;
+use argus_models::tenant::validate_tenant_id;
+use argus_models::{time, FieldError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::batch_writer::{write_all, BatchWriterConfig, Write};
+use crate::{errors, events, sessions, Backend, ServiceError};
+
+/// Tenant under which messages that name no valid tenant are recorded. Not a valid tenant id
+/// (leading `_`), so no API key can ever read it; operators find these records in the table.
+pub const UNROUTED_TENANT: &str = "_unrouted";
+
+/// The SQS message body of one accepted event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub v: u8,
+    pub tenant: String,
+    pub received_at: String,
+    /// Shape-valid and normalized, `id` always set.
+    pub event: EventInput,
+    /// The event as the client sent it, for the error record if it fails.
+    pub payload: Value,
+}
+
+/// Queues one shape-valid event; returns its id. A failed send is `Unavailable` (503): the
+/// client must never get a 202 for an event that is not queued.
+pub async fn enqueue(
+    backend: &Backend,
+    tenant: &str,
+    mut event: EventInput,
+    payload: Value,
+) -> Result<Uuid, ServiceError> {
+    let id = *event.id.get_or_insert_with(new_id);
+    let message =
+        QueuedEvent { v: 1, tenant: tenant.to_string(), received_at: time::format(&time::now()), event, payload };
+    let body = serde_json::to_string(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    backend.sqs.send_message().queue_url(&backend.queue_url).message_body(body).send().await.map_err(|err| {
+        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "SendMessage failed");
+        ServiceError::Unavailable { component: "queue", message: "the event queue is unavailable, retry later".into() }
+    })?;
+    Ok(id)
+}
+
+/// One received SQS message.
+#[derive(Debug, Clone)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub body: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProcessReport {
+    /// Message ids to report in `batchItemFailures`.
+    pub failed: Vec<String>,
+    pub events_written: usize,
+    pub duplicates: usize,
+    pub errors_recorded: usize,
+}
+
+enum Outcome {
+    /// Write this event item.
+    Event(Box<crate::ddb::Item>),
+    /// Write this error record.
+    Error(Box<crate::ddb::Item>),
+    /// Already stored with the same content: nothing to do.
+    Duplicate,
+    /// Could not be decided now (a read failed): redeliver.
+    Retry,
+}
+
+pub async fn process(backend: &Backend, messages: &[QueueMessage], config: &BatchWriterConfig) -> ProcessReport {
+    let now = time::format(&time::now());
+    let mut decoded: Vec<Result<QueuedEvent, Box<ErrorRecordDraft>>> = Vec::with_capacity(messages.len());
+    for message in messages {
+        decoded.push(decode(message, &now));
+    }
+
+    // What already exists, per tenant: sessions referenced, and events with these ids.
+    let mut by_tenant: BTreeMap<&str, (HashSet<Uuid>, Vec<Uuid>)> = BTreeMap::new();
+    for queued in decoded.iter().flatten() {
+        let entry = by_tenant.entry(queued.tenant.as_str()).or_default();
+        entry.0.insert(queued.event.session_id);
+        entry.1.extend(queued.event.id);
+    }
+    let mut known_sessions: HashMap<&str, Result<HashSet<Uuid>, ()>> = HashMap::new();
+    let mut known_events: HashMap<&str, Result<HashMap<Uuid, String>, ()>> = HashMap::new();
+    for (tenant, (session_ids, event_ids)) in &by_tenant {
+        let session_ids: Vec<Uuid> = session_ids.iter().copied().collect();
+        let (found_sessions, found_events) = tokio::join!(
+            sessions::existing(backend, tenant, &session_ids),
+            events::existing_hashes(backend, tenant, event_ids)
+        );
+        known_sessions.insert(tenant, found_sessions.map(|ids| ids.into_iter().collect()).map_err(|_| ()));
+        known_events.insert(tenant, found_events.map_err(|_| ()));
+    }
+
+    let mut report = ProcessReport::default();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(messages.len());
+    for item in &decoded {
+        let outcome = match item {
+            Err(draft) => Outcome::Error(Box::new(draft.to_item())),
+            Ok(queued) => decide(queued, &known_sessions, &known_events, &now),
+        };
+        outcomes.push(outcome);
+    }
+
+    let mut writes = Vec::new();
+    let mut write_of_message = vec![None; messages.len()];
+    for (index, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Outcome::Event(item) | Outcome::Error(item) => {
+                write_of_message[index] = Some(writes.len());
+                writes.push(Write::Put((**item).clone()));
+            }
+            Outcome::Duplicate => report.duplicates += 1,
+            Outcome::Retry => report.failed.push(messages[index].message_id.clone()),
+        }
+    }
+    let (results, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
+    for (index, write) in write_of_message.iter().enumerate() {
+        let Some(write) = write else { continue };
+        if results[*write].is_written() {
+            match outcomes[index] {
+                Outcome::Event(_) => report.events_written += 1,
+                _ => report.errors_recorded += 1,
+            }
+        } else {
+            tracing::warn!(message_id = %messages[index].message_id, outcome = ?results[*write], "write failed; message will be redelivered");
+            report.failed.push(messages[index].message_id.clone());
+        }
+    }
+    report
+}
+
+fn decide(
+    queued: &QueuedEvent,
+    known_sessions: &HashMap<&str, Result<HashSet<Uuid>, ()>>,
+    known_events: &HashMap<&str, Result<HashMap<Uuid, String>, ()>>,
+    now: &str,
+) -> Outcome {
+    let tenant = queued.tenant.as_str();
+    let (Some(Ok(sessions)), Some(Ok(existing))) = (known_sessions.get(tenant), known_events.get(tenant)) else {
+        return Outcome::Retry;
+    };
+    let id = queued.event.id.unwrap_or_default();
+    let hash = events::content_hash(&queued.event);
+    let mut violations = Vec::new();
+    match existing.get(&id) {
+        Some(stored) if *stored == hash => return Outcome::Duplicate,
+        Some(_) => violations.push(FieldError::new(
+            "id",
+            codes::ID_CONFLICT,
+            format!("event {id} already exists with different content"),
+        )),
+        None => {}
+    }
+    let received_at = time::parse("received_at", &queued.received_at).unwrap_or_else(|_| time::now());
+    violations.extend(content_violations(&queued.event.data, &queued.event.timestamp, &received_at));
+    if !sessions.contains(&queued.event.session_id) {
+        violations.push(FieldError::new(
+            "session_id",
+            codes::SESSION_NOT_FOUND,
+            format!("session {} does not exist", queued.event.session_id),
+        ));
+    }
+    if violations.is_empty() {
+        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now) {
+            Ok(item) => Outcome::Event(Box::new(item)),
+            Err(_) => Outcome::Retry,
+        };
+    }
+    let draft = ErrorRecordDraft {
+        tenant: tenant.to_string(),
+        record: ErrorRecord {
+            id: errors::error_id_for_event(tenant, &id),
+            event_id: Some(id),
+            session_id: Some(queued.event.session_id),
+            code: violations[0].code.to_string(),
+            message: violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("; "),
+            details: errors::violation_details(&violations),
+            payload: queued.payload.clone(),
+            created_at: now.to_string(),
+        },
+    };
+    Outcome::Error(Box::new(draft.to_item()))
+}
+
+/// An error record not yet stored.
+struct ErrorRecordDraft {
+    tenant: String,
+    record: ErrorRecord,
+}
+
+impl ErrorRecordDraft {
+    fn to_item(&self) -> crate::ddb::Item {
+        // Serializing plain values cannot fail; an empty item would be rejected by the writer
+        // (no key) and the message redelivered, never dropped.
+        errors::error_item(&self.tenant, &self.record).unwrap_or_default()
+    }
+}
+
+/// A message body that is not a `QueuedEvent` becomes a `MALFORMED_MESSAGE` error record (in its
+/// tenant if it names a valid one), so a poison message is recorded once, not retried forever.
+fn decode(message: &QueueMessage, now: &str) -> Result<QueuedEvent, Box<ErrorRecordDraft>> {
+    let parse_error = match serde_json::from_str::<QueuedEvent>(&message.body) {
+        Ok(queued) if queued.event.id.is_some() && validate_tenant_id(&queued.tenant).is_ok() => return Ok(queued),
+        Ok(_) => "the message lacks an event id or a valid tenant".to_string(),
+        Err(err) => err.to_string(),
+    };
+    let raw: Option<Value> = serde_json::from_str(&message.body).ok();
+    let tenant = raw
+        .as_ref()
+        .and_then(|v| v.get("tenant"))
+        .and_then(Value::as_str)
+        .filter(|t| validate_tenant_id(t).is_ok())
+        .unwrap_or(UNROUTED_TENANT)
+        .to_string();
+    tracing::error!(message_id = %message.message_id, %tenant, error = %parse_error, "poison message recorded");
+    Err(Box::new(ErrorRecordDraft {
+        tenant,
+        record: ErrorRecord {
+            id: errors::error_id_for_message(&message.message_id),
+            event_id: None,
+            session_id: None,
+            code: codes::MALFORMED_MESSAGE.to_string(),
+            message: format!("the queue message is not an Argus event: {parse_error}"),
+            details: serde_json::Map::from_iter([("message_id".to_string(), json!(message.message_id))]),
+            payload: raw.unwrap_or_else(|| Value::String(message.body.chars().take(64 * 1024).collect())),
+            created_at: now.to_string(),
+        },
+    }))
+}
