@@ -9,14 +9,15 @@ use serde_json::{json, Map, Value};
 #[derive(Debug)]
 pub struct ApiError {
     pub status: u16,
-    pub envelope: ErrorEnvelope,
+    /// Boxed: keeps `Result<_, ApiError>` small on every handler path.
+    pub envelope: Box<ErrorEnvelope>,
     /// Extra headers (e.g. `Allow` on 405).
     pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self { status, envelope: ErrorEnvelope::new(code, message), headers: Vec::new() }
+        Self { status, envelope: Box::new(ErrorEnvelope::new(code, message)), headers: Vec::new() }
     }
 
     pub fn with_details(mut self, details: Map<String, Value>) -> Self {
@@ -45,7 +46,7 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let mut response = crate::response::json(self.status, &self.envelope);
+        let mut response = crate::response::json(self.status, &*self.envelope);
         for (name, value) in self.headers {
             if let Ok(value) = value.parse() {
                 response.headers_mut().insert(name, value);
@@ -73,6 +74,7 @@ impl From<ServiceError> for ApiError {
                 ]))
             }
             ServiceError::Conflict { code, message, details } => Self::new(409, code, message).with_details(details),
+            ServiceError::TooLarge { code, message, details } => Self::new(413, code, message).with_details(details),
             ServiceError::Unavailable { component, message } => Self::new(503, "SERVICE_UNAVAILABLE", message)
                 .detail("component", component)
                 .detail("retryable", true)

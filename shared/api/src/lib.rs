@@ -5,6 +5,7 @@
 //! event's `routeKey` and `pathParameters`, exactly as they would behind API Gateway.
 
 pub mod authorizer;
+pub mod batch;
 pub mod dispatch;
 pub mod error;
 pub mod errors;

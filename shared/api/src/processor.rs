@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use argus_core::batch_writer::BatchWriterConfig;
 use argus_core::pipeline::{self, QueueMessage};
 use argus_core::Backend;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -20,10 +19,7 @@ pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant
             Some(QueueMessage { message_id: record.message_id?, body: record.body.unwrap_or_default() })
         })
         .collect();
-    let config = BatchWriterConfig {
-        deadline: deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d)),
-        ..BatchWriterConfig::default()
-    };
+    let config = backend.writer_for(deadline, DEADLINE_RESERVE);
     let report = pipeline::process(backend, &messages, &config).await;
     tracing::info!(
         messages = messages.len(),

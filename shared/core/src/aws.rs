@@ -13,6 +13,10 @@ pub struct Backend {
     pub sqs: aws_sdk_sqs::Client,
     pub table: String,
     pub queue_url: String,
+    /// Batch writer tuning (`ARGUS_WRITER_*`); the deadline is set per invocation.
+    pub writer: crate::batch_writer::BatchWriterConfig,
+    /// Longest a bulk write may keep retrying, within the invocation's own deadline.
+    pub write_budget: Duration,
 }
 
 /// Explicit endpoints for local emulators. In Lambda none are set and the SDK resolves the
@@ -34,6 +38,19 @@ fn timeouts() -> TimeoutConfig {
         .connect_timeout(Duration::from_secs(2))
         .operation_attempt_timeout(Duration::from_secs(10))
         .build()
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn writer_from_env() -> crate::batch_writer::BatchWriterConfig {
+    let defaults = crate::batch_writer::BatchWriterConfig::default();
+    crate::batch_writer::BatchWriterConfig {
+        concurrency: env_number("ARGUS_WRITER_CONCURRENCY", defaults.concurrency as u64).max(1) as usize,
+        max_attempts: env_number("ARGUS_WRITER_MAX_ATTEMPTS", u64::from(defaults.max_attempts)).max(1) as u32,
+        ..defaults
+    }
 }
 
 /// Configuration from the Lambda environment (region, role credentials).
@@ -85,7 +102,24 @@ impl Backend {
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             table: table.into(),
             queue_url: queue_url.into(),
+            writer: writer_from_env(),
+            write_budget: Duration::from_secs(env_number("ARGUS_WRITE_BUDGET_SECONDS", 20)),
         }
+    }
+
+    /// The writer configuration for one invocation: retries stop at the write budget, or
+    /// `reserve` before the invocation's own deadline, whichever comes first.
+    pub fn writer_for(
+        &self,
+        invocation_deadline: Option<std::time::Instant>,
+        reserve: Duration,
+    ) -> crate::batch_writer::BatchWriterConfig {
+        let budget_end = std::time::Instant::now() + self.write_budget;
+        let deadline = match invocation_deadline.map(|d| d.checked_sub(reserve).unwrap_or(d)) {
+            Some(lambda_end) => budget_end.min(lambda_end),
+            None => budget_end,
+        };
+        crate::batch_writer::BatchWriterConfig { deadline: Some(deadline), ..self.writer.clone() }
     }
 
     /// The backend a Lambda function uses: `ARGUS_TABLE` and `ARGUS_QUEUE_URL` are set by the

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use futures::stream::{self, StreamExt};
 
 use crate::ddb::Item;
-use crate::error::{is_transient_code, is_transient_sdk_error};
+use crate::error::is_transient_sdk_error;
 use crate::keys::{PK, SK};
 
 /// DynamoDB's limits for one `BatchWriteItem`, and for one item.
@@ -232,11 +232,16 @@ async fn write_chunk(
                 last_failure = "still unprocessed by DynamoDB (throttled)".into();
             }
             Err(err) => {
+                // The modeled variants too: an error's code is only in its metadata when parsed
+                // from a response.
                 let retryable = is_transient_sdk_error(&err)
-                    || err
-                        .as_service_error()
-                        .and_then(|e| aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e))
-                        .is_some_and(is_transient_code);
+                    || err.as_service_error().is_some_and(|e| {
+                        e.is_provisioned_throughput_exceeded_exception()
+                            || e.is_request_limit_exceeded()
+                            || e.is_throttling_exception()
+                            || e.is_internal_server_error()
+                            || e.is_replicated_write_conflict_exception()
+                    });
                 last_failure = format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err));
                 if !retryable {
                     tracing::error!(error = %last_failure, items = sent.len(), "BatchWriteItem rejected");
@@ -316,6 +321,163 @@ fn value_size(value: &AttributeValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::operation::batch_write_item::{BatchWriteItemError, BatchWriteItemOutput};
+    use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+    use aws_sdk_dynamodb::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    const TABLE: &str = "t";
+
+    fn put(n: usize) -> Write {
+        Write::Put(Item::from([
+            (PK.to_string(), AttributeValue::S(format!("k{n}"))),
+            (SK.to_string(), AttributeValue::S("s".into())),
+            ("v".to_string(), AttributeValue::N(n.to_string())),
+        ]))
+    }
+
+    fn requests_of(writes: &[usize]) -> Vec<WriteRequest> {
+        writes.iter().map(|&n| put(n).to_request().unwrap()).collect()
+    }
+
+    /// The PK values a request carries, sorted.
+    fn keys_in(input: &aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput) -> Vec<String> {
+        let mut keys: Vec<String> = input
+            .request_items()
+            .and_then(|items| items.get(TABLE))
+            .into_iter()
+            .flatten()
+            .filter_map(request_key)
+            .map(|(pk, _)| pk)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn fast() -> BatchWriterConfig {
+        BatchWriterConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..Default::default()
+        }
+    }
+
+    fn no_sdk_retries(builder: aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb::config::Builder {
+        builder.retry_config(RetryConfig::disabled())
+    }
+
+    #[tokio::test]
+    async fn three_unprocessed_then_none_is_one_retry_of_exactly_those_three() {
+        let first = mock!(Client::batch_write_item)
+            .match_requests(|req| keys_in(req) == ["k0", "k1", "k2", "k3", "k4"])
+            .then_output(|| BatchWriteItemOutput::builder().unprocessed_items(TABLE, requests_of(&[1, 3, 4])).build());
+        let retry = mock!(Client::batch_write_item)
+            .match_requests(|req| keys_in(req) == ["k1", "k3", "k4"])
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&first, &retry], no_sdk_retries);
+        let writes: Vec<Write> = (0..5).map(put).collect();
+        let (outcomes, stats) = write_all(&client, TABLE, &writes, &fast()).await;
+        assert!(outcomes.iter().all(WriteOutcome::is_written), "{outcomes:?}");
+        assert_eq!((first.num_calls(), retry.num_calls()), (1, 1));
+        assert_eq!(stats, WriteStats { calls: 2, retries: 1 });
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_is_retried_whole() {
+        let throttled = mock!(Client::batch_write_item).then_error(|| {
+            BatchWriteItemError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder().message("slow down").build(),
+            )
+        });
+        let retry = mock!(Client::batch_write_item)
+            .match_requests(|req| keys_in(req).len() == 3)
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&throttled, &retry], no_sdk_retries);
+        let writes: Vec<Write> = (0..3).map(put).collect();
+        let (outcomes, stats) = write_all(&client, TABLE, &writes, &fast()).await;
+        assert!(outcomes.iter().all(WriteOutcome::is_written));
+        assert_eq!(stats.calls, 2);
+    }
+
+    #[tokio::test]
+    async fn a_validation_error_is_reported_not_retried() {
+        let rejected = mock!(Client::batch_write_item).then_error(|| {
+            BatchWriteItemError::generic(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message("bad item")
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rejected], no_sdk_retries);
+        let writes: Vec<Write> = (0..2).map(put).collect();
+        let (outcomes, stats) = write_all(&client, TABLE, &writes, &fast()).await;
+        assert_eq!(stats.calls, 1);
+        for outcome in outcomes {
+            assert!(matches!(outcome, WriteOutcome::NotWritten { retryable: false, .. }), "{outcome:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_attempts_reporting_retryable() {
+        let never = mock!(Client::batch_write_item)
+            .sequence()
+            .output(|| BatchWriteItemOutput::builder().unprocessed_items(TABLE, requests_of(&[1])).build())
+            .times(4)
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&never], no_sdk_retries);
+        let writes: Vec<Write> = (0..2).map(put).collect();
+        let config = BatchWriterConfig { max_attempts: 4, ..fast() };
+        let (outcomes, stats) = write_all(&client, TABLE, &writes, &config).await;
+        assert_eq!(outcomes[0], WriteOutcome::Written);
+        assert!(matches!(&outcomes[1], WriteOutcome::NotWritten { retryable: true, .. }), "{:?}", outcomes[1]);
+        assert_eq!(stats, WriteStats { calls: 4, retries: 3 });
+        assert_eq!(never.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_deadline() {
+        let never = mock!(Client::batch_write_item)
+            .then_output(|| BatchWriteItemOutput::builder().unprocessed_items(TABLE, requests_of(&[0])).build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&never], no_sdk_retries);
+        let config = BatchWriterConfig {
+            max_attempts: 1000,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let (outcomes, stats) = write_all(&client, TABLE, &[put(0)], &config).await;
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert!(stats.calls < 1000);
+        assert!(matches!(&outcomes[0], WriteOutcome::NotWritten { retryable: true, .. }));
+    }
+
+    #[tokio::test]
+    async fn chunks_of_25_without_repeated_keys_and_oversize_rejected_up_front() {
+        let any = mock!(Client::batch_write_item)
+            .match_requests(|req| {
+                let keys = keys_in(req);
+                let unique: std::collections::HashSet<&String> = keys.iter().collect();
+                keys.len() <= MAX_ITEMS_PER_CALL && unique.len() == keys.len()
+            })
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&any], no_sdk_retries);
+        let mut writes: Vec<Write> = (0..60).map(put).collect();
+        writes.push(put(7)); // a second write of k7: supersedes the first
+        let mut huge = put(99);
+        if let Write::Put(item) = &mut huge {
+            item.insert("blob".into(), AttributeValue::S("x".repeat(MAX_ITEM_BYTES)));
+        }
+        writes.push(huge);
+        let (outcomes, stats) = write_all(&client, TABLE, &writes, &fast()).await;
+        assert_eq!(stats.calls, 3, "60 distinct keys: 25 + 25 + 10");
+        assert_eq!(any.num_calls(), 3);
+        assert!(outcomes[..61].iter().all(WriteOutcome::is_written));
+        assert!(matches!(&outcomes[61], WriteOutcome::NotWritten { retryable: false, .. }));
+    }
 
     #[test]
     fn backoff_is_bounded_full_jitter() {
@@ -325,7 +487,6 @@ mod tests {
             assert!(delay <= config.max_delay);
             assert!(delay <= config.base_delay * (1 << attempt.min(20)));
         }
-        // Jitter: not always the same value.
         let samples: std::collections::HashSet<_> = (0..50).map(|_| backoff(&config, 6)).collect();
         assert!(samples.len() > 5);
     }

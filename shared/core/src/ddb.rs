@@ -175,7 +175,7 @@ pub async fn batch_get(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     keys: Vec<Item>,
-    projection: &str,
+    projection: Option<&str>,
 ) -> Result<Vec<Item>, ServiceError> {
     use aws_sdk_dynamodb::types::KeysAndAttributes;
     const MAX_ATTEMPTS: u32 = 8;
@@ -184,7 +184,7 @@ pub async fn batch_get(
         let mut request = Some(
             KeysAndAttributes::builder()
                 .set_keys(Some(chunk.to_vec()))
-                .projection_expression(projection)
+                .set_projection_expression(projection.map(str::to_string))
                 .consistent_read(true)
                 .build()
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,

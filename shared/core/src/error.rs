@@ -25,6 +25,12 @@ pub enum ServiceError {
         message: String,
         details: Map<String, Value>,
     },
+    /// The request exceeds a size or count limit; `details` names the limits.
+    TooLarge {
+        code: &'static str,
+        message: String,
+        details: Map<String, Value>,
+    },
     /// A dependency (DynamoDB, SQS) is unreachable or throttling: safe to retry later.
     Unavailable {
         component: &'static str,
@@ -105,7 +111,9 @@ impl std::fmt::Display for ServiceError {
             Self::Validation(v) => write!(f, "validation failed: {}", v.message()),
             Self::BadRequest { code, message, .. } => write!(f, "{code}: {message}"),
             Self::NotFound { resource, id } => write!(f, "{resource} {id} not found"),
-            Self::Conflict { code, message, .. } => write!(f, "{code}: {message}"),
+            Self::Conflict { code, message, .. } | Self::TooLarge { code, message, .. } => {
+                write!(f, "{code}: {message}")
+            }
             Self::Unavailable { component, message } => write!(f, "{component}: {message}"),
             Self::Internal(message) => write!(f, "internal error: {message}"),
         }

@@ -104,7 +104,7 @@ pub async fn existing_hashes(
     ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, String>, ServiceError> {
     let keys = ids.iter().map(|id| crate::ddb::key(event_pk(tenant, id), META)).collect();
-    let items = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, "id, content_hash").await?;
+    let items = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, Some("id, content_hash")).await?;
     Ok(items
         .iter()
         .filter_map(|item| {

@@ -5,6 +5,7 @@
 pub mod apikeys;
 pub mod aws;
 pub mod batch_writer;
+pub mod bulk;
 pub mod cursor;
 pub mod ddb;
 pub mod error;

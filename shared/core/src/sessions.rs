@@ -83,7 +83,7 @@ pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Sessio
 /// Which of `ids` exist in the tenant (one BatchGetItem per 100 ids).
 pub async fn existing(backend: &Backend, tenant: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ServiceError> {
     let keys = ids.iter().map(|id| key(session_pk(tenant, id), META)).collect();
-    let items = batch_get(&backend.dynamodb, &backend.table, keys, "id").await?;
+    let items = batch_get(&backend.dynamodb, &backend.table, keys, Some("id")).await?;
     Ok(items.iter().filter_map(|item| get_opt_s(item, "id").and_then(|raw| Uuid::try_parse(raw).ok())).collect())
 }
 

@@ -1,0 +1,13 @@
+//! The batch Lambda: bulk create (BatchWriteItem with unprocessed-item retries, or one
+//! transaction in atomic mode), bulk update, soft delete and restore of events.
+
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    argus_api::telemetry::init_lambda();
+    let backend = argus_core::Backend::from_lambda_env().await?;
+    let backend = &backend;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::batch::handle(backend, req).await) }))
+        .await
+}

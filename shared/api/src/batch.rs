@@ -1,0 +1,97 @@
+//! `/batch/events` routes: bulk create, update, soft delete and restore.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argus_core::bulk::{self, BulkOutcome, BulkReport, Mode, MAX_BYTES, MAX_ITEMS};
+use argus_core::Backend;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+
+use crate::error::respond;
+use crate::input::{json_body, query, route_key, tenant};
+use crate::{fallback, response, ApiError};
+
+pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
+    respond(route(backend, &req).await)
+}
+
+/// The invocation's deadline, when running in Lambda.
+fn deadline(req: &Request) -> Option<Instant> {
+    let context = req.lambda_context_ref()?;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Instant::now() + Duration::from_millis(context.deadline.checked_sub(now_ms)?))
+}
+
+/// The body, with the bulk limits in the 413's details.
+fn bulk_body(req: &Request) -> Result<Value, ApiError> {
+    match json_body(req, MAX_BYTES) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => {
+            Err(ApiError::new(400, "VALIDATION_FAILED", "body: a JSON body is required").detail("field", "body"))
+        }
+        Err(err) if err.status == 413 => Err(err.detail("max_items", MAX_ITEMS)),
+        Err(err) => Err(err),
+    }
+}
+
+/// `{"mode", "items": [...]}` or a bare array (partial).
+fn mode_and_items(body: &Value, list_field: &str) -> Result<(Mode, Vec<Value>), ApiError> {
+    match body {
+        Value::Array(items) => Ok((Mode::Partial, items.clone())),
+        Value::Object(fields) => {
+            let mode = Mode::parse(fields.get("mode"))?;
+            match fields.get(list_field) {
+                Some(Value::Array(items)) => Ok((mode, items.clone())),
+                _ => Err(ApiError::new(400, "VALIDATION_FAILED", format!("{list_field}: an array is required"))
+                    .detail("field", list_field)),
+            }
+        }
+        _ => {
+            Err(ApiError::new(400, "VALIDATION_FAILED", "body: a JSON object or array is required")
+                .detail("field", "body"))
+        }
+    }
+}
+
+fn report_response(req: &Request, report: BulkReport) -> Response<Body> {
+    let report = if query(req, "return").as_deref() == Some("failures") { report.only_failures() } else { report };
+    response::json(200, &report)
+}
+
+fn outcome_response(req: &Request, outcome: BulkOutcome, atomic_status: u16) -> Response<Body> {
+    match outcome {
+        BulkOutcome::Report(report) => report_response(req, report),
+        BulkOutcome::Atomic { ids } => response::json(atomic_status, &json!({ "ids": ids })),
+    }
+}
+
+async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
+    let tenant = tenant(req)?;
+    match route_key(req).as_str() {
+        "POST /batch/events" => {
+            let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;
+            let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
+            Ok(outcome_response(req, outcome, 201))
+        }
+        "PATCH /batch/events" => {
+            let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;
+            let outcome = bulk::update_events(backend, &tenant, &items, mode).await?;
+            Ok(outcome_response(req, outcome, 200))
+        }
+        key @ ("DELETE /batch/events" | "POST /batch/events/restore") => {
+            let body = bulk_body(req)?;
+            let (mode, ids) = mode_and_items(&body, "ids")?;
+            if mode == Mode::Atomic {
+                return Err(ApiError::new(
+                    400,
+                    "UNSUPPORTED_MODE",
+                    "bulk delete and restore are partial: each id on its own",
+                )
+                .detail("field", "mode"));
+            }
+            let report = bulk::delete_or_restore(backend, &tenant, &ids, key.starts_with("POST")).await?;
+            Ok(report_response(req, report))
+        }
+        _ => Err(fallback::unmatched(req)),
+    }
+}
