@@ -6,8 +6,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-TEST_DDB_PORT="${ARGUS_TEST_DYNAMODB_PORT:-8100}"
-TEST_SQS_PORT="${ARGUS_TEST_SQS_PORT:-9424}"
+# Free ports unless given: the suite runs beside a dev stack, or another run of itself.
+TEST_DDB_PORT="${ARGUS_TEST_DYNAMODB_PORT:-$(free_port)}"
+TEST_SQS_PORT="${ARGUS_TEST_SQS_PORT:-$(free_port)}"
 
 ensure_stack_tools
 ensure_sam

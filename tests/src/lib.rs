@@ -190,3 +190,29 @@ impl TestStack {
         attrs.values().map(|v| v.parse::<usize>().unwrap_or(0)).sum()
     }
 }
+
+impl TestStack {
+    /// Sends a request with extra headers; returns status, headers and JSON body.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url)).header("x-api-key", key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.expect("request reaches the runner");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON body") };
+        (status, headers, json)
+    }
+}

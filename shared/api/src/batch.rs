@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::respond;
 use crate::input::{json_body, query, route_key, tenant};
-use crate::{fallback, response, ApiError};
+use crate::{fallback, idempotent, response, ApiError};
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
     respond(route(backend, &req).await)
@@ -69,9 +69,12 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
     let tenant = tenant(req)?;
     match route_key(req).as_str() {
         "POST /batch/events" => {
-            let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;
-            let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
-            Ok(outcome_response(req, outcome, 201))
+            idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
+                let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;
+                let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
+                Ok(outcome_response(req, outcome, 201))
+            })
+            .await
         }
         "PATCH /batch/events" => {
             let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;

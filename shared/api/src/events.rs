@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::error::respond;
 use crate::input::{json_body, path_param, query, route_key, tenant};
-use crate::{fallback, response, ApiError};
+use crate::{fallback, idempotent, response, ApiError};
 
 /// Transport limit of one event request. Twice the stored-event cap leaves room for unknown
 /// fields clients send (ignored, as the_eye does) while keeping every SQS message (normalized
@@ -29,10 +29,13 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
     let tenant = tenant(req)?;
     match route_key(req).as_str() {
         "POST /events" => {
-            let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
-            let input = EventInput::parse(&payload)?;
-            let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
-            Ok(response::json(202, &json!({"status": "accepted", "id": id})))
+            idempotent::run(backend, &tenant, req, "POST /events", || async {
+                let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
+                let input = EventInput::parse(&payload)?;
+                let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
+                Ok(response::json(202, &json!({"status": "accepted", "id": id})))
+            })
+            .await
         }
         "GET /events" => {
             let filter = EventFilter::parse(|name| query(req, name))?;

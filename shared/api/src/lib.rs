@@ -12,6 +12,7 @@ pub mod errors;
 pub mod events;
 pub mod fallback;
 pub mod health;
+pub mod idempotent;
 pub mod input;
 pub mod processor;
 pub mod response;

@@ -17,3 +17,12 @@ pub fn no_content() -> Response<Body> {
     *response.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
     response
 }
+
+/// A response from an already serialized JSON body (a replayed answer).
+pub fn raw_json(status: u16, body: String) -> Response<Body> {
+    let mut response = Response::new(if body.is_empty() { Body::Empty } else { Body::Text(body) });
+    *response.status_mut() =
+        lambda_http::http::StatusCode::from_u16(status).unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert("content-type", lambda_http::http::HeaderValue::from_static("application/json"));
+    response
+}

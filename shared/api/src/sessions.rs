@@ -6,7 +6,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::error::respond;
 use crate::input::{json_body, path_param, query, route_key, tenant};
-use crate::{fallback, response, ApiError};
+use crate::{fallback, idempotent, response, ApiError};
 
 /// A session body is `{"metadata": {...}}`; metadata is capped well below this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -19,9 +19,12 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
     let tenant = tenant(req)?;
     match route_key(req).as_str() {
         "POST /sessions" => {
-            let input = NewSession::from_json(json_body(req, MAX_BODY_BYTES)?)?;
-            let session = sessions::create(backend, &tenant, input).await?;
-            Ok(response::json(201, &session))
+            idempotent::run(backend, &tenant, req, "POST /sessions", || async {
+                let input = NewSession::from_json(json_body(req, MAX_BODY_BYTES)?)?;
+                let session = sessions::create(backend, &tenant, input).await?;
+                Ok(response::json(201, &session))
+            })
+            .await
         }
         "GET /sessions" => {
             let limit = sessions::parse_limit(query(req, "limit").as_deref())?;

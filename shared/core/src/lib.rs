@@ -12,6 +12,7 @@ pub mod error;
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod idempotency;
 pub mod keys;
 pub mod page;
 pub mod pipeline;

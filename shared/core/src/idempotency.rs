@@ -1,0 +1,284 @@
+//! `Idempotency-Key`: the first request with a key stores its answer; the same key with the same
+//! request within 24 h gets that answer again, and nothing runs twice.
+//!
+//! A request takes the key with a conditional put (state `in_progress`, locked for
+//! `LOCK_SECONDS`, so a crashed holder's lock expires). When it finishes, its status and body
+//! are stored (`completed`). Expiry is checked by timestamp: DynamoDB's TTL deletion lags by up
+//! to days. Answers over one item's size are stored in parts.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use sha2::{Digest, Sha256};
+
+use crate::batch_writer::{write_all, BatchWriterConfig, Write};
+use crate::ddb::{get_opt_s, key, s, Item};
+use crate::keys::{EXPIRES_AT, META, PK, SK};
+use crate::{Backend, ServiceError};
+
+pub const MAX_KEY_LEN: usize = 255;
+pub const RETENTION_SECONDS: u64 = 24 * 60 * 60;
+/// How long a request holds the key before another may take it over (longer than any
+/// invocation: API Gateway gives up after 30 s).
+pub const LOCK_SECONDS: u64 = 60;
+/// Body bytes per stored part (items are limited to 400 KB).
+const PART_BYTES: usize = 300 * 1024;
+
+fn now_epoch() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn record_pk(tenant: &str, idempotency_key: &str) -> String {
+    format!("T#{tenant}#IDEM#{}", hex::encode(Sha256::digest(idempotency_key.as_bytes())))
+}
+
+/// What identifies "the same request": route and exact body.
+pub fn fingerprint(route: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug)]
+pub enum Begin {
+    /// This request holds the key: run it, then `complete` or `release`.
+    Proceed(Held),
+    /// The same request already finished: answer this.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Reused,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+#[derive(Debug)]
+pub struct Held {
+    pk: String,
+}
+
+pub fn validate_key(raw: &str) -> Result<(), ServiceError> {
+    if raw.is_empty() || raw.len() > MAX_KEY_LEN || !raw.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ServiceError::bad_request(
+            "INVALID_IDEMPOTENCY_KEY",
+            format!("Idempotency-Key is 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn begin(
+    backend: &Backend,
+    tenant: &str,
+    idempotency_key: &str,
+    fingerprint: &str,
+) -> Result<Begin, ServiceError> {
+    validate_key(idempotency_key)?;
+    let pk = record_pk(tenant, idempotency_key);
+    // Two rounds at most: a record that expired between our put and our read is retried once.
+    for _ in 0..2 {
+        let now = now_epoch();
+        let put = backend
+            .dynamodb
+            .put_item()
+            .table_name(&backend.table)
+            .item(PK, s(&pk))
+            .item(SK, s(META))
+            .item("state", s("in_progress"))
+            .item("fingerprint", s(fingerprint))
+            .item("locked_until", AttributeValue::N((now + LOCK_SECONDS).to_string()))
+            .item(EXPIRES_AT, AttributeValue::N((now + RETENTION_SECONDS).to_string()))
+            .condition_expression(
+                "attribute_not_exists(PK) OR #expires < :now OR (#state = :running AND locked_until < :now)",
+            )
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":running", s("in_progress"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(Begin::Proceed(Held { pk })),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
+        }
+        let Some(record) = read(backend, &pk).await? else { continue };
+        if number(&record, EXPIRES_AT) < now_epoch() {
+            continue;
+        }
+        if get_opt_s(&record, "fingerprint") != Some(fingerprint) {
+            return Ok(Begin::Reused);
+        }
+        if get_opt_s(&record, "state") != Some("completed") {
+            return Ok(Begin::InProgress);
+        }
+        let status = number(&record, "status") as u16;
+        let parts = number(&record, "parts");
+        let body = if parts == 0 {
+            get_opt_s(&record, "body").unwrap_or_default().to_string()
+        } else {
+            read_parts(backend, &pk).await?
+        };
+        return Ok(Begin::Replay(StoredResponse { status, body }));
+    }
+    Ok(Begin::InProgress)
+}
+
+/// Stores the final answer of the request holding the key.
+pub async fn complete(backend: &Backend, held: Held, response: &StoredResponse) -> Result<(), ServiceError> {
+    let mut update = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(&held.pk))
+        .key(SK, s(META))
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":done", s("completed"))
+        .expression_attribute_values(":status", AttributeValue::N(response.status.to_string()));
+    if response.body.len() <= PART_BYTES {
+        update = update
+            .update_expression("SET #state = :done, #status = :status, body = :body, parts = :parts")
+            .expression_attribute_values(":body", s(&response.body))
+            .expression_attribute_values(":parts", AttributeValue::N("0".into()));
+    } else {
+        let chunks = split_utf8(&response.body, PART_BYTES);
+        let writes: Vec<Write> = chunks
+            .iter()
+            .enumerate()
+            .map(|(n, chunk)| {
+                let mut item: Item = key(held.pk.clone(), &format!("PART#{n:05}"));
+                item.insert("body".into(), s(*chunk));
+                item.insert(EXPIRES_AT.into(), AttributeValue::N((now_epoch() + RETENTION_SECONDS).to_string()));
+                Write::Put(item)
+            })
+            .collect();
+        let (outcomes, _) = write_all(&backend.dynamodb, &backend.table, &writes, &BatchWriterConfig::default()).await;
+        if !outcomes.iter().all(|o| o.is_written()) {
+            return Err(ServiceError::Unavailable {
+                component: "dynamodb",
+                message: "could not store the response".into(),
+            });
+        }
+        update = update
+            .update_expression("SET #state = :done, #status = :status, parts = :parts")
+            .expression_attribute_values(":parts", AttributeValue::N(chunks.len().to_string()));
+    }
+    update
+        .expression_attribute_names("#status", "status")
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    Ok(())
+}
+
+/// Gives the key back (the request failed transiently): a retry with it runs again.
+pub async fn release(backend: &Backend, held: Held) -> Result<(), ServiceError> {
+    backend
+        .dynamodb
+        .delete_item()
+        .table_name(&backend.table)
+        .key(PK, s(&held.pk))
+        .key(SK, s(META))
+        .condition_expression("#state = :running")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":running", s("in_progress"))
+        .send()
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
+                Ok(())
+            } else {
+                Err(ServiceError::from_sdk("dynamodb", e))
+            }
+        })
+}
+
+async fn read(backend: &Backend, pk: &str) -> Result<Option<Item>, ServiceError> {
+    Ok(backend
+        .dynamodb
+        .get_item()
+        .table_name(&backend.table)
+        .key(PK, s(pk))
+        .key(SK, s(META))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
+        .item)
+}
+
+async fn read_parts(backend: &Backend, pk: &str) -> Result<String, ServiceError> {
+    let mut body = String::new();
+    let mut start = None;
+    loop {
+        let out = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :part)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":part", s("PART#"))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        for item in out.items.unwrap_or_default() {
+            body.push_str(get_opt_s(&item, "body").unwrap_or_default());
+        }
+        match out.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return Ok(body),
+        }
+    }
+}
+
+fn number(item: &Item, name: &str) -> u64 {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Splits at char boundaries into pieces of at most `max` bytes.
+fn split_utf8(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        parts.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_splitting() {
+        assert!(validate_key("order-123").is_ok());
+        assert!(validate_key(&"k".repeat(255)).is_ok());
+        for bad in ["", " spaced key", "tab\tkey", "é"] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_key(&"k".repeat(256)).is_err());
+        let text = "aé".repeat(1000);
+        let parts = split_utf8(&text, 7);
+        assert!(parts.iter().all(|p| p.len() <= 7));
+        assert_eq!(parts.concat(), text);
+        assert_ne!(fingerprint("POST /sessions", b"{}"), fingerprint("POST /events", b"{}"));
+    }
+}

@@ -1,0 +1,155 @@
+//! `Idempotency-Key`: replay, reuse, in-flight, expiry, limits, concurrency.
+
+use argus_tests::{assert_envelope, Method, TestStack};
+use serde_json::{json, Value};
+
+const KEY_HEADER: &str = "idempotency-key";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_returns_the_stored_answer_and_runs_nothing_twice() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let body = Some(json!({"metadata": {"a": 1}}).to_string());
+    let (status, headers, first) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "create-1")], body.clone()).await;
+    assert_eq!(status, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, again) =
+        stack.call_with_headers(Method::POST, "/sessions/", &key, &[(KEY_HEADER, "create-1")], body.clone()).await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again, first, "the same body, the same id");
+    let (_, list) = stack.get("/sessions", &key).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "executed once");
+
+    // Another tenant's identical key is another key.
+    let other = stack.key("other").await;
+    let (status, headers, theirs) =
+        stack.call_with_headers(Method::POST, "/sessions", &other, &[(KEY_HEADER, "create-1")], body).await;
+    assert_eq!(status, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_ne!(theirs["id"], first["id"]);
+
+    // Errors (4xx) are stored and replayed too; a different key runs again.
+    let bad = Some("{oops".to_string());
+    let (s1, _, b1) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "bad-1")], bad.clone()).await;
+    let (s2, h2, b2) = stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "bad-1")], bad).await;
+    assert_eq!((s1, s2), (400, 400));
+    assert_eq!(b1, b2);
+    assert_eq!(h2["idempotent-replayed"], "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_bulk_creates_are_idempotent() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let event = json!({"session_id": session, "category": "c", "name": "n", "data": {"a": 1}, "timestamp": "2021-06-15T00:00:00Z"});
+    let (s1, _, first) =
+        stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "ev-1")], Some(event.to_string())).await;
+    let (s2, h2, second) =
+        stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "ev-1")], Some(event.to_string())).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(h2["idempotent-replayed"], "true");
+    assert_eq!(stack.queue_depth().await, 1, "queued once");
+
+    let items: Vec<Value> = (0..3000).map(|i| json!({"session_id": session, "category": "c", "name": format!("n{i}"), "data": {"i": i}, "timestamp": "2021-06-15T00:00:00Z"})).collect();
+    let body = Some(json!(items).to_string());
+    let (s1, _, first) =
+        stack.call_with_headers(Method::POST, "/batch/events", &key, &[(KEY_HEADER, "bulk-1")], body.clone()).await;
+    let (s2, h2, second) =
+        stack.call_with_headers(Method::POST, "/batch/events", &key, &[(KEY_HEADER, "bulk-1")], body).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(h2["idempotent-replayed"], "true");
+    assert_eq!(first, second, "a large answer (stored in parts) replays whole");
+    let stored = stack.all_pages(&format!("/events?session={session}"), &key, 1000).await;
+    assert_eq!(stored.len(), 3000, "written once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_in_flight_expiry_and_bad_keys() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let (status, _, _) = stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "k1")], None).await;
+    assert_eq!(status, 201);
+    let (status, _, body) = stack
+        .call_with_headers(
+            Method::POST,
+            "/sessions",
+            &key,
+            &[(KEY_HEADER, "k1")],
+            Some(json!({"metadata": {"x": 1}}).to_string()),
+        )
+        .await;
+    assert_envelope(status, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+    let (status, _, body) = stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "k1")], None).await;
+    assert_envelope(status, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+
+    // In flight: a holder that has not finished.
+    let fingerprint = argus_core::idempotency::fingerprint("POST /sessions?", b"");
+    let held = argus_core::idempotency::begin(&stack.backend, "acme", "k2", &fingerprint).await.unwrap();
+    assert!(matches!(held, argus_core::idempotency::Begin::Proceed(_)));
+    let (status, headers, body) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "k2")], None).await;
+    assert_envelope(status, &body, 409, "IDEMPOTENCY_IN_PROGRESS");
+    assert_eq!(headers["retry-after"], "1");
+
+    // A crashed holder's lock expires; an expired record (TTL not yet applied) is a new key.
+    for (record_key, locked_until, expires_at) in [("k2", 1u64, 4_000_000_000u64), ("k3", 1, 1)] {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let pk = format!("T#acme#IDEM#{}", sha256_hex(record_key));
+        stack
+            .backend
+            .dynamodb
+            .put_item()
+            .table_name(&stack.backend.table)
+            .item("PK", AttributeValue::S(pk))
+            .item("SK", AttributeValue::S("#META".into()))
+            .item(
+                "state",
+                AttributeValue::S(if record_key == "k2" { "in_progress".into() } else { "completed".into() }),
+            )
+            .item("fingerprint", AttributeValue::S("something else".into()))
+            .item("locked_until", AttributeValue::N(locked_until.to_string()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .item("status", AttributeValue::N("201".into()))
+            .item("body", AttributeValue::S("{}".into()))
+            .item("parts", AttributeValue::N("0".into()))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, _) =
+            stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, record_key)], None).await;
+        assert_eq!(status, 201, "{record_key}");
+        assert!(headers.get("idempotent-replayed").is_none());
+    }
+
+    let long = "k".repeat(256);
+    let (status, _, body) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, &long)], None).await;
+    assert_envelope(status, &body, 400, "INVALID_IDEMPOTENCY_KEY");
+    let max = "k".repeat(255);
+    let (status, _, _) = stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, &max)], None).await;
+    assert_eq!(status, 201);
+}
+
+fn sha256_hex(text: &str) -> String {
+    // Same derivation as argus_core::idempotency (SHA-256 of the key, hex).
+    argus_core::apikeys::hash_key(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_create_once() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let calls = (0..8).map(|_| stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "race")], None));
+    let answers = futures::future::join_all(calls).await;
+    let created: Vec<&Value> = answers.iter().filter(|(s, _, _)| *s == 201).map(|(_, _, b)| b).collect();
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|b| b["id"] == created[0]["id"]), "every 201 is the same session");
+    assert!(answers.iter().all(|(s, _, _)| *s == 201 || *s == 409));
+    let (_, list) = stack.get("/sessions", &key).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
