@@ -68,6 +68,13 @@ fn outcome_response(req: &Request, outcome: BulkOutcome, atomic_status: u16) -> 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
     let tenant = tenant(req)?;
     match route_key(req).as_str() {
+        "POST /batch" => {
+            idempotent::run(backend, &tenant, req, "POST /batch", || async {
+                let responses = crate::multi::run(backend, &tenant, &bulk_body(req)?).await?;
+                Ok(response::json(200, &json!({ "responses": responses })))
+            })
+            .await
+        }
         "POST /batch/events" => {
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
                 let (mode, items) = mode_and_items(&bulk_body(req)?, "items")?;

@@ -4,6 +4,7 @@
 //! Requests arrive as API Gateway HTTP API (payload 2.0) events: handlers dispatch on the
 //! event's `routeKey` and `pathParameters`, exactly as they would behind API Gateway.
 
+pub mod apigw;
 pub mod authorizer;
 pub mod batch;
 pub mod dispatch;
@@ -14,6 +15,7 @@ pub mod fallback;
 pub mod health;
 pub mod idempotent;
 pub mod input;
+pub mod multi;
 pub mod processor;
 pub mod response;
 pub mod routes;

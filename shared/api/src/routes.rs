@@ -14,6 +14,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("PATCH", "/events/{id}", "argus-events"),
     ("DELETE", "/events/{id}", "argus-events"),
     ("POST", "/events/{id}/restore", "argus-events"),
+    ("POST", "/batch", "argus-batch"),
     ("POST", "/batch/events", "argus-batch"),
     ("PATCH", "/batch/events", "argus-batch"),
     ("DELETE", "/batch/events", "argus-batch"),

@@ -4,7 +4,6 @@
 //! handler code the Lambda binaries run (`argus_api::dispatch`).
 
 pub mod drain;
-pub mod event;
 pub mod server;
 pub mod stack;
 

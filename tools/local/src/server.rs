@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Map;
 use tokio::net::TcpListener;
 
-use crate::event::{http_api_event, match_path, IncomingRequest};
+use argus_api::apigw::{http_api_event, match_path, IncomingRequest};
 
 /// Lambda's synchronous invocation payload limit: a bigger request never reaches a function.
 pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;

@@ -1,4 +1,5 @@
-//! HTTP request → API Gateway HTTP API payload 2.0 event (the JSON Lambda receives).
+//! An HTTP request → the API Gateway HTTP API payload 2.0 event Lambda receives. Used by the
+//! local runner for every request and by `POST /batch` for its sub-requests.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -9,7 +10,7 @@ pub struct IncomingRequest<'a> {
     pub method: &'a str,
     pub raw_path: &'a str,
     pub raw_query: &'a str,
-    pub headers: &'a hyper::HeaderMap,
+    pub headers: &'a lambda_http::http::HeaderMap,
     pub body: &'a [u8],
     pub source_ip: String,
 }
@@ -26,7 +27,7 @@ pub fn http_api_event(
     let mut cookies = Vec::new();
     for (name, value) in req.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        if name == hyper::header::COOKIE {
+        if name == lambda_http::http::header::COOKIE {
             cookies.extend(value.split(';').map(|c| c.trim().to_string()));
             continue;
         }
@@ -64,7 +65,7 @@ pub fn http_api_event(
             "path": req.raw_path,
             "protocol": "HTTP/1.1",
             "sourceIp": req.source_ip,
-            "userAgent": req.headers.get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or(""),
+            "userAgent": req.headers.get(lambda_http::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or(""),
         },
         "requestId": uuid::Uuid::new_v4().to_string(),
         "routeKey": route_key,
@@ -145,7 +146,7 @@ mod tests {
     #[test]
     fn event_converts_into_a_lambda_http_request() {
         use lambda_http::RequestExt;
-        let mut headers = hyper::HeaderMap::new();
+        let mut headers = lambda_http::http::HeaderMap::new();
         headers.insert("x-api-key", "k".parse().unwrap());
         headers.append("x-multi", "1".parse().unwrap());
         headers.append("x-multi", "2".parse().unwrap());

@@ -1,0 +1,437 @@
+//! `POST /batch`: several API calls in one request. Each sub-request is dispatched in-process to
+//! the same handler its route's Lambda runs, as the same API Gateway event, with the caller's
+//! tenant. `depends_on` orders them (independent ones run concurrently); `${id.body.path}`
+//! references take values from earlier responses.
+
+use std::collections::{HashMap, HashSet};
+
+use argus_core::Backend;
+use lambda_http::Body;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::apigw::{http_api_event, match_path, IncomingRequest};
+use crate::routes::{match_route, RouteMatch, ROUTES};
+use crate::ApiError;
+
+pub const MAX_SUB_REQUESTS: usize = 100;
+const MAX_ID_LEN: usize = 64;
+
+#[derive(Debug, Clone)]
+struct SubRequest {
+    id: String,
+    method: String,
+    path: String,
+    body: Option<Value>,
+    depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubResponse {
+    pub id: String,
+    pub status: u16,
+    pub body: Value,
+}
+
+fn invalid(index: usize, id: Option<&str>, field: &str, message: impl Into<String>) -> ApiError {
+    let mut error = ApiError::new(400, "INVALID_BATCH", message).detail("index", index).detail("field", field);
+    if let Some(id) = id {
+        error = error.detail("id", id);
+    }
+    error
+}
+
+fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
+    let Some(list) = body.get("requests").and_then(Value::as_array) else {
+        return Err(
+            ApiError::new(400, "VALIDATION_FAILED", "requests: an array is required").detail("field", "requests")
+        );
+    };
+    if list.is_empty() || list.len() > MAX_SUB_REQUESTS {
+        return Err(ApiError::new(
+            if list.is_empty() { 400 } else { 413 },
+            if list.is_empty() { "VALIDATION_FAILED" } else { "BATCH_TOO_LARGE" },
+            format!("a batch holds 1 to {MAX_SUB_REQUESTS} requests, got {}", list.len()),
+        )
+        .detail("field", "requests")
+        .detail("max_items", MAX_SUB_REQUESTS));
+    }
+    let mut parsed = Vec::with_capacity(list.len());
+    let mut ids = HashSet::new();
+    for (index, raw) in list.iter().enumerate() {
+        let id = match raw.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains(['.', '$', '{', '}']) => {
+                id.to_string()
+            }
+            _ => {
+                return Err(invalid(
+                    index,
+                    None,
+                    "id",
+                    format!("each request needs an id: 1 to {MAX_ID_LEN} characters, no '.', '$', braces"),
+                ))
+            }
+        };
+        if !ids.insert(id.clone()) {
+            return Err(invalid(index, Some(&id), "id", format!("duplicate id {id}")));
+        }
+        let method = raw.get("method").and_then(Value::as_str).unwrap_or_default().to_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            return Err(invalid(index, Some(&id), "method", "method is GET, POST, PUT, PATCH or DELETE"));
+        }
+        let path = match raw.get("path").and_then(Value::as_str) {
+            Some(path) if path.starts_with('/') && path.len() <= 2048 => path.to_string(),
+            _ => return Err(invalid(index, Some(&id), "path", "path is required and starts with '/'")),
+        };
+        let route_path = path.split('?').next().unwrap_or_default();
+        if route_path.starts_with("/batch") || crate::routes::normalize(route_path) == "/health" {
+            return Err(invalid(index, Some(&id), "path", "batches cannot contain /batch or /health requests"));
+        }
+        match match_route(&method, route_path) {
+            RouteMatch::Found { .. } => {}
+            RouteMatch::MethodNotAllowed { allowed } => {
+                return Err(invalid(
+                    index,
+                    Some(&id),
+                    "method",
+                    format!("{method} is not allowed on {route_path}; allowed: {}", allowed.join(", ")),
+                ));
+            }
+            RouteMatch::NotFound => {
+                return Err(invalid(index, Some(&id), "path", format!("no route for {method} {route_path}")))
+            }
+        }
+        let depends_on = match raw.get("depends_on") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(deps)) if deps.iter().all(Value::is_string) => {
+                deps.iter().filter_map(Value::as_str).map(str::to_string).collect()
+            }
+            Some(_) => return Err(invalid(index, Some(&id), "depends_on", "depends_on is an array of request ids")),
+        };
+        let body = raw.get("body").cloned().filter(|b| !b.is_null());
+        parsed.push(SubRequest { id, method, path, body, depends_on });
+    }
+    Ok(parsed)
+}
+
+/// Checks dependencies (known, acyclic) and references (only to transitive dependencies) and
+/// returns the execution order as levels: each level depends only on earlier ones.
+fn plan(requests: &[SubRequest]) -> Result<Vec<Vec<usize>>, ApiError> {
+    let index_of: HashMap<&str, usize> = requests.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    for (index, request) in requests.iter().enumerate() {
+        for dep in &request.depends_on {
+            if dep == &request.id || !index_of.contains_key(dep.as_str()) {
+                return Err(invalid(
+                    index,
+                    Some(&request.id),
+                    "depends_on",
+                    format!("depends_on names unknown request {dep}"),
+                ));
+            }
+        }
+    }
+    // Kahn's algorithm, level by level.
+    let mut remaining: Vec<usize> = requests.iter().map(|r| r.depends_on.len()).collect();
+    let mut done = vec![false; requests.len()];
+    let mut levels = Vec::new();
+    let mut placed = 0;
+    while placed < requests.len() {
+        let level: Vec<usize> = (0..requests.len()).filter(|&i| !done[i] && remaining[i] == 0).collect();
+        if level.is_empty() {
+            let stuck = (0..requests.len()).find(|&i| !done[i]).unwrap_or(0);
+            return Err(invalid(stuck, Some(&requests[stuck].id), "depends_on", "depends_on forms a cycle"));
+        }
+        for &i in &level {
+            done[i] = true;
+            placed += 1;
+            for (j, other) in requests.iter().enumerate() {
+                if other.depends_on.contains(&requests[i].id) {
+                    remaining[j] -= 1;
+                }
+            }
+        }
+        levels.push(level);
+    }
+    // References must point at (transitive) dependencies.
+    for (index, request) in requests.iter().enumerate() {
+        let ancestors = ancestors(requests, &index_of, index);
+        let mut references = Vec::new();
+        collect_references(&Value::String(request.path.clone()), &mut references)
+            .map_err(|m| invalid(index, Some(&request.id), "path", m))?;
+        if let Some(body) = &request.body {
+            collect_references(body, &mut references).map_err(|m| invalid(index, Some(&request.id), "body", m))?;
+        }
+        for reference in references {
+            if !ancestors.contains(reference.source.as_str()) {
+                return Err(invalid(
+                    index,
+                    Some(&request.id),
+                    "body",
+                    format!("reference to {} which this request does not depend on", reference.source),
+                ));
+            }
+        }
+    }
+    Ok(levels)
+}
+
+fn ancestors<'a>(requests: &'a [SubRequest], index_of: &HashMap<&str, usize>, start: usize) -> HashSet<&'a str> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<usize> = vec![start];
+    while let Some(i) = stack.pop() {
+        for dep in &requests[i].depends_on {
+            if let Some(&j) = index_of.get(dep.as_str()) {
+                if seen.insert(requests[j].id.as_str()) {
+                    stack.push(j);
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[derive(Debug, PartialEq)]
+struct Reference {
+    source: String,
+    /// Field path inside the source's body.
+    path: Vec<String>,
+    /// The `${...}` text.
+    text: String,
+}
+
+/// Finds `${id.body.a.b}` references in every string of `value`.
+fn collect_references(value: &Value, out: &mut Vec<Reference>) -> Result<(), String> {
+    match value {
+        Value::String(text) => {
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let end = after.find('}').ok_or_else(|| format!("unterminated reference in {text:?}"))?;
+                let inner = &after[..end];
+                let mut parts = inner.split('.');
+                let (Some(source), Some("body")) = (parts.next(), parts.next()) else {
+                    return Err(format!("references look like ${{<id>.body.<field>}}, got ${{{inner}}}"));
+                };
+                let path: Vec<String> = parts.map(str::to_string).collect();
+                if source.is_empty() || path.is_empty() || path.iter().any(String::is_empty) {
+                    return Err(format!("references look like ${{<id>.body.<field>}}, got ${{{inner}}}"));
+                }
+                out.push(Reference { source: source.to_string(), path, text: format!("${{{inner}}}") });
+                rest = &after[end + 1..];
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| collect_references(v, out)),
+        Value::Object(map) => map.values().try_for_each(|v| collect_references(v, out)),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces references with values from earlier responses. A string that is exactly one
+/// reference takes the value's JSON type; inside a longer string the value is spliced as text.
+fn substitute(value: &Value, responses: &HashMap<String, SubResponse>) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(text) => {
+            let mut references = Vec::new();
+            collect_references(value, &mut references)?;
+            if references.is_empty() {
+                return Ok(value.clone());
+            }
+            let resolve = |r: &Reference| -> Result<Value, String> {
+                let mut current =
+                    &responses.get(&r.source).ok_or_else(|| format!("{} has no response", r.source))?.body;
+                for part in &r.path {
+                    current = match current {
+                        Value::Object(map) => map.get(part),
+                        Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        _ => None,
+                    }
+                    .ok_or_else(|| format!("{} is not in the response of {}", r.text, r.source))?;
+                }
+                Ok(current.clone())
+            };
+            if references.len() == 1 && references[0].text == *text {
+                return resolve(&references[0]);
+            }
+            let mut out = text.clone();
+            for reference in &references {
+                let replacement = match resolve(reference)? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out = out.replacen(&reference.text, &replacement, 1);
+            }
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| substitute(v, responses)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), substitute(v, responses)?)))
+                .collect::<Result<Map<_, _>, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn envelope(code: &str, message: String, details: Value) -> Value {
+    json!({"error": {"code": code, "message": message, "details": details}})
+}
+
+/// Runs one sub-request through its route's handler, as the route's Lambda would.
+async fn execute(
+    backend: &Backend,
+    tenant: &str,
+    request: &SubRequest,
+    responses: &HashMap<String, SubResponse>,
+) -> SubResponse {
+    let respond = |status: u16, body: Value| SubResponse { id: request.id.clone(), status, body };
+    for dep in &request.depends_on {
+        if let Some(dependency) = responses.get(dep) {
+            if dependency.status >= 400 {
+                return respond(
+                    424,
+                    envelope(
+                        "FAILED_DEPENDENCY",
+                        format!("not run: {dep} answered {}", dependency.status),
+                        json!({"dependency": dep, "status": dependency.status}),
+                    ),
+                );
+            }
+        }
+    }
+    let resolved = substitute(&Value::String(request.path.clone()), responses)
+        .and_then(|path| request.body.as_ref().map(|b| substitute(b, responses)).transpose().map(|body| (path, body)));
+    let (path, body) = match resolved {
+        Ok((Value::String(path), body)) => (path, body),
+        Ok((other, body)) => (other.to_string(), body),
+        Err(message) => return respond(400, envelope("UNRESOLVED_REFERENCE", message, json!({}))),
+    };
+    let (raw_path, raw_query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+    let RouteMatch::Found { method, path: pattern } = match_route(&request.method, raw_path) else {
+        return respond(
+            404,
+            envelope(
+                "ROUTE_NOT_FOUND",
+                format!("no route for {} {raw_path}", request.method),
+                json!({"path": raw_path}),
+            ),
+        );
+    };
+    let Some(binary) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == pattern).map(|(_, _, b)| *b) else {
+        return respond(404, envelope("ROUTE_NOT_FOUND", "no route".into(), json!({})));
+    };
+    let params = match_path(pattern, crate::routes::normalize(raw_path)).unwrap_or_default();
+    let body_text = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut headers = lambda_http::http::HeaderMap::new();
+    headers.insert("content-type", lambda_http::http::HeaderValue::from_static("application/json"));
+    let incoming = IncomingRequest {
+        method: &request.method,
+        raw_path,
+        raw_query,
+        headers: &headers,
+        body: body_text.as_bytes(),
+        source_ip: "127.0.0.1".into(),
+    };
+    let event = http_api_event(
+        &incoming,
+        &format!("{method} {pattern}"),
+        &params,
+        Some(&json!({ crate::input::CTX_TENANT: tenant })),
+    );
+    let response = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(req) => crate::dispatch::invoke_http(binary, backend, req).await,
+        Err(err) => {
+            tracing::error!(error = %err, "sub-request event did not convert");
+            None
+        }
+    };
+    let Some(response) = response else {
+        return respond(500, envelope("INTERNAL_ERROR", "internal error".into(), json!({})));
+    };
+    let status = response.status().as_u16();
+    let body = match response.into_body() {
+        Body::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        Body::Binary(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    respond(status, body)
+}
+
+/// Validates the whole batch (400 naming the sub-request on any structural error), then runs it.
+pub async fn run(backend: &Backend, tenant: &str, body: &Value) -> Result<Vec<SubResponse>, ApiError> {
+    let requests = parse(body)?;
+    let levels = plan(&requests)?;
+    let mut responses: HashMap<String, SubResponse> = HashMap::new();
+    for level in levels {
+        let done =
+            futures::future::join_all(level.iter().map(|&i| execute(backend, tenant, &requests[i], &responses))).await;
+        for response in done {
+            responses.insert(response.id.clone(), response);
+        }
+    }
+    Ok(requests.iter().filter_map(|r| responses.remove(&r.id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(requests: Value) -> Result<Vec<Vec<usize>>, ApiError> {
+        plan(&parse(&json!({ "requests": requests }))?)
+    }
+
+    #[test]
+    fn plans_levels_and_rejects_bad_graphs() {
+        let levels = batch(json!([
+            {"id": "a", "method": "POST", "path": "/sessions"},
+            {"id": "b", "method": "POST", "path": "/events", "depends_on": ["a"], "body": {"session_id": "${a.body.id}"}},
+            {"id": "c", "method": "GET", "path": "/sessions"},
+            {"id": "d", "method": "GET", "path": "/events/${b.body.id}", "depends_on": ["b"]}
+        ]))
+        .unwrap();
+        assert_eq!(levels, vec![vec![0, 2], vec![1], vec![3]]);
+
+        let field = |r: Result<Vec<Vec<usize>>, ApiError>| r.unwrap_err().envelope.error.details["field"].clone();
+        assert_eq!(
+            field(batch(json!([{"id": "a", "method": "GET", "path": "/sessions", "depends_on": ["zz"]}]))),
+            "depends_on"
+        );
+        assert_eq!(
+            field(batch(json!([
+                {"id": "a", "method": "GET", "path": "/sessions", "depends_on": ["b"]},
+                {"id": "b", "method": "GET", "path": "/sessions", "depends_on": ["a"]}
+            ]))),
+            "depends_on"
+        );
+        assert_eq!(
+            field(batch(
+                json!([{"id": "a", "method": "GET", "path": "/sessions"}, {"id": "a", "method": "GET", "path": "/sessions"}])
+            )),
+            "id"
+        );
+        assert_eq!(field(batch(json!([{"id": "a", "method": "POST", "path": "/batch/events"}]))), "path");
+        assert_eq!(field(batch(json!([{"id": "a", "method": "GET", "path": "/health"}]))), "path");
+        assert_eq!(field(batch(json!([{"id": "a", "method": "TRACE", "path": "/sessions"}]))), "method");
+        assert_eq!(
+            field(batch(
+                json!([{"id": "a", "method": "GET", "path": "/sessions/${b.body.id}"}, {"id": "b", "method": "GET", "path": "/sessions"}])
+            )),
+            "body"
+        );
+        assert_eq!(
+            field(batch(json!([{"id": "a", "method": "POST", "path": "/events", "body": {"x": "${a.nope}"}}]))),
+            "body"
+        );
+    }
+
+    #[test]
+    fn substitutes_typed_and_spliced_values() {
+        let responses = HashMap::from([(
+            "a".to_string(),
+            SubResponse { id: "a".into(), status: 201, body: json!({"id": "s-1", "n": 3, "list": [{"x": true}]}) },
+        )]);
+        let out = substitute(&json!({"id": "${a.body.id}", "n": "${a.body.n}", "text": "n=${a.body.n}/${a.body.id}", "deep": "${a.body.list.0.x}"}), &responses).unwrap();
+        assert_eq!(out, json!({"id": "s-1", "n": 3, "text": "n=3/s-1", "deep": true}));
+        assert!(substitute(&json!("${a.body.missing}"), &responses).is_err());
+    }
+}

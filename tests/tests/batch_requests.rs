@@ -1,0 +1,121 @@
+//! `POST /batch`: several API calls in one request.
+
+use argus_tests::{assert_envelope, Method, TestStack};
+use serde_json::{json, Value};
+
+async fn batch(stack: &TestStack, key: &str, body: Value) -> (u16, Value) {
+    stack.call(Method::POST, "/batch", Some(key), Some(body.to_string())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_and_an_event_referencing_it_in_one_call() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("acme").await;
+    let (status, body) = batch(&stack, &key, json!({"requests": [
+        {"id": "a", "method": "POST", "path": "/sessions", "body": {"metadata": {"via": "batch"}}},
+        {"id": "b", "method": "POST", "path": "/events", "depends_on": ["a"],
+         "body": {"session_id": "${a.body.id}", "category": "page", "name": "view", "data": {"p": "/"}, "timestamp": "2021-06-15 00:00:00"}},
+        {"id": "c", "method": "GET", "path": "/sessions/${a.body.id}", "depends_on": ["a"]},
+        {"id": "d", "method": "GET", "path": "/sessions?limit=5"}
+    ]})).await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    let ids: Vec<&str> = responses.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d"], "request order");
+    assert_eq!(responses[0]["status"], 201);
+    let session = responses[0]["body"]["id"].as_str().unwrap();
+    assert_eq!(responses[1]["status"], 202);
+    assert_eq!(responses[1]["body"]["status"], "accepted");
+    assert_eq!(responses[2]["status"], 200);
+    assert_eq!(responses[2]["body"], responses[0]["body"], "exactly what the route answers on its own");
+    assert_eq!(stack.get(&format!("/sessions/{session}"), &key).await.1, responses[0]["body"]);
+    let event_id = responses[1]["body"]["id"].as_str().unwrap();
+    argus_tests::eventually(10, "the event", || async {
+        let (status, event) = stack.get(&format!("/events/{event_id}"), &key).await;
+        (status == 200 && event["session_id"] == session).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dependency_is_424_and_independent_requests_still_run() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let (status, body) = batch(
+        &stack,
+        &key,
+        json!({"requests": [
+            {"id": "bad", "method": "POST", "path": "/sessions", "body": {"metadata": "not an object"}},
+            {"id": "child", "method": "GET", "path": "/sessions/${bad.body.id}", "depends_on": ["bad"]},
+            {"id": "grandchild", "method": "GET", "path": "/sessions", "depends_on": ["child"]},
+            {"id": "free", "method": "POST", "path": "/sessions"},
+            {"id": "missing", "method": "GET", "path": "/sessions/00000000-0000-7000-8000-000000000000"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<u64> =
+        body["responses"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [400, 424, 424, 201, 404]);
+    assert_eq!(body["responses"][1]["body"]["error"]["code"], "FAILED_DEPENDENCY");
+    assert_eq!(body["responses"][1]["body"]["error"]["details"]["dependency"], "bad");
+    assert_eq!(body["responses"][0]["body"]["error"]["code"], "VALIDATION_FAILED");
+    let (_, list) = stack.get("/sessions", &key).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "only the independent create ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_batches_are_rejected_whole() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let cases = [
+        (
+            json!({"requests": [{"id": "a", "method": "GET", "path": "/sessions", "depends_on": ["nope"]}]}),
+            "depends_on",
+            0,
+        ),
+        (
+            json!({"requests": [
+            {"id": "a", "method": "GET", "path": "/sessions"},
+            {"id": "b", "method": "GET", "path": "/sessions", "depends_on": ["c"]},
+            {"id": "c", "method": "GET", "path": "/sessions", "depends_on": ["b"]}]}),
+            "depends_on",
+            1,
+        ),
+        (
+            json!({"requests": [{"id": "a", "method": "POST", "path": "/sessions"}, {"id": "a", "method": "POST", "path": "/sessions"}]}),
+            "id",
+            1,
+        ),
+        (
+            json!({"requests": [{"id": "a", "method": "POST", "path": "/sessions"}, {"id": "b", "method": "GET", "path": "/sessions/${a.body.id}"}]}),
+            "body",
+            1,
+        ),
+        (json!({"requests": [{"id": "a", "method": "POST", "path": "/batch", "body": {}}]}), "path", 0),
+        (json!({"requests": [{"id": "a", "method": "GET", "path": "/nowhere"}]}), "path", 0),
+        (json!({"requests": [{"id": "a", "method": "DELETE", "path": "/sessions"}]}), "method", 0),
+    ];
+    for (body, field, index) in cases {
+        let (status, answer) = batch(&stack, &key, body).await;
+        let details = assert_envelope(status, &answer, 400, "INVALID_BATCH");
+        assert_eq!((details["field"].as_str(), details["index"].as_u64()), (Some(field), Some(index)), "{answer}");
+    }
+    let (_, list) = stack.get("/sessions", &key).await;
+    assert_eq!(list["items"], json!([]), "nothing ran");
+    let too_many: Vec<Value> =
+        (0..101).map(|i| json!({"id": format!("r{i}"), "method": "GET", "path": "/sessions"})).collect();
+    let (status, answer) = batch(&stack, &key, json!({"requests": too_many})).await;
+    assert_eq!(assert_envelope(status, &answer, 413, "BATCH_TOO_LARGE")["max_items"], 100);
+    let (status, answer) = batch(&stack, &key, json!({"nope": 1})).await;
+    assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    // Sub-requests run as the caller's tenant only.
+    let other = stack.key("other").await;
+    let (_, mine) =
+        batch(&stack, &key, json!({"requests": [{"id": "a", "method": "POST", "path": "/sessions"}]})).await;
+    let id = mine["responses"][0]["body"]["id"].as_str().unwrap();
+    let (_, theirs) =
+        batch(&stack, &other, json!({"requests": [{"id": "x", "method": "GET", "path": format!("/sessions/{id}")}]}))
+            .await;
+    assert_eq!(theirs["responses"][0]["status"], 404);
+}
