@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
 use crate::error::respond;
-use crate::input::{json_body, query, route_key, tenant};
+use crate::input::{json_body, path_param, query, route_key, tenant};
 use crate::{fallback, idempotent, response, ApiError};
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
@@ -74,6 +74,29 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 Ok(response::json(200, &json!({ "responses": responses })))
             })
             .await
+        }
+        "POST /batch/jobs" => {
+            idempotent::run(backend, &tenant, req, "POST /batch/jobs", || async {
+                let accepted = argus_core::jobs::create(backend, &tenant, &bulk_body(req)?).await?;
+                Ok(response::json(202, &accepted))
+            })
+            .await
+        }
+        "GET /batch/jobs/{id}" => {
+            Ok(response::json(200, &argus_core::jobs::get(backend, &tenant, &path_param(req, "id")?).await?))
+        }
+        "GET /batch/jobs/{id}/results" => {
+            let limit = argus_core::page::parse_limit(query(req, "limit").as_deref())?;
+            let page = argus_core::jobs::results(
+                backend,
+                &tenant,
+                &path_param(req, "id")?,
+                query(req, "status").as_deref(),
+                limit,
+                query(req, "cursor").as_deref(),
+            )
+            .await?;
+            Ok(response::json(200, &page))
         }
         "POST /batch/events" => {
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {

@@ -16,7 +16,9 @@ pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant
         .records
         .into_iter()
         .filter_map(|record| {
-            Some(QueueMessage { message_id: record.message_id?, body: record.body.unwrap_or_default() })
+            let receive_count =
+                record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+            Some(QueueMessage { message_id: record.message_id?, body: record.body.unwrap_or_default(), receive_count })
         })
         .collect();
     let config = backend.writer_for(deadline, DEADLINE_RESERVE);

@@ -55,7 +55,7 @@ impl Mode {
 }
 
 /// One item's error, in the envelope's shape.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ItemError {
     pub code: String,
     pub message: String,
@@ -67,30 +67,30 @@ impl ItemError {
         Self { code: "VALIDATION_FAILED".into(), message: err.message(), details: err.details() }
     }
 
-    fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into(), details: Map::new() }
     }
 }
 
 /// One item's result: `{"index", "status", "id"?, "duplicate"?, "error"?}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ItemResult {
     pub index: usize,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ItemError>,
 }
 
 impl ItemResult {
-    fn ok(index: usize, status: u16, id: &Uuid) -> Self {
+    pub(crate) fn ok(index: usize, status: u16, id: &Uuid) -> Self {
         Self { index, status, id: Some(id.to_string()), duplicate: false, error: None }
     }
 
-    fn failed(index: usize, status: u16, error: ItemError) -> Self {
+    pub(crate) fn failed(index: usize, status: u16, error: ItemError) -> Self {
         Self { index, status, id: None, duplicate: false, error: Some(error) }
     }
 
@@ -127,7 +127,7 @@ pub enum BulkOutcome {
     Atomic { ids: Vec<String> },
 }
 
-fn retry_later(index: usize, reason: &str) -> ItemResult {
+pub(crate) fn retry_later(index: usize, reason: &str) -> ItemResult {
     let mut error = ItemError::new("RETRY_LATER", format!("not written, retry this item: {reason}"));
     error.details.insert("retryable".into(), json!(true));
     ItemResult::failed(index, 503, error)
@@ -144,15 +144,15 @@ fn failures_details(results: &[ItemResult]) -> Map<String, Value> {
 }
 
 /// An item that passed every check, ready to write.
-struct Ready {
-    index: usize,
-    id: Uuid,
-    item: Item,
+pub(crate) struct Ready {
+    pub(crate) index: usize,
+    pub(crate) id: Uuid,
+    pub(crate) item: Item,
 }
 
 /// Validates every item (shape, content, session, id reuse) and returns per-item results for
 /// the ones already decided (failures, duplicates) plus the items to write.
-async fn prepare_creates(
+pub(crate) async fn prepare_creates(
     backend: &Backend,
     tenant: &str,
     items: &[Value],

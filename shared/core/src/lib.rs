@@ -13,6 +13,7 @@ pub mod errors;
 pub mod events;
 pub mod health;
 pub mod idempotency;
+pub mod jobs;
 pub mod keys;
 pub mod page;
 pub mod pipeline;

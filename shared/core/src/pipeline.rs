@@ -56,6 +56,8 @@ pub async fn enqueue(
 pub struct QueueMessage {
     pub message_id: String,
     pub body: String,
+    /// SQS's ApproximateReceiveCount (1 on the first delivery).
+    pub receive_count: u32,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,7 +80,28 @@ enum Outcome {
     Retry,
 }
 
-pub async fn process(backend: &Backend, messages: &[QueueMessage], config: &BatchWriterConfig) -> ProcessReport {
+pub async fn process(backend: &Backend, all_messages: &[QueueMessage], config: &BatchWriterConfig) -> ProcessReport {
+    // Job chunks (async batch jobs) go to the jobs module, concurrently; single events below.
+    let (chunks, singles): (Vec<&QueueMessage>, Vec<&QueueMessage>) =
+        all_messages.iter().partition(|m| crate::jobs::decode_chunk(&m.body).is_some());
+    let chunk_results = futures::future::join_all(chunks.iter().map(|message| async move {
+        let chunk = crate::jobs::decode_chunk(&message.body)?;
+        match crate::jobs::process_chunk(backend, &chunk, message.receive_count, config).await {
+            Ok(()) => None,
+            Err(err) => {
+                tracing::warn!(message_id = %message.message_id, job = %chunk.job_id, chunk = chunk.chunk, error = %err, "job chunk will be redelivered");
+                Some(message.message_id.clone())
+            }
+        }
+    }))
+    .await;
+    let messages: Vec<QueueMessage> = singles.into_iter().cloned().collect();
+    let mut report = process_events(backend, &messages, config).await;
+    report.failed.extend(chunk_results.into_iter().flatten());
+    report
+}
+
+async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &BatchWriterConfig) -> ProcessReport {
     let now = time::format(&time::now());
     let mut decoded: Vec<Result<QueuedEvent, Box<ErrorRecordDraft>>> = Vec::with_capacity(messages.len());
     for message in messages {

@@ -1,0 +1,544 @@
+//! Async batch jobs: imports too big or too slow to wait for.
+//!
+//! `create` stores the job (`queued`) and fans its items out to SQS in chunks. The processor
+//! handles each chunk with the bulk code (`bulk::prepare_creates` + the batch writer), stores
+//! one result per item, then commits the chunk: a chunk marker (conditional on not existing)
+//! and the counter increments in one transaction, so a chunk delivered twice counts once. The
+//! chunk that brings `chunks_done` to `chunks_total` completes the job.
+
+use argus_models::ids::{new_id, parse_uuid};
+use argus_models::time;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::batch_writer::{write_all, BatchWriterConfig, Write, WriteOutcome};
+use crate::bulk::{self, ItemError, ItemResult};
+use crate::ddb::{get_opt_s, s, Item};
+use crate::keys::{EXPIRES_AT, META, PK, SK};
+use crate::page::Page;
+use crate::{cursor, Backend, ServiceError};
+
+/// Items per job (the request's byte limit, `bulk::MAX_BYTES`, applies too).
+pub const MAX_JOB_ITEMS: usize = 100_000;
+/// Items per chunk message, and the largest serialized chunk (SQS allows 256 KiB a message and
+/// 256 KiB per SendMessageBatch call).
+const CHUNK_ITEMS: usize = 100;
+const CHUNK_BYTES: usize = 200 * 1024;
+const SEND_BATCH_BYTES: usize = 240 * 1024;
+/// Jobs and their results are kept this long (DynamoDB TTL).
+pub const RETENTION_DAYS: u64 = 7;
+/// From this receive on (SQS moves a message to the DLQ after 5), items still unwritable are
+/// recorded as failed instead of failing the message, so the job always completes.
+const FINAL_RECEIVE: u32 = 4;
+
+pub const OPERATIONS: [&str; 1] = ["create_events"];
+
+fn job_pk(tenant: &str, id: &Uuid) -> String {
+    format!("T#{tenant}#JOB#{id}")
+}
+
+fn result_sk(index: usize) -> String {
+    format!("R#{index:08}")
+}
+
+fn chunk_sk(chunk: usize) -> String {
+    format!("C#{chunk:06}")
+}
+
+fn expires_at() -> AttributeValue {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    AttributeValue::N((secs + RETENTION_DAYS * 86_400).to_string())
+}
+
+/// The SQS message of one chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobChunk {
+    pub kind: String,
+    pub tenant: String,
+    pub job_id: Uuid,
+    pub chunk: usize,
+    /// Index of the chunk's first item in the job.
+    pub start: usize,
+    pub items: Vec<Value>,
+}
+
+pub const CHUNK_KIND: &str = "job_chunk";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub operation: String,
+    pub status: String,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub job_id: Uuid,
+    pub status: &'static str,
+    pub total: usize,
+    pub status_url: String,
+}
+
+/// Checks the request, stores the job and queues its chunks.
+pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Accepted, ServiceError> {
+    let mut errors = argus_models::ValidationError::default();
+    let operation = body.get("operation").and_then(Value::as_str).unwrap_or_default();
+    if !OPERATIONS.contains(&operation) {
+        errors.push(argus_models::FieldError::new(
+            "operation",
+            "INVALID_OPERATION",
+            format!("operation is one of {}", OPERATIONS.join(", ")),
+        ));
+    }
+    let items = match body.get("items") {
+        Some(Value::Array(items)) if !items.is_empty() => items.as_slice(),
+        _ => {
+            errors.push(argus_models::FieldError::new("items", "REQUIRED", "items: a non-empty array is required"));
+            &[]
+        }
+    };
+    errors.into_result()?;
+    if items.len() > MAX_JOB_ITEMS {
+        return Err(ServiceError::TooLarge {
+            code: "BATCH_TOO_LARGE",
+            message: format!("{} items; a job holds at most {MAX_JOB_ITEMS}", items.len()),
+            details: Map::from_iter([
+                ("max_items".into(), json!(MAX_JOB_ITEMS)),
+                ("max_bytes".into(), json!(bulk::MAX_BYTES)),
+            ]),
+        });
+    }
+    // Ids are fixed now, before fan-out: a redelivered chunk then finds its events already
+    // stored with the same content (duplicates), instead of writing them again under new ids.
+    let items: Vec<Value> = items
+        .iter()
+        .map(|item| match item {
+            Value::Object(fields) if !fields.contains_key("id") => {
+                let mut fields = fields.clone();
+                fields.insert("id".into(), json!(new_id()));
+                Value::Object(fields)
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let chunks = chunk_items(&items);
+    let job_id = new_id();
+    let now = time::format(&time::now());
+    backend
+        .dynamodb
+        .put_item()
+        .table_name(&backend.table)
+        .item(PK, s(job_pk(tenant, &job_id)))
+        .item(SK, s(META))
+        .item("entity", s("job"))
+        .item("job_id", s(job_id.to_string()))
+        .item("operation", s(operation))
+        .item("status", s("queued"))
+        .item("total", AttributeValue::N(items.len().to_string()))
+        .item("succeeded", AttributeValue::N("0".into()))
+        .item("failed", AttributeValue::N("0".into()))
+        .item("chunks_total", AttributeValue::N(chunks.len().to_string()))
+        .item("chunks_done", AttributeValue::N("0".into()))
+        .item("created_at", s(&now))
+        .item("updated_at", s(&now))
+        .item(EXPIRES_AT, expires_at())
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+
+    let messages: Vec<(usize, String)> = chunks
+        .iter()
+        .map(|(chunk, start, items)| {
+            let message = JobChunk {
+                kind: CHUNK_KIND.into(),
+                tenant: tenant.into(),
+                job_id,
+                chunk: *chunk,
+                start: *start,
+                items: items.to_vec(),
+            };
+            (*chunk, serde_json::to_string(&message).unwrap_or_default())
+        })
+        .collect();
+    let unsent = send_all(backend, &messages).await;
+    if unsent.len() == messages.len() {
+        let _ = backend
+            .dynamodb
+            .delete_item()
+            .table_name(&backend.table)
+            .key(PK, s(job_pk(tenant, &job_id)))
+            .key(SK, s(META))
+            .send()
+            .await;
+        return Err(ServiceError::Unavailable {
+            component: "queue",
+            message: "the job queue is unavailable, retry later".into(),
+        });
+    }
+    // Chunks SQS would not take: their items are recorded as failed (retryable), never lost.
+    for (chunk, start, items) in chunks.iter().filter(|(chunk, _, _)| unsent.contains(chunk)) {
+        let results: Vec<ItemResult> =
+            (0..items.len()).map(|i| bulk::retry_later(start + i, "the chunk could not be queued")).collect();
+        commit_chunk(backend, tenant, &job_id, *chunk, &results).await?;
+    }
+    Ok(Accepted { job_id, status: "queued", total: items.len(), status_url: format!("/batch/jobs/{job_id}") })
+}
+
+/// (chunk number, index of its first item, its items), by count and serialized size.
+fn chunk_items(items: &[Value]) -> Vec<(usize, usize, &[Value])> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0usize, 0usize);
+    for (index, item) in items.iter().enumerate() {
+        let size = item.to_string().len();
+        if index > start && (index - start == CHUNK_ITEMS || bytes + size > CHUNK_BYTES) {
+            chunks.push((chunks.len(), start, &items[start..index]));
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        chunks.push((chunks.len(), start, &items[start..]));
+    }
+    chunks
+}
+
+/// Sends messages with SendMessageBatch (10 entries and `SEND_BATCH_BYTES` per call), retrying
+/// every `Failed` entry. Returns the chunk numbers that could not be sent.
+async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize> {
+    let mut pending: Vec<&(usize, String)> = messages.iter().collect();
+    let config = BatchWriterConfig::default();
+    for attempt in 1..=5u32 {
+        let mut failed = Vec::new();
+        let mut group: Vec<&(usize, String)> = Vec::new();
+        let mut group_bytes = 0;
+        let mut groups = Vec::new();
+        for message in pending {
+            if group.len() == 10 || group_bytes + message.1.len() > SEND_BATCH_BYTES {
+                groups.push(std::mem::take(&mut group));
+                group_bytes = 0;
+            }
+            group_bytes += message.1.len();
+            group.push(message);
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        for group in groups {
+            let entries: Vec<SendMessageBatchRequestEntry> = group
+                .iter()
+                .filter_map(|(chunk, body)| {
+                    SendMessageBatchRequestEntry::builder().id(chunk.to_string()).message_body(body).build().ok()
+                })
+                .collect();
+            match backend.sqs.send_message_batch().queue_url(&backend.queue_url).set_entries(Some(entries)).send().await
+            {
+                Ok(out) => {
+                    for failure in out.failed {
+                        tracing::warn!(chunk = %failure.id, code = %failure.code, sender_fault = failure.sender_fault, "chunk not queued");
+                        if let Some(message) = group.iter().find(|(chunk, _)| chunk.to_string() == failure.id) {
+                            failed.push(*message);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "SendMessageBatch failed");
+                    failed.extend(group);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Vec::new();
+        }
+        pending = failed;
+        if attempt < 5 {
+            tokio::time::sleep(crate::batch_writer::backoff(&config, attempt)).await;
+        }
+    }
+    pending.iter().map(|(chunk, _)| *chunk).collect()
+}
+
+/// Stores the chunk's per-item results, then counts the chunk exactly once. Returns false if
+/// the chunk had been counted already (a redelivery).
+async fn commit_chunk(
+    backend: &Backend,
+    tenant: &str,
+    job_id: &Uuid,
+    chunk: usize,
+    results: &[ItemResult],
+) -> Result<bool, ServiceError> {
+    let pk = job_pk(tenant, job_id);
+    let writes: Vec<Write> = results
+        .iter()
+        .map(|result| {
+            let mut item: Item = crate::ddb::key(pk.clone(), &result_sk(result.index));
+            item.insert("status".into(), AttributeValue::N(result.status.to_string()));
+            item.insert("result".into(), s(serde_json::to_string(result).unwrap_or_default()));
+            item.insert(EXPIRES_AT.into(), expires_at());
+            Write::Put(item)
+        })
+        .collect();
+    let (outcomes, _) = write_all(&backend.dynamodb, &backend.table, &writes, &BatchWriterConfig::default()).await;
+    if !outcomes.iter().all(WriteOutcome::is_written) {
+        return Err(ServiceError::Unavailable { component: "dynamodb", message: "job results not stored".into() });
+    }
+    let succeeded = results.iter().filter(|r| r.succeeded()).count();
+    let failed = results.len() - succeeded;
+    let now = time::format(&time::now());
+    let marker = Put::builder()
+        .table_name(&backend.table)
+        .item(PK, s(&pk))
+        .item(SK, s(chunk_sk(chunk)))
+        .item(EXPIRES_AT, expires_at())
+        .condition_expression("attribute_not_exists(PK)")
+        .build()
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let counters = Update::builder()
+        .table_name(&backend.table)
+        .key(PK, s(&pk))
+        .key(SK, s(META))
+        .update_expression("ADD succeeded :s, failed :f, chunks_done :one SET updated_at = :now, #status = :running")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":s", AttributeValue::N(succeeded.to_string()))
+        .expression_attribute_values(":f", AttributeValue::N(failed.to_string()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":now", s(&now))
+        .expression_attribute_values(":running", s("running"))
+        .condition_expression("attribute_exists(PK)")
+        .build()
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let committed = backend
+        .dynamodb
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(marker).build())
+        .transact_items(TransactWriteItem::builder().update(counters).build())
+        .send()
+        .await;
+    match committed {
+        Ok(_) => {}
+        Err(err) => {
+            let already = err.as_service_error().is_some_and(|e| match e {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                    c.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+                }
+                _ => false,
+            });
+            if already {
+                return Ok(false);
+            }
+            return Err(ServiceError::from_sdk("dynamodb", err));
+        }
+    }
+    complete_if_done(backend, &pk).await?;
+    Ok(true)
+}
+
+/// Sets the final status once every chunk is counted (the counters are final then).
+async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
+    let job = read_job_item(backend, pk).await?.ok_or_else(|| ServiceError::Internal("job vanished".into()))?;
+    if number(&job, "chunks_done") < number(&job, "chunks_total") || job.contains_key("completed_at") {
+        return Ok(());
+    }
+    let status = if number(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
+    let now = time::format(&time::now());
+    let result = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(pk))
+        .key(SK, s(META))
+        .update_expression("SET #status = :status, completed_at = :now, updated_at = :now")
+        .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":status", s(status))
+        .expression_attribute_values(":now", s(now))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+/// Processes one chunk message. `Ok(())` means done (also: already counted); an error means
+/// the message must be redelivered.
+pub async fn process_chunk(
+    backend: &Backend,
+    chunk: &JobChunk,
+    receive_count: u32,
+    config: &BatchWriterConfig,
+) -> Result<(), ServiceError> {
+    let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items).await?;
+    let writes: Vec<Write> = ready.iter().map(|r| Write::Put(r.item.clone())).collect();
+    let (outcomes, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
+    let final_attempt = receive_count >= FINAL_RECEIVE;
+    for (ready, outcome) in ready.iter().zip(outcomes) {
+        decided[ready.index] = Some(match outcome {
+            WriteOutcome::Written => ItemResult::ok(ready.index, 201, &ready.id),
+            WriteOutcome::NotWritten { reason, retryable: true } if !final_attempt => {
+                // Redeliver the chunk: written items will then be duplicates (200), not doubles.
+                return Err(ServiceError::Unavailable { component: "dynamodb", message: reason });
+            }
+            WriteOutcome::NotWritten { reason, retryable: true } => bulk::retry_later(ready.index, &reason),
+            WriteOutcome::NotWritten { reason, .. } => {
+                ItemResult::failed(ready.index, 400, ItemError::new("NOT_WRITABLE", reason))
+            }
+        });
+    }
+    // Results carry job-wide indexes.
+    let results: Vec<ItemResult> = decided
+        .into_iter()
+        .flatten()
+        .map(|mut r| {
+            r.index += chunk.start;
+            r
+        })
+        .collect();
+    commit_chunk(backend, &chunk.tenant, &chunk.job_id, chunk.chunk, &results).await.map(|_| ())
+}
+
+async fn read_job_item(backend: &Backend, pk: &str) -> Result<Option<Item>, ServiceError> {
+    Ok(backend
+        .dynamodb
+        .get_item()
+        .table_name(&backend.table)
+        .key(PK, s(pk))
+        .key(SK, s(META))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
+        .item)
+}
+
+fn number(item: &Item, name: &str) -> u64 {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Job, ServiceError> {
+    let id = parse_uuid("id", raw_id).map_err(|_| ServiceError::not_found("job", raw_id))?;
+    let item =
+        read_job_item(backend, &job_pk(tenant, &id)).await?.ok_or_else(|| ServiceError::not_found("job", raw_id))?;
+    let text = |name: &str| get_opt_s(&item, name).unwrap_or_default().to_string();
+    Ok(Job {
+        job_id: id,
+        operation: text("operation"),
+        status: text("status"),
+        total: number(&item, "total"),
+        succeeded: number(&item, "succeeded"),
+        failed: number(&item, "failed"),
+        created_at: text("created_at"),
+        updated_at: text("updated_at"),
+        completed_at: get_opt_s(&item, "completed_at").map(str::to_string),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResultPosition {
+    after: String,
+}
+
+/// Per-item results in index order, optionally only `failed` or `succeeded` ones.
+pub async fn results(
+    backend: &Backend,
+    tenant: &str,
+    raw_id: &str,
+    status: Option<&str>,
+    limit: usize,
+    cursor_raw: Option<&str>,
+) -> Result<Page<ItemResult>, ServiceError> {
+    let job = get(backend, tenant, raw_id).await?;
+    let position = cursor_raw.map(cursor::decode::<ResultPosition>).transpose()?;
+    let filter = match status {
+        None => None,
+        Some("failed") => Some("#status >= :bound"),
+        Some("succeeded") => Some("#status < :bound"),
+        Some(_) => {
+            return Err(ServiceError::BadRequest {
+                code: "INVALID_FILTER",
+                message: "status is failed or succeeded".into(),
+                details: Map::from_iter([("field".into(), json!("status"))]),
+            })
+        }
+    };
+    let pk = job_pk(tenant, &job.job_id);
+    let mut items = Vec::new();
+    let mut start_key = position.map(|p| crate::ddb::key(pk.clone(), &p.after));
+    let mut has_more = false;
+    loop {
+        let mut query = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :r)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":r", s("R#"))
+            .limit(i32::try_from(limit + 1 - items.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start_key.take());
+        if let Some(filter) = filter {
+            query = query
+                .filter_expression(filter)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":bound", AttributeValue::N("400".into()));
+        }
+        let out = query.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        for item in out.items.unwrap_or_default() {
+            let result: ItemResult = serde_json::from_str(get_opt_s(&item, "result").unwrap_or("{}"))
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            items.push(result);
+        }
+        if items.len() > limit {
+            has_more = true;
+            items.truncate(limit);
+            break;
+        }
+        match out.last_evaluated_key {
+            Some(key) => start_key = Some(key),
+            None => break,
+        }
+    }
+    let next_cursor = if has_more {
+        items.last().map(|r| cursor::encode(&ResultPosition { after: result_sk(r.index) }))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Whether a queue message body is a job chunk (vs. a single event).
+pub fn decode_chunk(body: &str) -> Option<JobChunk> {
+    if !body.contains(CHUNK_KIND) {
+        return None;
+    }
+    serde_json::from_str::<JobChunk>(body).ok().filter(|c| c.kind == CHUNK_KIND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_count_and_size() {
+        let small: Vec<Value> = (0..250).map(|i| json!({"i": i})).collect();
+        let chunks = chunk_items(&small);
+        assert_eq!(chunks.iter().map(|c| c.2.len()).collect::<Vec<_>>(), [100, 100, 50]);
+        assert_eq!(chunks.iter().map(|c| c.1).collect::<Vec<_>>(), [0, 100, 200]);
+        let big: Vec<Value> = (0..10).map(|_| json!({"blob": "x".repeat(60_000)})).collect();
+        let chunks = chunk_items(&big);
+        assert!(chunks.iter().all(|c| c.2.iter().map(|v| v.to_string().len()).sum::<usize>() <= CHUNK_BYTES));
+        assert_eq!(chunks.iter().map(|c| c.2.len()).sum::<usize>(), 10);
+    }
+}
