@@ -1,0 +1,169 @@
+//! Shared pieces: request counting, run statistics, the in-process API, event generation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argus_core::Backend;
+use argus_local::stack::provision_backend;
+use argus_local::{connect_local, wait_for_emulators, LocalApi, StackSettings};
+use argus_stack::Template;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use serde_json::{json, Value};
+
+/// Counts DynamoDB requests as sent (retries included).
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Median, min and max of several runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub median: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Stats {
+    pub fn of(mut runs: Vec<Duration>) -> Self {
+        runs.sort();
+        Self { median: runs[runs.len() / 2], min: runs[0], max: runs[runs.len() - 1] }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"median_ms": ms(self.median), "min_ms": ms(self.min), "max_ms": ms(self.max)})
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+/// The stack the benchmarks run against: a fresh table and queues, the API served in-process
+/// on loopback by the local runner's code, and the processor draining the queue.
+pub struct Bench {
+    pub settings: StackSettings,
+    /// Counted clients: what the API and the processor use.
+    pub backend: Backend,
+    pub counter: RequestCounter,
+    /// Uncounted clients, for polling and setup.
+    pub plain: Backend,
+    pub api_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Bench {
+    pub async fn start() -> Result<Self, String> {
+        let mut settings = StackSettings::from_env();
+        settings.table = format!("argus-bench-{}", uuid::Uuid::new_v4().simple());
+        settings.queue_prefix = settings.table.clone();
+        let template = Template::load_repo()?;
+        let connected = connect_local(&settings);
+        wait_for_emulators(&connected, Duration::from_secs(60)).await?;
+        let (plain, provisioned) = provision_backend(connected, &template, &settings).await?;
+        let counter = RequestCounter::default();
+        let mut backend = plain.clone();
+        backend.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&argus_core::aws::local_sdk_config())
+                .endpoint_url(&settings.dynamodb_endpoint)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let api_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(argus_local::serve(listener, Arc::new(LocalApi::new(backend.clone(), &template))));
+        for consumer in argus_local::drain::consumers(&backend, &template, &provisioned).await? {
+            tokio::spawn(consumer.run(backend.clone()));
+        }
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| e.to_string())?;
+        Ok(Self { settings, backend, counter, plain, api_url, http })
+    }
+
+    /// A fresh tenant with a key and one session: (tenant, key, session id).
+    pub async fn tenant(&self, label: &str) -> Result<(String, String, String), String> {
+        let tenant = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let key = argus_local::seed_tenant(&self.plain, &tenant, None).await.map_err(|e| e.to_string())?.secret;
+        let session =
+            argus_core::sessions::create(&self.plain, &tenant, Default::default()).await.map_err(|e| e.to_string())?;
+        Ok((tenant, key, session.id.to_string()))
+    }
+
+    /// Events of `session` stored so far (uncounted reads).
+    pub async fn stored(&self, tenant: &str, session: &str) -> Result<usize, String> {
+        let filter =
+            argus_core::events::EventFilter { session: uuid::Uuid::parse_str(session).ok(), ..Default::default() };
+        let mut count = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = argus_core::events::list(&self.plain, tenant, &filter, 1000, cursor.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            count += page.items.len();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(count),
+            }
+        }
+    }
+
+    /// Waits until `expected` events of the session are stored.
+    pub async fn wait_stored(
+        &self,
+        tenant: &str,
+        session: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.stored(tenant, session).await? >= expected {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {expected} events stored after {timeout:?}",
+                    self.stored(tenant, session).await?
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The same `count` events for every variant (only the session differs).
+pub fn events(session: &str, count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            let category = ["page", "click", "purchase", "error"][i % 4];
+            json!({
+                "session_id": session,
+                "category": category,
+                "name": format!("event-{}", i % 97),
+                "data": {"i": i, "path": format!("/products/{}", i % 500), "value": (i * 7) % 1000},
+                "timestamp": format!("2026-11-{:02}T{:02}:{:02}:{:02}Z", 1 + i % 20, (i / 3600) % 24, (i / 60) % 60, i % 60),
+            })
+        })
+        .collect()
+}
