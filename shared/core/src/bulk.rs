@@ -235,16 +235,19 @@ pub async fn create_events(
     let (mut results, ready) = prepare_creates(backend, tenant, items).await?;
     match mode {
         Mode::Partial => {
-            let writes: Vec<Write> = ready.iter().map(|r| Write::Put(r.item.clone())).collect();
+            // The items move into the writes (10,000 of them are tens of MB): no copies.
+            let (placed, writes): (Vec<(usize, Uuid)>, Vec<Write>) =
+                ready.into_iter().map(|r| ((r.index, r.id), Write::Put(r.item))).unzip();
             let config = backend.writer_for(deadline, std::time::Duration::from_secs(2));
             let (outcomes, stats) = write_all(&backend.dynamodb, &backend.table, &writes, &config).await;
+            drop(writes);
             tracing::info!(items = items.len(), calls = stats.calls, retries = stats.retries, "bulk create written");
-            for (ready, outcome) in ready.iter().zip(outcomes) {
-                results[ready.index] = Some(match outcome {
-                    WriteOutcome::Written => ItemResult::ok(ready.index, 201, &ready.id),
-                    WriteOutcome::NotWritten { reason, retryable: true } => retry_later(ready.index, &reason),
+            for ((index, id), outcome) in placed.into_iter().zip(outcomes) {
+                results[index] = Some(match outcome {
+                    WriteOutcome::Written => ItemResult::ok(index, 201, &id),
+                    WriteOutcome::NotWritten { reason, retryable: true } => retry_later(index, &reason),
                     WriteOutcome::NotWritten { reason, retryable: false } => {
-                        ItemResult::failed(ready.index, 400, ItemError::new("NOT_WRITABLE", reason))
+                        ItemResult::failed(index, 400, ItemError::new("NOT_WRITABLE", reason))
                     }
                 });
             }

@@ -379,19 +379,21 @@ pub async fn process_chunk(
     config: &BatchWriterConfig,
 ) -> Result<(), ServiceError> {
     let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items).await?;
-    let writes: Vec<Write> = ready.iter().map(|r| Write::Put(r.item.clone())).collect();
+    let (placed, writes): (Vec<(usize, Uuid)>, Vec<Write>) =
+        ready.into_iter().map(|r| ((r.index, r.id), Write::Put(r.item))).unzip();
     let (outcomes, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
+    drop(writes);
     let final_attempt = receive_count >= FINAL_RECEIVE;
-    for (ready, outcome) in ready.iter().zip(outcomes) {
-        decided[ready.index] = Some(match outcome {
-            WriteOutcome::Written => ItemResult::ok(ready.index, 201, &ready.id),
+    for ((index, id), outcome) in placed.into_iter().zip(outcomes) {
+        decided[index] = Some(match outcome {
+            WriteOutcome::Written => ItemResult::ok(index, 201, &id),
             WriteOutcome::NotWritten { reason, retryable: true } if !final_attempt => {
                 // Redeliver the chunk: written items will then be duplicates (200), not doubles.
                 return Err(ServiceError::Unavailable { component: "dynamodb", message: reason });
             }
-            WriteOutcome::NotWritten { reason, retryable: true } => bulk::retry_later(ready.index, &reason),
+            WriteOutcome::NotWritten { reason, retryable: true } => bulk::retry_later(index, &reason),
             WriteOutcome::NotWritten { reason, .. } => {
-                ItemResult::failed(ready.index, 400, ItemError::new("NOT_WRITABLE", reason))
+                ItemResult::failed(index, 400, ItemError::new("NOT_WRITABLE", reason))
             }
         });
     }
