@@ -27,6 +27,32 @@ pub fn get_opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     }
 }
 
+/// A number attribute as u64 (0 when absent or not a number).
+pub fn get_n(item: &Item, name: &str) -> u64 {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Strongly consistent read of an entity's own item (`SK = #META`).
+pub async fn get_meta(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+) -> Result<Option<Item>, ServiceError> {
+    Ok(client
+        .get_item()
+        .table_name(table)
+        .key(crate::keys::PK, s(pk))
+        .key(crate::keys::SK, s(crate::keys::META))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
+        .item)
+}
+
 /// A newest-first listing over one or more partitions (write shards) of one index.
 #[derive(Debug, Clone)]
 pub struct ListQuery<'a> {

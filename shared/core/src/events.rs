@@ -120,17 +120,7 @@ fn event_id(raw: &str) -> Result<Uuid, ServiceError> {
 }
 
 async fn get_item(backend: &Backend, tenant: &str, id: &Uuid) -> Result<Option<Item>, ServiceError> {
-    let out = backend
-        .dynamodb
-        .get_item()
-        .table_name(&backend.table)
-        .key(PK, s(event_pk(tenant, id)))
-        .key(SK, s(META))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-    Ok(out.item)
+    crate::ddb::get_meta(&backend.dynamodb, &backend.table, event_pk(tenant, id)).await
 }
 
 pub async fn get(backend: &Backend, tenant: &str, raw_id: &str, include_deleted: bool) -> Result<Event, ServiceError> {

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
 use crate::batch_writer::{write_all, BatchWriterConfig, Write};
-use crate::ddb::{get_opt_s, key, s, Item};
+use crate::ddb::{get_meta, get_n, get_opt_s, key, s, Item};
 use crate::keys::{EXPIRES_AT, META, PK, SK};
 use crate::{Backend, ServiceError};
 
@@ -109,8 +109,8 @@ pub async fn begin(
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
         }
-        let Some(record) = read(backend, &pk).await? else { continue };
-        if number(&record, EXPIRES_AT) < now_epoch() {
+        let Some(record) = get_meta(&backend.dynamodb, &backend.table, pk.clone()).await? else { continue };
+        if get_n(&record, EXPIRES_AT) < now_epoch() {
             continue;
         }
         if get_opt_s(&record, "fingerprint") != Some(fingerprint) {
@@ -119,8 +119,8 @@ pub async fn begin(
         if get_opt_s(&record, "state") != Some("completed") {
             return Ok(Begin::InProgress);
         }
-        let status = number(&record, "status") as u16;
-        let parts = number(&record, "parts");
+        let status = get_n(&record, "status") as u16;
+        let parts = get_n(&record, "parts");
         let body = if parts == 0 {
             get_opt_s(&record, "body").unwrap_or_default().to_string()
         } else {
@@ -201,20 +201,6 @@ pub async fn release(backend: &Backend, held: Held) -> Result<(), ServiceError> 
         })
 }
 
-async fn read(backend: &Backend, pk: &str) -> Result<Option<Item>, ServiceError> {
-    Ok(backend
-        .dynamodb
-        .get_item()
-        .table_name(&backend.table)
-        .key(PK, s(pk))
-        .key(SK, s(META))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
-        .item)
-}
-
 async fn read_parts(backend: &Backend, pk: &str) -> Result<String, ServiceError> {
     let mut body = String::new();
     let mut start = None;
@@ -238,13 +224,6 @@ async fn read_parts(backend: &Backend, pk: &str) -> Result<String, ServiceError>
             Some(key) => start = Some(key),
             None => return Ok(body),
         }
-    }
-}
-
-fn number(item: &Item, name: &str) -> u64 {
-    match item.get(name) {
-        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
-        _ => 0,
     }
 }
 

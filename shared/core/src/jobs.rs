@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::batch_writer::{write_all, BatchWriterConfig, Write, WriteOutcome};
 use crate::bulk::{self, ItemError, ItemResult};
-use crate::ddb::{get_opt_s, s, Item};
+use crate::ddb::{get_meta, get_n, get_opt_s, s, Item};
 use crate::keys::{EXPIRES_AT, META, PK, SK};
 use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
@@ -344,11 +344,13 @@ async fn commit_chunk(
 
 /// Sets the final status once every chunk is counted (the counters are final then).
 async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
-    let job = read_job_item(backend, pk).await?.ok_or_else(|| ServiceError::Internal("job vanished".into()))?;
-    if number(&job, "chunks_done") < number(&job, "chunks_total") || job.contains_key("completed_at") {
+    let job = get_meta(&backend.dynamodb, &backend.table, pk.to_string())
+        .await?
+        .ok_or_else(|| ServiceError::Internal("job vanished".into()))?;
+    if get_n(&job, "chunks_done") < get_n(&job, "chunks_total") || job.contains_key("completed_at") {
         return Ok(());
     }
-    let status = if number(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
+    let status = if get_n(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
     let now = time::format(&time::now());
     let result = backend
         .dynamodb
@@ -409,39 +411,19 @@ pub async fn process_chunk(
     commit_chunk(backend, &chunk.tenant, &chunk.job_id, chunk.chunk, &results).await.map(|_| ())
 }
 
-async fn read_job_item(backend: &Backend, pk: &str) -> Result<Option<Item>, ServiceError> {
-    Ok(backend
-        .dynamodb
-        .get_item()
-        .table_name(&backend.table)
-        .key(PK, s(pk))
-        .key(SK, s(META))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
-        .item)
-}
-
-fn number(item: &Item, name: &str) -> u64 {
-    match item.get(name) {
-        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Job, ServiceError> {
     let id = parse_uuid("id", raw_id).map_err(|_| ServiceError::not_found("job", raw_id))?;
-    let item =
-        read_job_item(backend, &job_pk(tenant, &id)).await?.ok_or_else(|| ServiceError::not_found("job", raw_id))?;
+    let item = get_meta(&backend.dynamodb, &backend.table, job_pk(tenant, &id))
+        .await?
+        .ok_or_else(|| ServiceError::not_found("job", raw_id))?;
     let text = |name: &str| get_opt_s(&item, name).unwrap_or_default().to_string();
     Ok(Job {
         job_id: id,
         operation: text("operation"),
         status: text("status"),
-        total: number(&item, "total"),
-        succeeded: number(&item, "succeeded"),
-        failed: number(&item, "failed"),
+        total: get_n(&item, "total"),
+        succeeded: get_n(&item, "succeeded"),
+        failed: get_n(&item, "failed"),
         created_at: text("created_at"),
         updated_at: text("updated_at"),
         completed_at: get_opt_s(&item, "completed_at").map(str::to_string),
