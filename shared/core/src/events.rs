@@ -335,52 +335,52 @@ pub async fn update(
     }
 }
 
-/// Soft delete: the event stays stored with `deleted_at` and leaves GET and listings.
-/// Deleting a missing or already deleted event is a 404.
-pub async fn soft_delete(backend: &Backend, tenant: &str, raw_id: &str) -> Result<(), ServiceError> {
-    let id = event_id(raw_id)?;
-    let now = time::format(&time::now());
+/// Sets or clears `deleted_at` under `condition`. `Ok(None)` when the condition fails (the event
+/// is missing, or already in the wanted state); otherwise the item as it now is.
+async fn set_deleted(
+    backend: &Backend,
+    tenant: &str,
+    id: &Uuid,
+    update: &str,
+    condition: &str,
+) -> Result<Option<Item>, ServiceError> {
     let result = backend
         .dynamodb
         .update_item()
         .table_name(&backend.table)
-        .key(PK, s(event_pk(tenant, &id)))
+        .key(PK, s(event_pk(tenant, id)))
         .key(SK, s(META))
-        .update_expression("SET deleted_at = :now, updated_at = :now")
-        .condition_expression("attribute_exists(PK) AND attribute_not_exists(deleted_at)")
-        .expression_attribute_values(":now", s(now))
+        .update_expression(update)
+        .condition_expression(condition)
+        .expression_attribute_values(":now", s(time::format(&time::now())))
+        .return_values(ReturnValue::AllNew)
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-            Err(ServiceError::not_found("event", raw_id))
-        }
+        Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
         Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+/// Soft delete: the event stays stored with `deleted_at` and leaves GET and listings.
+/// Deleting a missing or already deleted event is a 404.
+pub async fn soft_delete(backend: &Backend, tenant: &str, raw_id: &str) -> Result<(), ServiceError> {
+    let id = event_id(raw_id)?;
+    let update = "SET deleted_at = :now, updated_at = :now";
+    match set_deleted(backend, tenant, &id, update, "attribute_exists(PK) AND attribute_not_exists(deleted_at)").await?
+    {
+        Some(_) => Ok(()),
+        None => Err(ServiceError::not_found("event", raw_id)),
     }
 }
 
 /// Undoes a soft delete. Restoring an event that is not deleted returns it unchanged.
 pub async fn restore(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Event, ServiceError> {
     let id = event_id(raw_id)?;
-    let now = time::format(&time::now());
-    let result = backend
-        .dynamodb
-        .update_item()
-        .table_name(&backend.table)
-        .key(PK, s(event_pk(tenant, &id)))
-        .key(SK, s(META))
-        .update_expression("SET updated_at = :now REMOVE deleted_at")
-        .condition_expression("attribute_exists(PK) AND attribute_exists(deleted_at)")
-        .expression_attribute_values(":now", s(now))
-        .return_values(ReturnValue::AllNew)
-        .send()
-        .await;
-    match result {
-        Ok(out) => event_from_item(&out.attributes.unwrap_or_default()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-            get(backend, tenant, raw_id, false).await
-        }
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    let update = "SET updated_at = :now REMOVE deleted_at";
+    match set_deleted(backend, tenant, &id, update, "attribute_exists(PK) AND attribute_exists(deleted_at)").await? {
+        Some(item) => event_from_item(&item),
+        None => get(backend, tenant, raw_id, false).await,
     }
 }
