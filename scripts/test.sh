@@ -29,10 +29,16 @@ start_sqs "$TEST_SQS_PORT" "$RUN_DIR/sqs-test.log"
 export ARGUS_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$TEST_DDB_PORT"
 export ARGUS_TEST_SQS_ENDPOINT="http://127.0.0.1:$TEST_SQS_PORT"
 
+# Every AWS call each function makes is checked against its policy as it happens and recorded
+# here; the IAM contract test then checks the record against template.yaml, both ways.
+export ARGUS_IAM_RECORD_DIR="$RUN_DIR/iam-calls"
+rm -rf "$ARGUS_IAM_RECORD_DIR" && mkdir -p "$ARGUS_IAM_RECORD_DIR"
+
 log "unit and integration tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  # The crates have no doctests (nextest would skip them): nextest's summary is the last line.
-  cargo nextest run --workspace --no-fail-fast --test-threads "${ARGUS_TEST_THREADS:-4}" "$@"
-else
-  cargo test --workspace --no-fail-fast "$@"
+# The crates have no doctests (nextest would skip them): nextest's summary is the last line.
+cargo nextest run --workspace --no-fail-fast --test-threads "${ARGUS_TEST_THREADS:-4}" "$@"
+if [ "$#" -eq 0 ]; then
+  # Only after the whole suite: a filtered run leaves grants unused.
+  log "IAM contract: recorded calls vs template.yaml policies"
+  cargo nextest run -p argus-tests --test iam_contract --run-ignored only --no-capture
 fi

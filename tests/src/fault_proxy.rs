@@ -32,6 +32,10 @@ pub struct Faults {
     pub targets: Vec<String>,
     /// Write requests whose serialized form contains this string are always held back.
     pub always_unprocessed_marker: Option<String>,
+    /// Any call whose body contains this string answers 500 InternalServerError.
+    pub always_fail_marker: Option<String>,
+    /// Added to every call before it is answered (a slow or distant DynamoDB).
+    pub latency: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,12 +137,22 @@ async fn handle(
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let operation = target.rsplit('.').next().unwrap_or("").to_string();
 
+    let latency = state.lock().expect("proxy state").faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut body_to_send = body.clone();
     let mut held_back: Option<(String, Vec<Value>)> = None;
     {
         let mut state = state.lock().expect("proxy state");
         let State { faults, rng, stats } = &mut *state;
         let targeted = faults.targets.is_empty() || faults.targets.contains(&operation);
+        if let Some(marker) = &faults.always_fail_marker {
+            if body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                stats.server_errors += 1;
+                return error_response(500, "InternalServerError", "injected 500 (marker)");
+            }
+        }
         if targeted && faults.throttle_rate > 0.0 && rng.f64() < faults.throttle_rate {
             stats.throttles += 1;
             return error_response(400, "ProvisionedThroughputExceededException", "injected throttle");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use argus_core::Backend;
 use argus_local::drain::consumers;
+use argus_local::functions::Functions;
 use argus_local::stack::provision_backend;
 use argus_local::{connect_local, seed_tenant, serve, LocalApi, StackSettings};
 use argus_stack::{Provisioned, Template};
@@ -17,7 +18,10 @@ pub use reqwest::Method;
 
 pub struct TestStack {
     pub base_url: String,
+    /// The runner's own, unrestricted access (seeding, inspection).
     pub backend: Backend,
+    /// Each function's restricted backend (its policy enforced and recorded) and limits.
+    pub functions: Functions,
     pub provisioned: Provisioned,
     pub template: Template,
     pub http: reqwest::Client,
@@ -56,7 +60,8 @@ impl TestStack {
     pub async fn start_with_processor() -> Self {
         let mut stack = Self::start().await;
         for consumer in consumers(&stack.backend, &stack.template, &stack.provisioned).await.expect("consumers") {
-            stack.background.push(tokio::spawn(consumer.run(stack.backend.clone())));
+            let function = stack.functions.function(&consumer.binary).expect("consumer function").clone();
+            stack.background.push(tokio::spawn(consumer.run(stack.backend.clone(), function)));
         }
         stack
     }
@@ -65,9 +70,24 @@ impl TestStack {
     pub async fn serve(backend: Backend, provisioned: Provisioned, template: Template) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let api = Arc::new(LocalApi::new(backend.clone(), &template));
+        let api = Arc::new(LocalApi::new(&backend, &template, &provisioned));
+        let functions = api.functions.clone();
         let server = tokio::spawn(serve(listener, api));
-        Self { base_url, backend, provisioned, template, http: reqwest::Client::new(), server, background: Vec::new() }
+        Self {
+            base_url,
+            backend,
+            functions,
+            provisioned,
+            template,
+            http: reqwest::Client::new(),
+            server,
+            background: Vec::new(),
+        }
+    }
+
+    /// The backend `binary` runs with: its policy enforced and its calls recorded.
+    pub fn function_backend(&self, binary: &str) -> Backend {
+        self.functions.function(binary).expect("a function of template.yaml").backend.clone()
     }
 
     /// A new API key for `tenant`.

@@ -96,7 +96,8 @@ async fn a_chunk_delivered_twice_counts_once() {
         vec![bodies[2].clone(), bodies[3].clone()],
         vec![bodies[0].clone()],
     ] {
-        let response = argus_api::processor::handle(&stack.backend, event(&batch), None).await;
+        let response =
+            argus_api::processor::handle(&stack.function_backend("argus-processor"), event(&batch), None).await;
         assert!(response.batch_item_failures.is_empty());
     }
     let (_, done) = stack.get(&format!("/batch/jobs/{job}"), &key).await;

@@ -119,3 +119,36 @@ async fn malformed_batches_are_rejected_whole() {
             .await;
     assert_eq!(theirs["responses"][0]["status"], 404);
 }
+
+/// `POST /batch` runs every route's handler inside the batch function, so that function needs
+/// the read grants of all of them (the IAM contract checks each one is exercised).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_requests_read_every_listing_of_the_routes() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let items: Vec<Value> = ["page", "click", "page"]
+        .iter()
+        .enumerate()
+        .map(|(i, category)| json!({"session_id": session, "category": category, "name": format!("n{i}"), "data": {"i": i}, "timestamp": "2021-06-15T00:00:00Z"}))
+        .collect();
+    let (status, created) = stack.post("/batch/events", &key, json!(items)).await;
+    assert_eq!(status, 200, "{created}");
+    let (status, body) = batch(
+        &stack,
+        &key,
+        json!({"requests": [
+            {"id": "by-category", "method": "GET", "path": "/events?category=page"},
+            {"id": "all", "method": "GET", "path": "/events"},
+            {"id": "by-session", "method": "GET", "path": format!("/events?session={session}")},
+            {"id": "errors-of-session", "method": "GET", "path": format!("/errors?session={session}")},
+            {"id": "errors", "method": "GET", "path": "/errors"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    let counts: Vec<usize> = responses.iter().map(|r| r["body"]["items"].as_array().map_or(99, Vec::len)).collect();
+    assert_eq!(counts, [2, 3, 3, 0, 0], "{body}");
+    assert!(responses.iter().all(|r| r["status"] == 200), "{body}");
+}

@@ -50,7 +50,10 @@ async fn every_fixture_invokes_its_function() {
     for (file, expect) in &expected {
         let event = std::fs::read_to_string(events.join(file)).unwrap();
         let function = expect["function"].as_str().unwrap();
-        let output = argus_api::dispatch::invoke_json(function, &stack.backend, &event)
+        // As `sam local invoke` would: the function's own role and its Timeout as the deadline.
+        let target = stack.functions.function(function).unwrap();
+        let deadline = std::time::Instant::now() + target.timeout();
+        let output = argus_api::dispatch::invoke_json(function, &target.backend, &event, Some(deadline))
             .await
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         if let Some(expected_failures) = expect.get("batch_item_failures") {

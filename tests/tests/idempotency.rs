@@ -153,3 +153,40 @@ async fn concurrent_requests_with_one_key_create_once() {
     let (_, list) = stack.get("/sessions", &key).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+/// A request that fails transiently gives its key back, on each route that takes one: a retry
+/// with the same key runs again instead of waiting out the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_gives_its_key_back_on_every_idempotent_route() {
+    use argus_tests::fault_proxy::{FaultProxy, Faults};
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+
+    // POST /sessions: the session's own write fails (its key holds `#SESSION#`), the key's not.
+    let proxy = FaultProxy::start(
+        &std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap(),
+        Faults { always_fail_marker: Some("#SESSION#".into()), ..Faults::default() },
+    )
+    .await;
+    let mut failing = stack.backend.clone();
+    failing.dynamodb = proxy.dynamodb_client();
+    let down = TestStack::serve(failing, stack.provisioned.clone(), stack.template.clone()).await;
+    let (status, _, body) = down.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "s-1")], None).await;
+    assert_envelope(status, &body, 503, "SERVICE_UNAVAILABLE");
+    let (status, _, body) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "s-1")], None).await;
+    assert_eq!(status, 201, "the key was given back: {body}");
+
+    // POST /events: the queue is gone.
+    let mut no_queue = stack.backend.clone();
+    no_queue.queue_url = format!("{}-gone", stack.backend.queue_url);
+    let down = TestStack::serve(no_queue, stack.provisioned.clone(), stack.template.clone()).await;
+    let event = json!({"session_id": session, "category": "c", "name": "n", "data": {"a": 1}, "timestamp": "2021-06-15T00:00:00Z"}).to_string();
+    let (status, _, body) =
+        down.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "e-1")], Some(event.clone())).await;
+    assert_envelope(status, &body, 503, "SERVICE_UNAVAILABLE");
+    let (status, _, body) =
+        stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "e-1")], Some(event)).await;
+    assert_eq!(status, 202, "the key was given back: {body}");
+}

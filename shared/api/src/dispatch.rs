@@ -20,7 +20,14 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
 /// Invokes any function by binary name with a raw Lambda event (JSON), returning the JSON the
 /// function would return, as `sam local invoke -e event.json` does. HTTP functions answer in
 /// the API Gateway payload 2.0 response shape (`statusCode`, `headers`, `body`).
-pub async fn invoke_json(binary: &str, backend: &Backend, event: &str) -> Result<serde_json::Value, String> {
+/// `deadline` is the invocation's (Lambda's `Context.deadline`), as the runner sets it from the
+/// function's `Timeout`.
+pub async fn invoke_json(
+    binary: &str,
+    backend: &Backend,
+    event: &str,
+    deadline: Option<std::time::Instant>,
+) -> Result<serde_json::Value, String> {
     if binary == "argus-authorizer" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an authorizer event: {e}"))?;
         let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;
@@ -28,10 +35,13 @@ pub async fn invoke_json(binary: &str, backend: &Backend, event: &str) -> Result
     }
     if binary == "argus-processor" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;
-        let response = crate::processor::handle(backend, event, None).await;
+        let response = crate::processor::handle(backend, event, deadline).await;
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
-    let request = lambda_http::request::from_str(event).map_err(|e| format!("not an HTTP API event: {e}"))?;
+    let mut request = lambda_http::request::from_str(event).map_err(|e| format!("not an HTTP API event: {e}"))?;
+    if let Some(deadline) = deadline {
+        request = lambda_http::RequestExt::with_lambda_context(request, context_with_deadline(deadline));
+    }
     let response = invoke_http(binary, backend, request).await.ok_or_else(|| format!("no function {binary}"))?;
     let (parts, body) = response.into_parts();
     let headers: serde_json::Map<String, serde_json::Value> = parts
@@ -47,4 +57,13 @@ pub async fn invoke_json(binary: &str, backend: &Backend, event: &str) -> Result
     Ok(
         serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": false}),
     )
+}
+
+/// A Lambda context whose deadline (epoch milliseconds) is `deadline`.
+pub fn context_with_deadline(deadline: std::time::Instant) -> lambda_http::Context {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let mut context = lambda_http::Context::default();
+    context.deadline = now_ms + deadline.saturating_duration_since(std::time::Instant::now()).as_millis() as u64;
+    context
 }

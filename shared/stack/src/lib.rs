@@ -2,6 +2,7 @@
 //! it and creates the same table and queues on local emulators, so local and deployed
 //! definitions cannot drift.
 
+pub mod iam;
 pub mod provision;
 pub mod template;
 

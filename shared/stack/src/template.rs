@@ -25,11 +25,36 @@ pub struct QueueSpec {
     pub redrive: Option<(String, i64)>,
 }
 
+/// One statement of a function's inline policy (`Policies: - Statement: [...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatement {
+    pub allow: bool,
+    /// `dynamodb:PutItem`, `sqs:SendMessage`, possibly with `*`.
+    pub actions: Vec<String>,
+    /// Logical resource paths: `ArgusTable`, `ArgusTable/index/GSI1`, `EventsQueue`, or `*`.
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// `Metadata.BuildProperties.Binary`: names the handler.
+    pub binary: String,
+    /// The function's `Timeout` (or the Globals'), seconds: its deadline per invocation.
+    pub timeout_seconds: u64,
+    pub memory_mb: u64,
+    pub policy: Vec<PolicyStatement>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Template {
     pub routes: Vec<Route>,
+    /// Every `AWS::Serverless::Function`, with or without events.
+    pub functions: Vec<FunctionSpec>,
     /// The `Properties` of the one `AWS::DynamoDB::Table`.
     pub table: Value,
+    /// Its logical id (`ArgusTable`).
+    pub table_id: String,
     pub queues: Vec<QueueSpec>,
     /// Function binary → the batch size of its SQS event source (the processor).
     pub sqs_consumers: BTreeMap<String, (String, i64)>,
@@ -49,6 +74,11 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, String> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
         let resources = doc.get("Resources").and_then(Value::as_mapping).ok_or("template.yaml has no Resources")?;
+        let globals = doc.get("Globals").and_then(|g| g.get("Function"));
+        // SAM's own defaults when neither the function nor Globals set them.
+        let global_timeout = globals.and_then(|g| g.get("Timeout")).and_then(Value::as_u64).unwrap_or(3);
+        let global_memory = globals.and_then(|g| g.get("MemorySize")).and_then(Value::as_u64).unwrap_or(128);
+        let mut functions = Vec::new();
         let mut routes = Vec::new();
         let mut table = None;
         let mut queues = Vec::new();
@@ -66,6 +96,13 @@ impl Template {
                         .and_then(Value::as_str)
                         .ok_or_else(|| format!("{logical_id} has no Metadata.BuildProperties.Binary"))?
                         .to_string();
+                    functions.push(FunctionSpec {
+                        logical_id: logical_id.clone(),
+                        binary: binary.clone(),
+                        timeout_seconds: props.get("Timeout").and_then(Value::as_u64).unwrap_or(global_timeout),
+                        memory_mb: props.get("MemorySize").and_then(Value::as_u64).unwrap_or(global_memory),
+                        policy: policy_statements(&logical_id, props.get("Policies"))?,
+                    });
                     let Some(events) = props.get("Events").and_then(Value::as_mapping) else { continue };
                     for (_, event) in events {
                         let event_props = event.get("Properties").cloned().unwrap_or(Value::Null);
@@ -93,7 +130,7 @@ impl Template {
                 "AWS::DynamoDB::Table" if table.is_some() => {
                     return Err("template.yaml must define exactly one table".into());
                 }
-                "AWS::DynamoDB::Table" => table = Some(props),
+                "AWS::DynamoDB::Table" => table = Some((logical_id, props)),
                 "AWS::SQS::Queue" => {
                     let redrive = match props.get("RedrivePolicy") {
                         Some(policy) => Some((
@@ -112,7 +149,64 @@ impl Template {
                 _ => {}
             }
         }
-        Ok(Self { routes, table: table.ok_or("template.yaml defines no table")?, queues, sqs_consumers })
+        let (table_id, table) = table.ok_or("template.yaml defines no table")?;
+        Ok(Self { routes, functions, table, table_id, queues, sqs_consumers })
+    }
+
+    pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.binary == binary)
+    }
+}
+
+/// The inline statements of `Policies`. Only `Statement` documents are supported: a SAM policy
+/// template (`DynamoDBCrudPolicy`, ...) grants more than the function uses, so it is refused.
+fn policy_statements(function: &str, policies: Option<&Value>) -> Result<Vec<PolicyStatement>, String> {
+    let mut statements = Vec::new();
+    for policy in policies.and_then(Value::as_sequence).into_iter().flatten() {
+        let Some(list) = policy.get("Statement") else {
+            return Err(format!("{function}: only inline `Statement` policies are supported, found {policy:?}"));
+        };
+        let list = match list {
+            Value::Sequence(items) => items.clone(),
+            single => vec![single.clone()],
+        };
+        for statement in list {
+            let strings = |name: &str| -> Vec<Value> {
+                match statement.get(name) {
+                    Some(Value::Sequence(items)) => items.clone(),
+                    Some(single) => vec![single.clone()],
+                    None => Vec::new(),
+                }
+            };
+            let actions = strings("Action").iter().filter_map(Value::as_str).map(str::to_string).collect();
+            let resources = strings("Resource")
+                .iter()
+                .map(|r| resource_path(r).ok_or_else(|| format!("{function}: unsupported policy resource {r:?}")))
+                .collect::<Result<_, _>>()?;
+            statements.push(PolicyStatement {
+                allow: statement.get("Effect").and_then(Value::as_str) == Some("Allow"),
+                actions,
+                resources,
+            });
+        }
+    }
+    Ok(statements)
+}
+
+/// `!GetAtt ArgusTable.Arn` → `ArgusTable`; `!Sub '${ArgusTable.Arn}/index/GSI1'` →
+/// `ArgusTable/index/GSI1`; `'*'` → `*`.
+fn resource_path(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if s == "*" => Some("*".into()),
+        Value::Tagged(tagged) if tagged.tag == "!Sub" || tagged.tag == "Sub" => {
+            let text = tagged.value.as_str()?;
+            let rest = text.strip_prefix("${")?;
+            let (reference, suffix) = rest.split_once('}')?;
+            let logical = reference.strip_suffix(".Arn")?;
+            Some(format!("{logical}{suffix}"))
+        }
+        Value::Tagged(_) | Value::Mapping(_) => ref_target(Some(value)),
+        _ => None,
     }
 }
 
@@ -159,5 +253,12 @@ mod tests {
         let main = template.queues.iter().find(|q| q.logical_id == "EventsQueue").unwrap();
         assert_eq!(main.redrive, Some(("EventsDeadLetterQueue".to_string(), 5)));
         assert!(template.table.get("KeySchema").is_some());
+        let events = template.function("argus-events").unwrap();
+        assert_eq!(events.logical_id, "EventsFunction");
+        assert_eq!(events.timeout_seconds, 29);
+        assert!(events.policy.iter().any(|s| s.allow
+            && s.actions.contains(&"dynamodb:Query".to_string())
+            && s.resources.contains(&"ArgusTable/index/GSI2".to_string())));
+        assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 5));
     }
 }

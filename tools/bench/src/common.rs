@@ -93,10 +93,12 @@ impl Bench {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let api_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-        tokio::spawn(argus_local::serve(listener, Arc::new(LocalApi::new(backend.clone(), &template))));
+        let api = Arc::new(LocalApi::new(&backend, &template, &provisioned));
         for consumer in argus_local::drain::consumers(&backend, &template, &provisioned).await? {
-            tokio::spawn(consumer.run(backend.clone()));
+            let function = api.functions.function(&consumer.binary)?.clone();
+            tokio::spawn(consumer.run(backend.clone(), function));
         }
+        tokio::spawn(argus_local::serve(listener, api));
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| e.to_string())?;
         Ok(Self { settings, backend, counter, plain, api_url, http })
     }

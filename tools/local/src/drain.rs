@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use argus_core::Backend;
+
+use crate::functions::Function;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{json, Value};
 
@@ -46,8 +48,16 @@ impl Consumer {
         })
     }
 
-    /// One receive → invoke → delete round. `wait_seconds` is the long-poll time.
-    pub async fn drain_once(&self, backend: &Backend, wait_seconds: i32) -> Result<DrainReport, String> {
+    /// One receive → invoke → delete round. `wait_seconds` is the long-poll time. `poller` is
+    /// the event source mapping's own access (SAM grants it the SQS poller policy); the
+    /// processor runs as `function`, with its own policy and deadline.
+    pub async fn drain_once(
+        &self,
+        poller: &Backend,
+        function: &Function,
+        wait_seconds: i32,
+    ) -> Result<DrainReport, String> {
+        let backend = poller;
         let received = backend
             .sqs
             .receive_message()
@@ -85,7 +95,14 @@ impl Consumer {
             })
             .collect();
         let event = json!({ "Records": records }).to_string();
-        let failed: Vec<String> = match argus_api::dispatch::invoke_json(&self.binary, backend, &event).await {
+        let deadline = std::time::Instant::now() + function.timeout();
+        let invoked = tokio::time::timeout(
+            function.timeout(),
+            argus_api::dispatch::invoke_json(&self.binary, &function.backend, &event, Some(deadline)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("{} timed out after {:?}", function.spec.logical_id, function.timeout())));
+        let failed: Vec<String> = match invoked {
             Ok(response) => response["batchItemFailures"]
                 .as_array()
                 .into_iter()
@@ -129,9 +146,9 @@ impl Consumer {
     }
 
     /// Drains until the task is dropped.
-    pub async fn run(self, backend: Backend) {
+    pub async fn run(self, poller: Backend, function: Function) {
         loop {
-            match self.drain_once(&backend, 1).await {
+            match self.drain_once(&poller, &function, 1).await {
                 Ok(report) if report.received > 0 => {
                     tracing::debug!(?report, "drained");
                 }

@@ -4,6 +4,8 @@
 //! handler code the Lambda binaries run (`argus_api::dispatch`).
 
 pub mod drain;
+pub mod functions;
+pub mod limits;
 pub mod server;
 pub mod stack;
 

@@ -32,10 +32,11 @@ async fn run() -> Result<(), String> {
     let port = std::env::var("ARGUS_PORT").unwrap_or_else(|_| "3000".into());
     let addr: SocketAddr = format!("{host}:{port}").parse().map_err(|e| format!("ARGUS_HOST/ARGUS_PORT: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
-    let api = Arc::new(LocalApi::new(backend.clone(), &template));
+    let api = Arc::new(LocalApi::new(&backend, &template, &provisioned));
     for consumer in argus_local::drain::consumers(&backend, &template, &provisioned).await? {
         println!("  draining {} into {}", consumer.queue_url, consumer.binary);
-        tokio::spawn(consumer.run(backend.clone()));
+        let function = api.functions.function(&consumer.binary)?.clone();
+        tokio::spawn(consumer.run(backend.clone(), function));
     }
 
     println!();

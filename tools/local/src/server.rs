@@ -7,7 +7,14 @@ use std::sync::Arc;
 use argus_api::authorizer::{self, API_KEY_HEADER};
 use argus_api::ApiError;
 use argus_core::Backend;
-use argus_stack::{Route, Template};
+use argus_stack::{Provisioned, Route, Template};
+use lambda_http::RequestExt;
+
+use crate::functions::Functions;
+use crate::limits;
+
+/// The authorizer's binary in template.yaml.
+pub const AUTHORIZER_BINARY: &str = "argus-authorizer";
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -20,17 +27,16 @@ use tokio::net::TcpListener;
 
 use argus_api::apigw::{http_api_event, match_path, IncomingRequest};
 
-/// Lambda's synchronous invocation payload limit: a bigger request never reaches a function.
-pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
-
 pub struct LocalApi {
-    pub backend: Backend,
+    pub functions: Functions,
     pub routes: Vec<Route>,
 }
 
 impl LocalApi {
-    pub fn new(backend: Backend, template: &Template) -> Self {
-        Self { backend, routes: template.routes.clone() }
+    /// `backend` is the runner's own (unrestricted) access; each function gets its own copy of
+    /// it, restricted to its policy (see `functions`).
+    pub fn new(backend: &Backend, template: &Template, provisioned: &Provisioned) -> Self {
+        Self { functions: Functions::new(backend, template, provisioned), routes: template.routes.clone() }
     }
 
     /// Answers one request exactly as API Gateway + Lambda would, bar the runner's own limits.
@@ -38,8 +44,8 @@ impl LocalApi {
         let (parts, body) = req.into_parts();
         let body = match read_body(body).await {
             Ok(bytes) => bytes,
-            Err(BodyError::TooLarge(size)) => {
-                return to_hyper(ApiError::payload_too_large(MAX_REQUEST_BYTES, size).into_response());
+            Err(BodyError::TooLarge) => {
+                return to_hyper(limits::gateway_answer(limits::GatewayAnswer::PayloadTooLarge))
             }
             Err(BodyError::Broken) => {
                 return to_hyper(
@@ -80,7 +86,19 @@ impl LocalApi {
                         .into_response(),
                 );
             }
-            match authorizer::authorize(&self.backend, key).await {
+            let Some(authorizer_function) = self.functions.get(AUTHORIZER_BINARY) else {
+                return to_hyper(ApiError::new(500, "INTERNAL_ERROR", "no authorizer function").into_response());
+            };
+            let authorized = tokio::time::timeout(
+                authorizer_function.timeout(),
+                authorizer::authorize(&authorizer_function.backend, key),
+            )
+            .await;
+            let Ok(authorized) = authorized else {
+                tracing::error!("authorizer timed out");
+                return to_hyper(limits::gateway_answer(limits::GatewayAnswer::AuthorizerFailed));
+            };
+            match authorized {
                 Ok(decision) => Some(authorizer::context(&decision)),
                 Err(err) => {
                     tracing::error!(error = %err, "authorizer failed");
@@ -91,7 +109,17 @@ impl LocalApi {
             None
         };
         let event = http_api_event(&incoming, &route_key, &params, authorizer_context.as_ref());
-        let lambda_request = match lambda_http::request::from_str(&event.to_string()) {
+        let Some(function) = self.functions.get(&route.binary) else {
+            return to_hyper(
+                ApiError::new(502, "BAD_GATEWAY", format!("no function {}", route.binary)).into_response(),
+            );
+        };
+        let event_text = event.to_string();
+        // Lambda refuses an invocation payload over its limit: the function never runs.
+        if event_text.len() > limits::MAX_INVOKE_PAYLOAD_BYTES {
+            return to_hyper(limits::gateway_answer(limits::GatewayAnswer::RequestTooLarge));
+        }
+        let lambda_request = match lambda_http::request::from_str(&event_text) {
             Ok(req) => req,
             Err(err) => {
                 tracing::error!(error = %err, "event did not convert");
@@ -99,9 +127,21 @@ impl LocalApi {
             }
         };
         let started = std::time::Instant::now();
-        let response = match argus_api::dispatch::invoke_http(&route.binary, &self.backend, lambda_request).await {
-            Some(response) => response,
-            None => ApiError::new(502, "BAD_GATEWAY", format!("no handler for {}", route.binary)).into_response(),
+        let answer = limits::invoke_within_limits(function, |context| {
+            argus_api::dispatch::invoke_http(
+                &route.binary,
+                &function.backend,
+                lambda_request.with_lambda_context(context),
+            )
+        })
+        .await;
+        let response = match answer {
+            Ok(Some(response)) => response,
+            Ok(None) => ApiError::new(502, "BAD_GATEWAY", format!("no handler for {}", route.binary)).into_response(),
+            Err(gateway) => {
+                tracing::error!(%route_key, function = %route.binary, answer = ?gateway, "the invocation broke a Lambda limit");
+                limits::gateway_answer(gateway)
+            }
         };
         tracing::debug!(%route_key, function = %route.binary, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         to_hyper(response)
@@ -109,14 +149,14 @@ impl LocalApi {
 }
 
 enum BodyError {
-    TooLarge(usize),
+    TooLarge,
     Broken,
 }
 
 /// Past this, an oversize upload is cut off instead of drained.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Reads the body up to `MAX_REQUEST_BYTES`. An oversize body is still read to its end (up to
+/// Reads the body up to HTTP API's payload limit. An oversize body is still read to its end (up to
 /// `DRAIN_LIMIT`) before the 413 goes out, so the client sees the answer rather than a reset
 /// connection in the middle of its upload.
 async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
@@ -126,15 +166,15 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
         let frame = frame.map_err(|_| BodyError::Broken)?;
         if let Ok(data) = frame.into_data() {
             total += data.len();
-            if total <= MAX_REQUEST_BYTES {
+            if total <= limits::MAX_HTTP_API_PAYLOAD_BYTES {
                 buffer.extend_from_slice(&data);
             } else if total > DRAIN_LIMIT {
                 break;
             }
         }
     }
-    if total > MAX_REQUEST_BYTES {
-        Err(BodyError::TooLarge(total))
+    if total > limits::MAX_HTTP_API_PAYLOAD_BYTES {
+        Err(BodyError::TooLarge)
     } else {
         Ok(buffer.freeze())
     }
