@@ -53,11 +53,17 @@ async fn redelivery_never_duplicates_and_poison_is_recorded_once() {
         ("m4".to_string(), json!({"tenant": "acme", "event": 5}).to_string()),
     ];
     for delivery in 0..3 {
-        let response = argus_api::processor::handle(&stack.backend, sqs_event(&batch), None).await;
+        let response =
+            argus_api::processor::handle(&stack.function_backend("argus-processor"), sqs_event(&batch), None).await;
         assert_eq!(failures(&response), Vec::<String>::new(), "delivery {delivery}: nothing is retried");
     }
     // Delivered again in another message (a client retry re-sent it with the same id).
-    let response = argus_api::processor::handle(&stack.backend, sqs_event(&[("m5".into(), body)]), None).await;
+    let response = argus_api::processor::handle(
+        &stack.function_backend("argus-processor"),
+        sqs_event(&[("m5".into(), body)]),
+        None,
+    )
+    .await;
     assert!(failures(&response).is_empty());
 
     let (_, events) = stack.get(&format!("/events?session={session}"), &key).await;
@@ -83,8 +89,12 @@ async fn same_id_with_other_content_is_an_id_conflict_record() {
     second.event.data = json!({"a": 2});
     for (message_id, message) in [("m1", &first), ("m2", &second)] {
         let body = serde_json::to_string(message).unwrap();
-        let response =
-            argus_api::processor::handle(&stack.backend, sqs_event(&[(message_id.into(), body)]), None).await;
+        let response = argus_api::processor::handle(
+            &stack.function_backend("argus-processor"),
+            sqs_event(&[(message_id.into(), body)]),
+            None,
+        )
+        .await;
         assert!(failures(&response).is_empty());
     }
     let (_, stored) = stack.get(&format!("/events/{id}"), &key).await;
@@ -170,10 +180,14 @@ async fn a_message_failing_five_receives_goes_to_the_dlq() {
         .await
         .unwrap();
     let dlq = stack.provisioned.queue_url("EventsDeadLetterQueue").unwrap().to_string();
+    let processor = argus_local::functions::Functions::new(&through_proxy, &stack.template, &stack.provisioned)
+        .function("argus-processor")
+        .unwrap()
+        .clone();
     let mut receives = 0;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let report = consumer.drain_once(&through_proxy, 1).await.unwrap();
+        let report = consumer.drain_once(&through_proxy, &processor, 1).await.unwrap();
         receives += report.received;
         assert_eq!(report.deleted, 0, "a failed message is never deleted");
         let attrs = stack
@@ -194,4 +208,49 @@ async fn a_message_failing_five_receives_goes_to_the_dlq() {
     }
     assert_eq!(receives, 5, "maxReceiveCount from template.yaml");
     assert_eq!(stack.get(&format!("/events/{doomed}"), &key).await.0, 404);
+}
+
+/// Issue 9, defect 1: a client or SDK retry puts one event id in two messages of one SQS batch.
+/// DynamoDB refuses a BatchGetItem or BatchWriteItem that names one key twice, which used to
+/// fail (and finally dead-letter) every message of that tenant in the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_twice_in_one_batch_is_stored_once_and_fails_nothing() {
+    let stack = TestStack::start().await;
+    let processor = stack.functions.function("argus-processor").unwrap().backend.clone();
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let (event_id, message) = queued("acme", &session, json!({"a": 1}));
+    let mut other_content = message.clone();
+    other_content.event.data = json!({"a": 2});
+    let (bad_id, bad) = queued("acme", &session, json!({}));
+    let (other_id, other) = queued("acme", &session, json!({"b": 1}));
+    let body = serde_json::to_string(&message).unwrap();
+    let bad_body = serde_json::to_string(&bad).unwrap();
+    let batch = vec![
+        ("m1".to_string(), body.clone()),
+        ("m2".to_string(), body.clone()),
+        ("m3".to_string(), serde_json::to_string(&other_content).unwrap()),
+        ("m4".to_string(), bad_body.clone()),
+        ("m5".to_string(), bad_body),
+        ("m6".to_string(), serde_json::to_string(&other).unwrap()),
+    ];
+    for delivery in 0..2 {
+        let response = argus_api::processor::handle(&processor, sqs_event(&batch), None).await;
+        assert_eq!(failures(&response), Vec::<String>::new(), "delivery {delivery}: nothing is retried");
+    }
+    let events = stack.all_pages(&format!("/events?session={session}"), &key, 10).await;
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = vec![event_id.as_str(), other_id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected, "each event once");
+    let stored = events.iter().find(|e| e["id"] == event_id.as_str()).unwrap();
+    assert_eq!(stored["data"], json!({"a": 1}), "the first delivery's content wins");
+    let errors = stack.all_pages("/errors", &key, 10).await;
+    let mut codes: Vec<(&str, &str)> =
+        errors.iter().map(|e| (e["code"].as_str().unwrap(), e["event_id"].as_str().unwrap_or(""))).collect();
+    codes.sort();
+    let mut expected = vec![("DATA_EMPTY", bad_id.as_str()), ("ID_CONFLICT", event_id.as_str())];
+    expected.sort();
+    assert_eq!(codes, expected, "one record per failed event id");
 }

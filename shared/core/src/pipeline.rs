@@ -117,6 +117,7 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
     }
     let mut known_sessions: HashMap<&str, Result<HashSet<Uuid>, ()>> = HashMap::new();
     let mut known_events: HashMap<&str, Result<HashMap<Uuid, String>, ()>> = HashMap::new();
+    let mut recorded_errors: HashSet<String> = HashSet::new();
     for (tenant, (session_ids, event_ids)) in &by_tenant {
         let session_ids: Vec<Uuid> = session_ids.iter().copied().collect();
         let (found_sessions, found_events) = tokio::join!(
@@ -132,7 +133,30 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
     for item in &decoded {
         let outcome = match item {
             Err(draft) => Outcome::Error(Box::new(draft.to_item())),
-            Ok(queued) => decide(queued, &known_sessions, &known_events, &now),
+            Ok(queued) => {
+                let outcome = decide(queued, &known_sessions, &known_events, &now);
+                // One event id twice in a batch (a client or SDK retry): the first decides, a
+                // later copy is a duplicate of it, or an ID_CONFLICT if its content differs.
+                if let (Outcome::Event(_), Some(Ok(existing)), Some(id)) =
+                    (&outcome, known_events.get_mut(queued.tenant.as_str()), queued.event.id)
+                {
+                    existing.insert(id, events::content_hash(&queued.event));
+                }
+                outcome
+            }
+        };
+        // Two error records for one event id in one batch are one record (one key).
+        let outcome = match outcome {
+            Outcome::Error(item) => {
+                let key = crate::ddb::get_opt_s(&item, crate::keys::PK).unwrap_or_default().to_string()
+                    + crate::ddb::get_opt_s(&item, crate::keys::SK).unwrap_or_default();
+                if recorded_errors.insert(key) {
+                    Outcome::Error(item)
+                } else {
+                    Outcome::Duplicate
+                }
+            }
+            other => other,
         };
         outcomes.push(outcome);
     }
