@@ -259,3 +259,37 @@ async fn bulk_patch_delete_restore() {
     assert_eq!(theirs["results"][0]["status"], 404, "another tenant's id is not found");
     assert_eq!(stack.get(&format!("/events/{}", ids[12]), &key).await.0, 200);
 }
+
+/// Issue 9, defect 5: bulk PATCH went around the stored-event size limit that single PATCH
+/// enforces. Both now take one update path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_patch_enforces_the_stored_event_size_limit_like_single_patch() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let mut items = vec![event(&session, 0), event(&session, 1)];
+    for item in &mut items {
+        item["metadata"] = json!({"note": "m".repeat(30_000)});
+    }
+    let (status, created) = bulk(&stack, Method::POST, "/batch/events", &key, json!(items)).await;
+    assert_eq!(status, 200, "{created}");
+    let ids: Vec<String> =
+        created["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    // Each change is small; the event it makes is over the 64 KiB stored-event limit.
+    let grow = json!({"data": {"blob": "d".repeat(40_000)}});
+
+    let (status, single) =
+        stack.call(Method::PATCH, &format!("/events/{}", ids[0]), Some(&key), Some(grow.to_string())).await;
+    assert_eq!(status, 400, "{single}");
+    assert!(single.to_string().contains("TOO_LARGE"), "{single}");
+
+    let (status, report) =
+        bulk(&stack, Method::PATCH, "/batch/events", &key, json!({"items": [{"id": ids[1], "changes": grow}]})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["results"][0]["status"], 400, "{report}");
+    assert!(report["results"][0].to_string().contains("TOO_LARGE"), "{report}");
+    for id in &ids {
+        let (_, stored) = stack.get(&format!("/events/{id}"), &key).await;
+        assert!(stored["data"].get("blob").is_none(), "nothing grew: {id}");
+    }
+}

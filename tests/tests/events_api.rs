@@ -370,3 +370,104 @@ async fn many_events_through_the_queue_all_arrive_once() {
     assert_eq!(stored_ids, ids);
     eventually(10, "the queue to empty", || async { (stack.queue_depth().await == 0).then_some(()) }).await;
 }
+
+/// Issue 9, defect 4: a listing builds its page within Lambda's 6 MB response, ending early with
+/// a cursor, instead of answering `limit` large events in one (over-limit, so failed) response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_events_ends_early_within_the_response_limit() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let blob = "x".repeat(60_000);
+    for half in 0..2 {
+        let items: Vec<Value> = (0..50)
+            .map(|i| json!({"session_id": session, "category": "c", "name": format!("n{half}-{i}"), "data": {"blob": blob}, "timestamp": format!("2021-06-15T00:{half:02}:{i:02}Z")}))
+            .collect();
+        let (status, report) = stack.post("/batch/events", &key, json!(items)).await;
+        assert_eq!(status, 200, "{}", report["failed"]);
+        assert_eq!(report["succeeded"], 50);
+    }
+    for path in [format!("/events?session={session}&limit=100"), "/events?limit=100".to_string()] {
+        let (status, page) = stack.get(&path, &key).await;
+        assert_eq!(status, 200, "{path}: {}", page.to_string().chars().take(300).collect::<String>());
+        let items = page["items"].as_array().unwrap().len();
+        assert!(items > 0 && items < 100, "{path}: a page of {items} large events");
+        assert!(page["next_cursor"].is_string(), "{path}: the rest follows a cursor");
+        assert!(page.to_string().len() < 5 * 1024 * 1024);
+    }
+    let all = stack.all_pages(&format!("/events?session={session}"), &key, 100).await;
+    assert_eq!(all.len(), 100, "every event, over the shortened pages");
+}
+
+/// Issue 9, defect 4: a filter that matches nothing must not read a tenant's whole history in
+/// one request. A page reads a bounded number of Query pages, then answers (possibly empty)
+/// with a cursor; walking the cursors still finds exactly the matching events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rare_filter_reads_a_bounded_amount_per_page_and_misses_nothing() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let total = 1_500;
+    let rare = [7usize, 700, 1_400];
+    let items: Vec<Value> = (0..total)
+        .map(|i| {
+            let name = if rare.contains(&i) { "rare".to_string() } else { format!("common{}", i % 10) };
+            json!({"session_id": session, "category": "c", "name": name, "data": {"i": i}, "timestamp": format!("2021-06-15T{:02}:{:02}:{:02}Z", i / 3600, (i / 60) % 60, i % 60)})
+        })
+        .collect();
+    let (status, report) = stack.post("/batch/events", &key, json!(items)).await;
+    assert_eq!((status, report["succeeded"].as_u64()), (200, Some(total as u64)));
+
+    let (status, first) = stack.get(&format!("/events?session={session}&name=nothing&limit=10"), &key).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["items"], json!([]));
+    assert!(first["next_cursor"].is_string(), "stopped early, with a cursor: {first}");
+    let nothing = stack.all_pages(&format!("/events?session={session}&name=nothing"), &key, 10).await;
+    assert!(nothing.is_empty());
+
+    let found = stack.all_pages(&format!("/events?session={session}&name=rare"), &key, 2).await;
+    let mut indexes: Vec<u64> = found.iter().map(|e| e["data"]["i"].as_u64().unwrap()).collect();
+    indexes.sort();
+    assert_eq!(indexes, [7, 700, 1_400]);
+    let across_shards = stack.all_pages("/events?name=rare", &key, 2).await;
+    assert_eq!(across_shards.len(), 3);
+}
+
+/// Issue 9, defect 9: a cursor from another listing, or an altered one, is a 400, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_from_other_listings_or_altered_are_400() {
+    use base64::Engine;
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    stack.session(&key).await;
+    let items: Vec<Value> = (0..3).map(|i| event(&session, "c", &format!("n{i}"), "2021-06-15T00:00:00Z")).collect();
+    let (status, _) = stack.post("/batch/events", &key, json!(items)).await;
+    assert_eq!(status, 200);
+    let (_, events_page) = stack.get("/events?limit=1", &key).await;
+    let events_cursor = events_page["next_cursor"].as_str().unwrap().to_string();
+    let (_, sessions_page) = stack.get("/sessions?limit=1", &key).await;
+    let sessions_cursor = sessions_page["next_cursor"].as_str().unwrap().to_string();
+    let (status, job) = stack.post("/batch/jobs", &key, json!({"operation": "create_events", "items": items})).await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap();
+
+    // Altered: the same document with its position edited.
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut doc: Value = serde_json::from_slice(&engine.decode(&events_cursor).unwrap()).unwrap();
+    doc["p"]["before"] = json!("");
+    let altered = engine.encode(doc.to_string());
+
+    for (path, cursor) in [
+        ("/sessions?limit=1".to_string(), events_cursor.clone()),
+        ("/errors?limit=1".to_string(), events_cursor.clone()),
+        (format!("/batch/jobs/{job_id}/results?limit=1"), sessions_cursor.clone()),
+        ("/events?limit=1".to_string(), sessions_cursor),
+        ("/events?limit=1".to_string(), altered),
+    ] {
+        let (status, body) = stack.get(&format!("{path}&cursor={cursor}"), &key).await;
+        assert_envelope(status, &body, 400, "INVALID_CURSOR");
+    }
+    let (status, _) = stack.get(&format!("/events?limit=1&cursor={events_cursor}"), &key).await;
+    assert_eq!(status, 200, "its own cursor still works");
+}

@@ -104,7 +104,9 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
         let depends_on = match raw.get("depends_on") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(deps)) if deps.iter().all(Value::is_string) => {
-                deps.iter().filter_map(Value::as_str).map(str::to_string).collect()
+                // A dependency named twice is one dependency (not a cycle).
+                let mut seen = HashSet::new();
+                deps.iter().filter_map(Value::as_str).filter(|d| seen.insert(*d)).map(str::to_string).collect()
             }
             Some(_) => return Err(invalid(index, Some(&id), "depends_on", "depends_on is an array of request ids")),
         };
@@ -369,7 +371,44 @@ pub async fn run(backend: &Backend, tenant: &str, body: &Value) -> Result<Vec<Su
             responses.insert(response.id.clone(), response);
         }
     }
-    Ok(requests.iter().filter_map(|r| responses.remove(&r.id)).collect())
+    let mut ordered: Vec<SubResponse> = requests.iter().filter_map(|r| responses.remove(&r.id)).collect();
+    cap_answer(&mut ordered, MAX_ANSWER_BYTES);
+    Ok(ordered)
+}
+
+/// The bodies of one `POST /batch` answer stop at this size: Lambda answers at most 6 MB, and the
+/// answer is escaped once more inside Lambda's JSON.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Past `max_bytes`, a sub-response keeps its status (its request ran) but its body becomes a
+/// `RESPONSE_TOO_LARGE` envelope: the client asks for that resource on its own.
+fn cap_answer(responses: &mut [SubResponse], max_bytes: usize) {
+    let mut used = 0usize;
+    for response in responses.iter_mut() {
+        let text = response.body.to_string();
+        // Twice-escaped size: quotes and backslashes double, control characters grow most.
+        let bytes: usize = text
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+            .sum();
+        if used + bytes <= max_bytes {
+            used += bytes;
+            continue;
+        }
+        response.body = envelope(
+            "RESPONSE_TOO_LARGE",
+            format!(
+                "the request ran ({}), but its answer did not fit in this batch's {max_bytes} bytes; request it on its own",
+                response.status
+            ),
+            json!({"status": response.status, "bytes": bytes, "max_bytes": max_bytes}),
+        );
+        used += response.body.to_string().len();
+    }
 }
 
 #[cfg(test)]
@@ -378,6 +417,29 @@ mod tests {
 
     fn batch(requests: Value) -> Result<Vec<Vec<usize>>, ApiError> {
         plan(&parse(&json!({ "requests": requests }))?)
+    }
+
+    #[test]
+    fn a_dependency_named_twice_is_not_a_cycle() {
+        let levels = batch(json!([
+            {"id": "a", "method": "POST", "path": "/sessions"},
+            {"id": "b", "method": "GET", "path": "/sessions/${a.body.id}", "depends_on": ["a", "a"]}
+        ]))
+        .unwrap();
+        assert_eq!(levels, vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn an_answer_over_its_budget_keeps_statuses_and_drops_bodies_that_do_not_fit() {
+        let mut responses: Vec<SubResponse> = (0..5)
+            .map(|i| SubResponse { id: format!("r{i}"), status: 200, body: json!({"blob": "x".repeat(400)}) })
+            .collect();
+        cap_answer(&mut responses, 1000);
+        let kept = responses.iter().filter(|r| r.body.get("blob").is_some()).count();
+        assert_eq!(kept, 2);
+        assert!(responses.iter().all(|r| r.status == 200));
+        assert_eq!(responses[4].body["error"]["code"], "RESPONSE_TOO_LARGE");
+        assert_eq!(responses[4].body["error"]["details"]["status"], 200);
     }
 
     #[test]

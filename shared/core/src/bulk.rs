@@ -436,33 +436,11 @@ pub async fn update_events(
             results[*index] = Some(not_found(*index, raw_id));
             continue;
         };
-        let next = changes.apply(event);
-        let timestamp = match time::parse("timestamp", &next.timestamp) {
-            Ok(ts) => ts,
-            Err(err) => {
-                results[*index] = Some(ItemResult::failed(*index, 400, ItemError::validation(&err.into())));
-                continue;
-            }
-        };
-        let violations = content_violations(&next.data, &timestamp, &time::now());
-        if !violations.is_empty() {
-            let err = ValidationError { errors: violations };
-            results[*index] = Some(ItemResult::failed(*index, 400, ItemError::validation(&err)));
-            continue;
+        // The single PATCH's own path: same content rules, same size limit.
+        match events::changed_event(tenant, event, changes, &now) {
+            Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
+            Err(err) => results[*index] = Some(item_failure(*index, err)),
         }
-        let input = EventInput {
-            id: Some(*id),
-            session_id: next.session_id,
-            category: next.category.clone(),
-            name: next.name.clone(),
-            data: next.data.clone(),
-            timestamp,
-            stream: next.stream.clone(),
-            metadata: next.metadata.clone(),
-        };
-        let mut item = events::event_item(tenant, id, &input, &event.received_at, &event.created_at)?;
-        item.insert("updated_at".into(), s(&now));
-        changed.push((*index, *id, item, event.updated_at.clone()));
     }
     match mode {
         Mode::Atomic => {

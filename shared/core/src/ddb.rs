@@ -105,11 +105,50 @@ pub struct ShardedPage {
     pub next_before: Option<String>,
 }
 
+/// Query calls per shard in one listing request: with a filter that matches little, a page
+/// stops here instead of reading a tenant's whole history (each call reads at most 1 MB).
+pub const MAX_QUERY_CALLS_PER_SHARD: usize = 2;
+/// With a filter, each call evaluates this many items (DynamoDB's `Limit` counts items read).
+const FILTERED_READ_BATCH: usize = 200;
+/// A page's items stop at this many bytes of response (Lambda answers at most 6 MB, and the
+/// body is escaped once more inside Lambda's JSON): the page ends early, with a cursor.
+pub const MAX_PAGE_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes an item adds to a Lambda HTTP response: its text values as escaped twice over (JSON
+/// body, then that body as a JSON string), plus names and punctuation. An upper bound.
+pub fn response_bytes(item: &Item) -> usize {
+    fn escaped(text: &str) -> usize {
+        text.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 4,
+                0..=0x1f => 12,
+                _ => 1,
+            })
+            .sum()
+    }
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + 8
+                + match value {
+                    AttributeValue::S(text) => escaped(text),
+                    AttributeValue::N(n) => n.len(),
+                    other => escaped(&format!("{other:?}")),
+                }
+        })
+        .sum()
+}
+
 /// Runs `query` on every partition in parallel and merges the results newest first.
 ///
 /// Why the page is exact: every item of the next page has a sort key below this page's last
 /// one, and the newest `limit` items of the union are among the newest `limit` of each shard.
 /// Asking each shard for `limit + 1` tells without a further call whether anything follows.
+///
+/// Bounded: a shard stops after `MAX_QUERY_CALLS_PER_SHARD` calls. Everything at or above the
+/// highest point where a shard stopped was read in every shard, so the page keeps only those
+/// items and the cursor continues below that point: a page may hold fewer than `limit` items,
+/// even none, and still have a `next_before`. Items also stop at `MAX_PAGE_RESPONSE_BYTES`.
 pub async fn query_sharded_desc(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -117,26 +156,57 @@ pub async fn query_sharded_desc(
 ) -> Result<ShardedPage, ServiceError> {
     let per_shard = query.partitions.iter().map(|pk| query_partition_desc(client, table, query, pk));
     let mut merged: Vec<(String, Item)> = Vec::new();
-    for shard_items in try_join_all(per_shard).await? {
+    // The highest sort key at which a shard stopped reading before it was exhausted.
+    let mut frontier: Option<String> = None;
+    for (shard_items, stopped_at) in try_join_all(per_shard).await? {
         for item in shard_items {
             let sort = get_s(&item, query.sk_attr)?.to_string();
             merged.push((sort, item));
         }
+        if let Some(stopped_at) = stopped_at {
+            if frontier.as_ref().is_none_or(|f| stopped_at > *f) {
+                frontier = Some(stopped_at);
+            }
+        }
     }
     merged.sort_by(|a, b| b.0.cmp(&a.0));
-    let has_more = merged.len() > query.limit;
+    if let Some(frontier) = &frontier {
+        merged.retain(|(sort, _)| sort >= frontier);
+    }
+    let mut has_more = merged.len() > query.limit;
     merged.truncate(query.limit);
-    let next_before = if has_more { merged.last().map(|(sort, _)| sort.clone()) } else { None };
+    let mut bytes = 0usize;
+    let fits = merged
+        .iter()
+        .position(|(_, item)| {
+            bytes += response_bytes(item);
+            bytes > MAX_PAGE_RESPONSE_BYTES
+        })
+        // One item always fits: the stored-event limit is far below the page's.
+        .map_or(merged.len(), |over| over.max(1));
+    if fits < merged.len() {
+        merged.truncate(fits);
+        has_more = true;
+    }
+    let next_before = if has_more {
+        merged.last().map(|(sort, _)| sort.clone())
+    } else {
+        // Fewer items than asked for because a shard stopped early: continue below its point.
+        frontier
+    };
     Ok(ShardedPage { items: merged.into_iter().map(|(_, item)| item).collect(), next_before })
 }
 
+/// One shard's newest items (at most `limit + 1`), and where it stopped reading if it hit the
+/// call cap before it was exhausted or had enough.
 async fn query_partition_desc(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     query: &ListQuery<'_>,
     partition: &str,
-) -> Result<Vec<Item>, ServiceError> {
+) -> Result<(Vec<Item>, Option<String>), ServiceError> {
     let wanted = query.limit + 1;
+    let mut calls = 0usize;
     // BETWEEN is inclusive at both ends; an exclusive upper bound with a lower bound is done
     // as BETWEEN plus dropping the (at most one) item equal to the bound.
     let (condition, drop_equal) = match (&query.sk_from, &query.sk_before) {
@@ -153,7 +223,14 @@ async fn query_partition_desc(
             .table_name(table)
             .index_name(query.index)
             .scan_index_forward(false)
-            .limit(i32::try_from(wanted - items.len() + usize::from(drop_equal)).unwrap_or(i32::MAX))
+            .limit(
+                i32::try_from(if query.filter.is_some() {
+                    (wanted - items.len()).max(FILTERED_READ_BATCH)
+                } else {
+                    wanted - items.len() + usize::from(drop_equal)
+                })
+                .unwrap_or(i32::MAX),
+            )
             .set_exclusive_start_key(start_key.take())
             .key_condition_expression(condition)
             .expression_attribute_names("#pk", query.pk_attr)
@@ -177,6 +254,7 @@ async fn query_partition_desc(
             }
         }
         let out = request.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        calls += 1;
         for item in out.items.unwrap_or_default() {
             if drop_equal && get_opt_s(&item, query.sk_attr) == query.sk_before.as_deref() {
                 continue;
@@ -184,19 +262,24 @@ async fn query_partition_desc(
             items.push(item);
         }
         // A page stops short at 1 MB, or (with a filter) after `Limit` items were *read*:
-        // keep reading until we have enough or the partition is exhausted.
+        // keep reading until we have enough, the partition is exhausted, or the call cap.
         match out.last_evaluated_key {
+            Some(key) if items.len() < wanted && calls >= MAX_QUERY_CALLS_PER_SHARD => {
+                let stopped_at = get_opt_s(&key, query.sk_attr).map(str::to_string);
+                return Ok((items, stopped_at));
+            }
             Some(key) if items.len() < wanted => start_key = Some(key),
             _ => {
                 items.truncate(wanted);
-                return Ok(items);
+                return Ok((items, None));
             }
         }
     }
 }
 
 /// Reads many items by key: `BatchGetItem` in calls of 100 keys, unprocessed keys retried with
-/// backoff (bounded). Missing items are simply absent from the result.
+/// backoff (bounded). Missing items are simply absent from the result. A key listed twice is
+/// read once: DynamoDB refuses a call that names one key twice ("duplicates").
 pub async fn batch_get(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -205,6 +288,14 @@ pub async fn batch_get(
 ) -> Result<Vec<Item>, ServiceError> {
     use aws_sdk_dynamodb::types::KeysAndAttributes;
     const MAX_ATTEMPTS: u32 = 8;
+    let mut seen = std::collections::HashSet::new();
+    let keys: Vec<Item> = keys
+        .into_iter()
+        .filter(|key| {
+            let text = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            seen.insert((text(crate::keys::PK), text(crate::keys::SK)))
+        })
+        .collect();
     let mut found = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(100) {
         let mut request = Some(

@@ -134,7 +134,7 @@ pub async fn list(
     limit: usize,
     cursor_raw: Option<&str>,
 ) -> Result<Page<ErrorRecord>, ServiceError> {
-    let position = cursor_raw.map(cursor::decode::<ErrorPosition>).transpose()?;
+    let position = cursor_raw.map(|c| cursor::decode::<ErrorPosition>("errors", c)).transpose()?;
     if let Some(event_id) = filter.event_id {
         if position.is_some() {
             return Ok(Page { items: Vec::new(), next_cursor: None });
@@ -173,7 +173,7 @@ pub async fn list(
     let page = query_sharded_desc(&backend.dynamodb, &backend.table, &query).await?;
     Ok(Page {
         items: page.items.iter().map(record_from_item).collect::<Result<_, _>>()?,
-        next_cursor: page.next_before.map(|before| cursor::encode(&ErrorPosition { before })),
+        next_cursor: page.next_before.map(|before| cursor::encode("errors", &ErrorPosition { before })),
     })
 }
 

@@ -214,7 +214,7 @@ pub async fn list(
     limit: usize,
     cursor_raw: Option<&str>,
 ) -> Result<Page<Event>, ServiceError> {
-    let position = cursor_raw.map(cursor::decode::<EventPosition>).transpose()?;
+    let position = cursor_raw.map(|c| cursor::decode::<EventPosition>("events", c)).transpose()?;
     let mut expression = Filter::default();
     let (index, pk_attr, sk_attr, partitions) = match (&filter.session, &filter.category) {
         (Some(session), category) => {
@@ -262,7 +262,7 @@ pub async fn list(
     let page = query_sharded_desc(&backend.dynamodb, &backend.table, &query).await?;
     Ok(Page {
         items: page.items.iter().map(event_from_item).collect::<Result<_, _>>()?,
-        next_cursor: page.next_before.map(|before| cursor::encode(&EventPosition { before })),
+        next_cursor: page.next_before.map(|before| cursor::encode("events", &EventPosition { before })),
     })
 }
 
@@ -291,25 +291,7 @@ pub async fn update(
         _ => return Err(ServiceError::not_found("event", raw_id)),
     };
     let current = event_from_item(&item)?;
-    let mut next = changes.apply(&current);
-    check_content(&next)?;
-    if serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX) > argus_models::event::MAX_EVENT_BYTES + 1024 {
-        return Err(FieldError::new("data", "TOO_LARGE", "the changed event exceeds the event size limit").into());
-    }
-    let now = time::format(&time::now());
-    next.updated_at = now.clone();
-    let input = EventInput {
-        id: Some(id),
-        session_id: next.session_id,
-        category: next.category.clone(),
-        name: next.name.clone(),
-        data: next.data.clone(),
-        timestamp: time::parse("timestamp", &next.timestamp)?,
-        stream: next.stream.clone(),
-        metadata: next.metadata.clone(),
-    };
-    let mut new_item = event_item(tenant, &id, &input, &current.received_at, &current.created_at)?;
-    new_item.insert("updated_at".into(), s(&now));
+    let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()))?;
     let result = backend
         .dynamodb
         .put_item()
@@ -333,6 +315,35 @@ pub async fn update(
         }
         Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
     }
+}
+
+/// The one update path, for single and bulk PUT/PATCH: `current` after `changes`, checked as
+/// any stored event is (content rules, size limit), and the item that stores it.
+pub fn changed_event(
+    tenant: &str,
+    current: &Event,
+    changes: &EventChanges,
+    now: &str,
+) -> Result<(Event, Item), ServiceError> {
+    let mut next = changes.apply(current);
+    check_content(&next)?;
+    if serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX) > argus_models::event::MAX_EVENT_BYTES + 1024 {
+        return Err(FieldError::new("data", "TOO_LARGE", "the changed event exceeds the event size limit").into());
+    }
+    next.updated_at = now.to_string();
+    let input = EventInput {
+        id: Some(current.id),
+        session_id: next.session_id,
+        category: next.category.clone(),
+        name: next.name.clone(),
+        data: next.data.clone(),
+        timestamp: time::parse("timestamp", &next.timestamp)?,
+        stream: next.stream.clone(),
+        metadata: next.metadata.clone(),
+    };
+    let mut item = event_item(tenant, &current.id, &input, &current.received_at, &current.created_at)?;
+    item.insert("updated_at".into(), s(now));
+    Ok((next, item))
 }
 
 /// Sets or clears `deleted_at` under `condition`. `Ok(None)` when the condition fails (the event

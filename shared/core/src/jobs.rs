@@ -36,6 +36,11 @@ const FINAL_RECEIVE: u32 = 4;
 
 pub const OPERATIONS: [&str; 1] = ["create_events"];
 
+/// One results page reads at most this many Query pages (a filter that matches few results
+/// must not read a 100,000-item job in one request): fewer results, and a cursor to go on.
+const MAX_RESULT_QUERY_CALLS: usize = 4;
+const MAX_RESULTS_READ_PER_CALL: usize = 1000;
+
 fn job_pk(tenant: &str, id: &Uuid) -> String {
     format!("T#{tenant}#JOB#{id}")
 }
@@ -445,7 +450,10 @@ pub async fn results(
     cursor_raw: Option<&str>,
 ) -> Result<Page<ItemResult>, ServiceError> {
     let job = get(backend, tenant, raw_id).await?;
-    let position = cursor_raw.map(cursor::decode::<ResultPosition>).transpose()?;
+    let position = cursor_raw.map(|c| cursor::decode::<ResultPosition>("job-results", c)).transpose()?;
+    if position.as_ref().is_some_and(|p| !p.after.starts_with("R#")) {
+        return Err(ServiceError::bad_request("INVALID_CURSOR", "cursor is not one this listing returned"));
+    }
     let filter = match status {
         None => None,
         Some("failed") => Some("#status >= :bound"),
@@ -462,7 +470,13 @@ pub async fn results(
     let mut items = Vec::new();
     let mut start_key = position.map(|p| crate::ddb::key(pk.clone(), &p.after));
     let mut has_more = false;
+    let mut calls = 0usize;
+    // Where reading stopped at the call cap, when fewer than `limit` results matched.
+    let mut stopped_after: Option<String> = None;
+    let mut bytes = 0usize;
     loop {
+        // With a filter, `Limit` counts results *read*: read in big steps, then keep `limit`.
+        let read = if filter.is_some() { MAX_RESULTS_READ_PER_CALL } else { limit + 1 - items.len() };
         let mut query = backend
             .dynamodb
             .query()
@@ -470,7 +484,7 @@ pub async fn results(
             .key_condition_expression("PK = :pk AND begins_with(SK, :r)")
             .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":r", s("R#"))
-            .limit(i32::try_from(limit + 1 - items.len()).unwrap_or(i32::MAX))
+            .limit(i32::try_from(read).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start_key.take());
         if let Some(filter) = filter {
             query = query
@@ -479,25 +493,31 @@ pub async fn results(
                 .expression_attribute_values(":bound", AttributeValue::N("400".into()));
         }
         let out = query.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        calls += 1;
         for item in out.items.unwrap_or_default() {
+            bytes += crate::ddb::response_bytes(&item);
             let result: ItemResult = serde_json::from_str(get_opt_s(&item, "result").unwrap_or("{}"))
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
             items.push(result);
         }
-        if items.len() > limit {
+        if items.len() > limit || bytes > crate::ddb::MAX_PAGE_RESPONSE_BYTES {
             has_more = true;
             items.truncate(limit);
             break;
         }
         match out.last_evaluated_key {
+            Some(key) if calls >= MAX_RESULT_QUERY_CALLS => {
+                stopped_after = get_opt_s(&key, SK).map(str::to_string);
+                break;
+            }
             Some(key) => start_key = Some(key),
             None => break,
         }
     }
     let next_cursor = if has_more {
-        items.last().map(|r| cursor::encode(&ResultPosition { after: result_sk(r.index) }))
+        items.last().map(|r| cursor::encode("job-results", &ResultPosition { after: result_sk(r.index) }))
     } else {
-        None
+        stopped_after.map(|after| cursor::encode("job-results", &ResultPosition { after }))
     };
     Ok(Page { items, next_cursor })
 }

@@ -93,7 +93,7 @@ pub async fn list(
     limit: usize,
     cursor: Option<&str>,
 ) -> Result<Page<Session>, ServiceError> {
-    let position = cursor.map(cursor::decode::<ListPosition>).transpose()?;
+    let position = cursor.map(|c| cursor::decode::<ListPosition>("sessions", c)).transpose()?;
     let query = ListQuery {
         index: GSI1,
         pk_attr: GSI1PK,
@@ -107,7 +107,7 @@ pub async fn list(
     let page = query_sharded_desc(&backend.dynamodb, &backend.table, &query).await?;
     Ok(Page {
         items: page.items.iter().map(session_from_item).collect::<Result<_, _>>()?,
-        next_cursor: page.next_before.map(|before| cursor::encode(&ListPosition { before })),
+        next_cursor: page.next_before.map(|before| cursor::encode("sessions", &ListPosition { before })),
     })
 }
 
