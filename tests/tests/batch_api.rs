@@ -23,16 +23,33 @@ async fn ten_thousand_events_in_one_call() {
     let started = Instant::now();
     let (status, report) =
         bulk(&stack, Method::POST, "/batch/events", &key, json!({"mode": "partial", "items": items})).await;
-    eprintln!("10,000-item POST /batch/events answered in {:?}", started.elapsed());
+    let elapsed = started.elapsed();
+    eprintln!("10,000-item POST /batch/events answered in {elapsed:?}: {} failed", report["failed"]);
     assert_eq!(status, 200, "{}", &report.to_string()[..500.min(report.to_string().len())]);
-    assert_eq!((report["succeeded"].as_u64(), report["failed"].as_u64()), (Some(10_000), Some(0)));
+    assert!(elapsed < std::time::Duration::from_secs(29), "answered within the function's Timeout");
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 10_000);
     let mut ids = std::collections::HashSet::new();
+    let mut resend = Vec::new();
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result["index"], i, "results in request order");
-        assert_eq!(result["status"], 201);
+        // DynamoDB Local on a loaded 2-core machine may not take 10,000 items (40,000 writes
+        // with the indexes) before the deadline: what it could not is 503, with the id to resend.
+        match result["status"].as_u64() {
+            Some(201) => {}
+            Some(503) => {
+                let mut item = items[i].clone();
+                item["id"] = result["id"].clone();
+                resend.push(item);
+            }
+            other => panic!("item {i}: {other:?} {result}"),
+        }
         ids.insert(result["id"].as_str().unwrap().to_string());
+    }
+    if !resend.is_empty() {
+        let (status, again) = bulk(&stack, Method::POST, "/batch/events", &key, json!(resend)).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["failed"], 0, "the resent items are stored (or were already): {}", again["results"][0]);
     }
     let stored = stack.all_pages(&format!("/events?session={session}"), &key, 1000).await;
     assert_eq!(stored.len(), 10_000);
@@ -291,5 +308,45 @@ async fn bulk_patch_enforces_the_stored_event_size_limit_like_single_patch() {
     for id in &ids {
         let (_, stored) = stack.get(&format!("/events/{id}"), &key).await;
         assert!(stored["data"].get("blob").is_none(), "nothing grew: {id}");
+    }
+}
+
+/// Issue 9, defect 8: a client-chosen id is written on condition that it is free, so of
+/// concurrent creates with different content exactly one wins (201) and the others get 409
+/// `ID_CONFLICT`; with the same content the others are duplicates (200), never doubles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_client_id_have_one_winner() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    for same_content in [false, true] {
+        let id = uuid::Uuid::now_v7().to_string();
+        let calls = (0..8).map(|i| {
+            let data = if same_content { json!({"v": "same"}) } else { json!({"v": i}) };
+            let item = json!({"id": id, "session_id": session, "category": "c", "name": "n", "data": data, "timestamp": "2021-06-15T00:00:00Z"});
+            let (stack, key) = (&stack, key.clone());
+            async move { bulk(stack, Method::POST, "/batch/events", &key, json!([item])).await }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut statuses: Vec<u64> = answers
+            .iter()
+            .map(|(status, report)| {
+                assert_eq!(*status, 200, "{report}");
+                report["results"][0]["status"].as_u64().unwrap()
+            })
+            .collect();
+        statuses.sort();
+        let expected_others = if same_content { 200 } else { 409 };
+        let mut expected_statuses = [vec![201], vec![expected_others; 7]].concat();
+        expected_statuses.sort();
+        assert_eq!(statuses, expected_statuses, "same content: {same_content}");
+        let winner = answers.iter().position(|(_, r)| r["results"][0]["status"] == 201).unwrap();
+        let (_, stored) = stack.get(&format!("/events/{id}"), &key).await;
+        let expected = if same_content { json!({"v": "same"}) } else { json!({"v": winner}) };
+        assert_eq!(stored["data"], expected, "the winner's content is what is stored");
+        if !same_content {
+            let loser = answers.iter().find(|(_, r)| r["results"][0]["status"] == 409).unwrap();
+            assert_eq!(loser.1["results"][0]["error"]["code"], "ID_CONFLICT");
+        }
     }
 }

@@ -1,25 +1,24 @@
 //! `/batch/events` routes: bulk create, update, soft delete and restore.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use argus_core::bulk::{self, BulkOutcome, BulkReport, Mode, MAX_BYTES, MAX_ITEMS};
 use argus_core::Backend;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
 use crate::error::respond;
-use crate::input::{json_body, path_param, query, route_key, tenant};
+use crate::input::{json_body, path_param, query, route_key};
 use crate::{fallback, idempotent, response, ApiError};
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
-    respond(route(backend, &req).await)
+    // Boxed: POST /batch nests every handler in its own future, which must not grow the stack.
+    respond(argus_core::deadline::scope(crate::input::work_deadline(&req), Box::pin(route(backend, &req))).await)
 }
 
 /// The invocation's deadline, when running in Lambda.
 fn deadline(req: &Request) -> Option<Instant> {
-    let context = req.lambda_context_ref()?;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
-    Some(Instant::now() + Duration::from_millis(context.deadline.checked_sub(now_ms)?))
+    crate::input::invocation_deadline(req)
 }
 
 /// The body, with the bulk limits in the 413's details.
@@ -67,7 +66,7 @@ fn outcome_response(req: &Request, outcome: BulkOutcome, atomic_status: u16) -> 
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
-    let tenant = tenant(req)?;
+    let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
         "POST /batch" => {
             idempotent::run(backend, &tenant, req, "POST /batch", || async {

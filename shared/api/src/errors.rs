@@ -5,15 +5,16 @@ use argus_core::{page::parse_limit, Backend};
 use lambda_http::{Body, Request, Response};
 
 use crate::error::respond;
-use crate::input::{path_param, query, route_key, tenant};
+use crate::input::{path_param, query, route_key};
 use crate::{fallback, response, ApiError};
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
-    respond(route(backend, &req).await)
+    // Boxed: POST /batch nests every handler in its own future, which must not grow the stack.
+    respond(argus_core::deadline::scope(crate::input::work_deadline(&req), Box::pin(route(backend, &req))).await)
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
-    let tenant = tenant(req)?;
+    let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
         "GET /errors" => {
             let filter = ErrorFilter::parse(|name| query(req, name))?;

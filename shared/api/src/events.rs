@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
 use crate::error::respond;
-use crate::input::{json_body, path_param, query, route_key, tenant};
+use crate::input::{json_body, path_param, query, route_key};
 use crate::{fallback, idempotent, response, ApiError};
 
 /// Transport limit of one event request. Twice the stored-event cap leaves room for unknown
@@ -16,7 +16,8 @@ use crate::{fallback, idempotent, response, ApiError};
 pub const MAX_BODY_BYTES: usize = 2 * MAX_EVENT_BYTES;
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
-    respond(route(backend, &req).await)
+    // Boxed: POST /batch nests every handler in its own future, which must not grow the stack.
+    respond(argus_core::deadline::scope(crate::input::work_deadline(&req), Box::pin(route(backend, &req))).await)
 }
 
 fn require_body(body: Option<Value>) -> Result<Value, ApiError> {
@@ -26,7 +27,7 @@ fn require_body(body: Option<Value>) -> Result<Value, ApiError> {
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
-    let tenant = tenant(req)?;
+    let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
         "POST /events" => {
             idempotent::run(backend, &tenant, req, "POST /events", || async {
@@ -44,7 +45,15 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
             Ok(response::json(200, &page))
         }
         "GET /events/{id}" => {
-            let include_deleted = query(req, "include_deleted").as_deref() == Some("true");
+            let include_deleted =
+                events::parse_include_deleted(query(req, "include_deleted").as_deref()).map_err(|e| {
+                    let errors = argus_models::ValidationError::single(e);
+                    argus_core::ServiceError::BadRequest {
+                        code: "INVALID_FILTER",
+                        message: errors.message(),
+                        details: errors.details(),
+                    }
+                })?;
             let event = events::get(backend, &tenant, &path_param(req, "id")?, include_deleted).await?;
             Ok(response::json(200, &event))
         }

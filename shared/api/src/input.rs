@@ -37,6 +37,26 @@ pub fn tenant(req: &Request) -> Result<String, ApiError> {
     }
 }
 
+/// The caller's tenant, like [`tenant`], except that a key the authorizer found unknown is
+/// looked up again (one consistent read). API Gateway caches the authorizer's answer per key
+/// for `ReauthorizeEvery`: without this, a key created just after its first (failed) use would
+/// stay locked out until that answer expires.
+pub async fn authenticated_tenant(backend: &argus_core::Backend, req: &Request) -> Result<String, ApiError> {
+    match tenant(req) {
+        Err(err) if err.envelope.error.code == "INVALID_API_KEY" => {
+            let key = req.headers().get(crate::authorizer::API_KEY_HEADER).and_then(|v| v.to_str().ok());
+            match key.map(|k| argus_core::apikeys::tenant_for_key(backend, k.trim())) {
+                Some(lookup) => match lookup.await? {
+                    Some(tenant) => Ok(tenant),
+                    None => Err(err),
+                },
+                None => Err(err),
+            }
+        }
+        other => other,
+    }
+}
+
 /// `"POST /sessions/{id}"`: the route API Gateway matched, without a trailing slash, so both
 /// declared forms (`/sessions` and `/sessions/`) reach the same arm.
 pub fn route_key(req: &Request) -> String {
@@ -81,4 +101,20 @@ pub fn json_body(req: &Request, max_bytes: usize) -> Result<Option<Value>, ApiEr
             .detail("line", err.line())
             .detail("column", err.column())
     })
+}
+
+/// Kept before the Lambda deadline to build and send the answer: AWS calls stop this early.
+pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The invocation's deadline (Lambda's `Context.deadline`), when there is one.
+pub fn invocation_deadline(req: &lambda_http::Request) -> Option<std::time::Instant> {
+    use lambda_http::RequestExt;
+    let context = req.lambda_context_ref()?;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(std::time::Instant::now() + std::time::Duration::from_millis(context.deadline.checked_sub(now_ms)?))
+}
+
+/// The deadline for the AWS calls of one request: the invocation's, less `ANSWER_RESERVE`.
+pub fn work_deadline(req: &lambda_http::Request) -> Option<std::time::Instant> {
+    invocation_deadline(req).map(|d| d.checked_sub(ANSWER_RESERVE).unwrap_or(d))
 }

@@ -22,7 +22,8 @@ pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant
         })
         .collect();
     let config = backend.writer_for(deadline, DEADLINE_RESERVE);
-    let report = pipeline::process(backend, &messages, &config).await;
+    let work_deadline = deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d));
+    let report = argus_core::deadline::scope(work_deadline, pipeline::process(backend, &messages, &config)).await;
     tracing::info!(
         messages = messages.len(),
         events = report.events_written,

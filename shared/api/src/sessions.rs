@@ -5,18 +5,19 @@ use argus_models::session::NewSession;
 use lambda_http::{Body, Request, Response};
 
 use crate::error::respond;
-use crate::input::{json_body, path_param, query, route_key, tenant};
+use crate::input::{json_body, path_param, query, route_key};
 use crate::{fallback, idempotent, response, ApiError};
 
 /// A session body is `{"metadata": {...}}`; metadata is capped well below this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
-    respond(route(backend, &req).await)
+    // Boxed: POST /batch nests every handler in its own future, which must not grow the stack.
+    respond(argus_core::deadline::scope(crate::input::work_deadline(&req), Box::pin(route(backend, &req))).await)
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
-    let tenant = tenant(req)?;
+    let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
         "POST /sessions" => {
             idempotent::run(backend, &tenant, req, "POST /sessions", || async {

@@ -1,5 +1,6 @@
 //! API keys: random, shown once, stored only as SHA-256 hashes, each bound to one tenant.
 
+use crate::deadline::WithinDeadline;
 use argus_models::tenant::validate_tenant_id;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -84,7 +85,8 @@ pub async fn create_key(backend: &Backend, tenant: &str, secret: Option<String>)
         .transact_items(TransactWriteItem::builder().put(lookup).build())
         .transact_items(TransactWriteItem::builder().put(listing).build())
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| {
             if e.as_service_error().map(|se| se.is_transaction_canceled_exception()).unwrap_or(false) {
                 ServiceError::Conflict {
@@ -110,8 +112,11 @@ pub async fn tenant_for_key(backend: &Backend, presented: &str) -> Result<Option
         .table_name(&backend.table)
         .key(PK, s(api_key_pk(&hash_key(presented))))
         .key(SK, s(META))
+        // A key created (or revoked) a moment ago is seen as it is now.
+        .consistent_read(true)
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     Ok(out.item.as_ref().and_then(|item| get_opt_s(item, "tenant")).map(str::to_string))
 }
@@ -125,7 +130,8 @@ pub async fn list_keys(backend: &Backend, tenant: &str) -> Result<Vec<KeyInfo>, 
         .key_condition_expression("PK = :pk")
         .expression_attribute_values(":pk", s(tenant_keys_pk(tenant)))
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     out.items
         .unwrap_or_default()
@@ -150,7 +156,8 @@ pub async fn revoke_key(backend: &Backend, tenant: &str, key_id: &str) -> Result
         .key(PK, s(tenant_keys_pk(tenant)))
         .key(SK, s(tenant_key_sk(key_id)))
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
         .item
         .ok_or_else(|| ServiceError::not_found("api_key", key_id))?;
@@ -170,7 +177,8 @@ pub async fn revoke_key(backend: &Backend, tenant: &str, key_id: &str) -> Result
         .transact_items(delete(api_key_pk(hash), META.to_string())?)
         .transact_items(delete(tenant_keys_pk(tenant), tenant_key_sk(key_id))?)
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     Ok(())
 }

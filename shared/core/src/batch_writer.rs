@@ -208,10 +208,30 @@ async fn write_chunk(
     let mut attempt = 0u32;
     let mut last_failure: String;
     while !pending.is_empty() {
+        // Nothing starts after the deadline; a call still running at it is cut off, and its
+        // items are reported retryable (a retry with the same ids is a duplicate, never a double).
+        let out_of_time = config.deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        let call = client.batch_write_item().request_items(table, pending.clone()).send();
+        // The writer's own budget only stops new attempts; a call in flight runs on, up to the
+        // invocation's hard deadline (`deadline::bounded`).
+        let result =
+            if out_of_time { Err(crate::deadline::out_of_time()) } else { crate::deadline::bounded(call).await };
+        let result = match result {
+            Ok(result) => result,
+            Err(_) => {
+                let what = if attempt == 0 { "not attempted" } else { "not confirmed" };
+                tracing::warn!(items = pending.len(), attempts = attempt, "batch write stopped at the deadline");
+                for request in &pending {
+                    if let Some(index) = request_key(request).and_then(|k| by_key.get(&k).copied()) {
+                        done.push((index, not_written(format!("{what} before the deadline"), true)));
+                    }
+                }
+                break;
+            }
+        };
         attempt += 1;
         stats.calls += 1;
         let sent = std::mem::take(&mut pending);
-        let result = client.batch_write_item().request_items(table, sent.clone()).send().await;
         match result {
             Ok(output) => {
                 let unprocessed = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
@@ -261,7 +281,8 @@ async fn write_chunk(
             break;
         }
         let delay = backoff(config, attempt);
-        let out_of_time = config.deadline.is_some_and(|deadline| Instant::now() + delay >= deadline);
+        let out_of_time = config.deadline.is_some_and(|deadline| Instant::now() + delay >= deadline)
+            || crate::deadline::remaining().is_some_and(|left| left <= delay);
         if attempt >= config.max_attempts || out_of_time {
             tracing::warn!(attempts = attempt, items = pending.len(), out_of_time, "giving up on unprocessed items");
             for request in &pending {

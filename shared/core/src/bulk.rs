@@ -127,6 +127,7 @@ pub enum BulkOutcome {
     Atomic { ids: Vec<String> },
 }
 
+/// 503 for an item not done: retry it. A create's carries the id it was given, to resend with.
 pub(crate) fn retry_later(index: usize, reason: &str) -> ItemResult {
     let mut error = ItemError::new("RETRY_LATER", format!("not written, retry this item: {reason}"));
     error.details.insert("retryable".into(), json!(true));
@@ -148,14 +149,19 @@ pub(crate) struct Ready {
     pub(crate) index: usize,
     pub(crate) id: Uuid,
     pub(crate) item: Item,
+    /// The client chose the id: written conditionally (`events::create_if_absent`).
+    pub(crate) client_id: bool,
 }
 
 /// Validates every item (shape, content, session, id reuse) and returns per-item results for
 /// the ones already decided (failures, duplicates) plus the items to write.
+/// `server_ids`: indexes whose `id` the server itself assigned earlier (a job's fan-out), which
+/// cannot collide with anyone's and are written unconditionally.
 pub(crate) async fn prepare_creates(
     backend: &Backend,
     tenant: &str,
     items: &[Value],
+    server_ids: &HashSet<usize>,
 ) -> Result<(Vec<Option<ItemResult>>, Vec<Ready>), ServiceError> {
     let received = time::now();
     let received_at = time::format(&received);
@@ -214,8 +220,9 @@ pub(crate) async fn prepare_creates(
                 }
             }
         }
+        let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(new_id);
-        ready.push(Ready { index, id, item: events::event_item(tenant, &id, &input, &received_at, &now)? });
+        ready.push(Ready { index, id, item: events::event_item(tenant, &id, &input, &received_at, &now)?, client_id });
     }
     Ok((results, ready))
 }
@@ -232,20 +239,32 @@ pub async fn create_events(
     if mode == Mode::Atomic && items.len() > MAX_ATOMIC_ITEMS {
         return Err(atomic_limit(items.len()));
     }
-    let (mut results, ready) = prepare_creates(backend, tenant, items).await?;
+    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new()).await?;
     match mode {
         Mode::Partial => {
+            let config = backend.writer_for(deadline, std::time::Duration::from_secs(2));
+            // Client-chosen ids: conditional, so a concurrent create of the same id cannot also win.
+            let (client_chosen, ready): (Vec<Ready>, Vec<Ready>) = ready.into_iter().partition(|r| r.client_id);
+            for result in crate::client_ids::create(backend, client_chosen, &config).await {
+                let index = result.index;
+                results[index] = Some(result);
+            }
             // The items move into the writes (10,000 of them are tens of MB): no copies.
             let (placed, writes): (Vec<(usize, Uuid)>, Vec<Write>) =
                 ready.into_iter().map(|r| ((r.index, r.id), Write::Put(r.item))).unzip();
-            let config = backend.writer_for(deadline, std::time::Duration::from_secs(2));
             let (outcomes, stats) = write_all(&backend.dynamodb, &backend.table, &writes, &config).await;
             drop(writes);
             tracing::info!(items = items.len(), calls = stats.calls, retries = stats.retries, "bulk create written");
             for ((index, id), outcome) in placed.into_iter().zip(outcomes) {
                 results[index] = Some(match outcome {
                     WriteOutcome::Written => ItemResult::ok(index, 201, &id),
-                    WriteOutcome::NotWritten { reason, retryable: true } => retry_later(index, &reason),
+                    // With the id it was given: a retry sending it again is a duplicate at worst
+                    // (a write cut off at the deadline may have landed).
+                    WriteOutcome::NotWritten { reason, retryable: true } => {
+                        let mut result = retry_later(index, &reason);
+                        result.id = Some(id.to_string());
+                        result
+                    }
                     WriteOutcome::NotWritten { reason, retryable: false } => {
                         ItemResult::failed(index, 400, ItemError::new("NOT_WRITABLE", reason))
                     }
@@ -343,7 +362,7 @@ async fn transact_puts(
         let put = put.build().map_err(|e| ServiceError::Internal(e.to_string()))?;
         request = request.transact_items(TransactWriteItem::builder().put(put).build());
     }
-    match request.send().await {
+    match crate::deadline::bounded(request.send()).await? {
         Ok(_) => Ok(()),
         Err(err) => {
             let reasons: Option<Vec<Option<String>>> = err.as_service_error().and_then(|e| match e {
@@ -467,27 +486,28 @@ pub async fn update_events(
         Mode::Partial => {
             let written: Vec<(usize, Uuid, Result<(), ServiceError>)> = stream::iter(changed)
                 .map(|(index, id, item, seen)| async move {
-                    let result = backend
+                    let put = backend
                         .dynamodb
                         .put_item()
                         .table_name(&backend.table)
                         .set_item(Some(item))
                         .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
                         .expression_attribute_values(":seen", s(seen))
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
-                                ServiceError::Conflict {
-                                    code: "CONCURRENT_UPDATE",
-                                    message: "the event changed meanwhile; read it and retry".into(),
-                                    details: Map::new(),
-                                }
-                            } else {
-                                ServiceError::from_sdk("dynamodb", e)
+                        .send();
+                    let Ok(result) = crate::deadline::bounded(put).await else {
+                        return (index, id, Err(crate::deadline::out_of_time()));
+                    };
+                    let result = result.map(|_| ()).map_err(|e| {
+                        if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
+                            ServiceError::Conflict {
+                                code: "CONCURRENT_UPDATE",
+                                message: "the event changed meanwhile; read it and retry".into(),
+                                details: Map::new(),
                             }
-                        });
+                        } else {
+                            ServiceError::from_sdk("dynamodb", e)
+                        }
+                    });
                     (index, id, result)
                 })
                 .buffer_unordered(ITEM_CONCURRENCY)
@@ -559,6 +579,8 @@ pub async fn delete_or_restore(
     let (mut results, wanted) = ids_of(ids);
     let done: Vec<(usize, ItemResult)> = stream::iter(wanted)
         .map(|(index, raw_id)| async move {
+            // Each item's calls are bounded by the deadline (see `events`): an item not done
+            // in time is reported 503 RETRY_LATER.
             let result = if restore {
                 events::restore(backend, tenant, &raw_id).await.map(|e| e.id)
             } else {

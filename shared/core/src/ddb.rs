@@ -41,16 +41,14 @@ pub async fn get_meta(
     table: &str,
     pk: String,
 ) -> Result<Option<Item>, ServiceError> {
-    Ok(client
+    let read = client
         .get_item()
         .table_name(table)
         .key(crate::keys::PK, s(pk))
         .key(crate::keys::SK, s(crate::keys::META))
         .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
-        .item)
+        .send();
+    Ok(crate::deadline::bounded(read).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?.item)
 }
 
 /// A newest-first listing over one or more partitions (write shards) of one index.
@@ -253,7 +251,7 @@ async fn query_partition_desc(
                 request = request.expression_attribute_values(placeholder, value.clone());
             }
         }
-        let out = request.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        let out = crate::deadline::bounded(request.send()).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
         calls += 1;
         for item in out.items.unwrap_or_default() {
             if drop_equal && get_opt_s(&item, query.sk_attr) == query.sk_before.as_deref() {
@@ -309,11 +307,8 @@ pub async fn batch_get(
         let mut attempt = 0u32;
         while let Some(keys) = request.take() {
             attempt += 1;
-            let out = client
-                .batch_get_item()
-                .request_items(table, keys)
-                .send()
-                .await
+            let out = crate::deadline::bounded(client.batch_get_item().request_items(table, keys).send())
+                .await?
                 .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
             found.extend(out.responses.unwrap_or_default().remove(table).unwrap_or_default());
             request = out.unprocessed_keys.and_then(|mut keys| keys.remove(table)).filter(|k| !k.keys.is_empty());
@@ -325,7 +320,9 @@ pub async fn batch_get(
                     });
                 }
                 let config = crate::batch_writer::BatchWriterConfig::default();
-                tokio::time::sleep(crate::batch_writer::backoff(&config, attempt)).await;
+                if !crate::deadline::sleep_within(crate::batch_writer::backoff(&config, attempt)).await {
+                    return Err(crate::deadline::out_of_time());
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Error records: storage and listings.
 
+use crate::deadline::WithinDeadline;
 use argus_models::error_record::ErrorRecord;
 use argus_models::ids::{parse_uuid, shard_of};
 use argus_models::{FieldError, ValidationError};
@@ -80,7 +81,8 @@ pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<ErrorR
         .key(PK, s(error_pk(tenant, &id)))
         .key(SK, s(META))
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     match out.item {
         Some(item) => record_from_item(&item),

@@ -114,6 +114,15 @@ pub async fn existing_hashes(
         .collect())
 }
 
+/// `include_deleted`, read the same way by the listing and by `GET /events/{id}`.
+pub fn parse_include_deleted(raw: Option<&str>) -> Result<bool, FieldError> {
+    match raw {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(FieldError::new("include_deleted", "INVALID_FILTER", "include_deleted is true or false")),
+    }
+}
+
 /// A malformed id names no event: the same 404 as a missing one.
 fn event_id(raw: &str) -> Result<Uuid, ServiceError> {
     parse_uuid("id", raw).map_err(|_| ServiceError::not_found("event", raw))
@@ -171,14 +180,10 @@ impl EventFilter {
         let category = text("category", argus_models::event::MAX_CATEGORY_LEN, &mut errors);
         let name = text("name", argus_models::event::MAX_NAME_LEN, &mut errors);
         let stream = text("stream", argus_models::event::MAX_STREAM_LEN, &mut errors);
-        let include_deleted = match param("include_deleted").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                errors.push(FieldError::new("include_deleted", "INVALID_FILTER", "include_deleted is true or false"));
-                false
-            }
-        };
+        let include_deleted = parse_include_deleted(param("include_deleted").as_deref()).unwrap_or_else(|error| {
+            errors.push(error);
+            false
+        });
         if let (Some(from), Some(to)) = (&from, &to) {
             if from > to {
                 errors.push(FieldError::new(
@@ -292,15 +297,17 @@ pub async fn update(
     };
     let current = event_from_item(&item)?;
     let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()))?;
-    let result = backend
-        .dynamodb
-        .put_item()
-        .table_name(&backend.table)
-        .set_item(Some(new_item))
-        .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
-        .expression_attribute_values(":seen", s(&current.updated_at))
-        .send()
-        .await;
+    let result = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .put_item()
+            .table_name(&backend.table)
+            .set_item(Some(new_item))
+            .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
+            .expression_attribute_values(":seen", s(&current.updated_at))
+            .send(),
+    )
+    .await?;
     match result {
         Ok(_) => Ok(next),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
@@ -355,18 +362,20 @@ async fn set_deleted(
     update: &str,
     condition: &str,
 ) -> Result<Option<Item>, ServiceError> {
-    let result = backend
-        .dynamodb
-        .update_item()
-        .table_name(&backend.table)
-        .key(PK, s(event_pk(tenant, id)))
-        .key(SK, s(META))
-        .update_expression(update)
-        .condition_expression(condition)
-        .expression_attribute_values(":now", s(time::format(&time::now())))
-        .return_values(ReturnValue::AllNew)
-        .send()
-        .await;
+    let result = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .update_item()
+            .table_name(&backend.table)
+            .key(PK, s(event_pk(tenant, id)))
+            .key(SK, s(META))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_values(":now", s(time::format(&time::now())))
+            .return_values(ReturnValue::AllNew)
+            .send(),
+    )
+    .await?;
     match result {
         Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),

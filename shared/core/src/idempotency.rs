@@ -6,6 +6,7 @@
 //! are stored (`completed`). Expiry is checked by timestamp: DynamoDB's TTL deletion lags by up
 //! to days. Answers over one item's size are stored in parts.
 
+use crate::deadline::WithinDeadline;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -85,25 +86,27 @@ pub async fn begin(
     // Two rounds at most: a record that expired between our put and our read is retried once.
     for _ in 0..2 {
         let now = now_epoch();
-        let put = backend
-            .dynamodb
-            .put_item()
-            .table_name(&backend.table)
-            .item(PK, s(&pk))
-            .item(SK, s(META))
-            .item("state", s("in_progress"))
-            .item("fingerprint", s(fingerprint))
-            .item("locked_until", AttributeValue::N((now + LOCK_SECONDS).to_string()))
-            .item(EXPIRES_AT, AttributeValue::N((now + RETENTION_SECONDS).to_string()))
-            .condition_expression(
-                "attribute_not_exists(PK) OR #expires < :now OR (#state = :running AND locked_until < :now)",
-            )
-            .expression_attribute_names("#expires", EXPIRES_AT)
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":running", s("in_progress"))
-            .send()
-            .await;
+        let put = crate::deadline::bounded(
+            backend
+                .dynamodb
+                .put_item()
+                .table_name(&backend.table)
+                .item(PK, s(&pk))
+                .item(SK, s(META))
+                .item("state", s("in_progress"))
+                .item("fingerprint", s(fingerprint))
+                .item("locked_until", AttributeValue::N((now + LOCK_SECONDS).to_string()))
+                .item(EXPIRES_AT, AttributeValue::N((now + RETENTION_SECONDS).to_string()))
+                .condition_expression(
+                    "attribute_not_exists(PK) OR #expires < :now OR (#state = :running AND locked_until < :now)",
+                )
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":running", s("in_progress"))
+                .send(),
+        )
+        .await?;
         match put {
             Ok(_) => return Ok(Begin::Proceed(Held { pk })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
@@ -173,7 +176,8 @@ pub async fn complete(backend: &Backend, held: Held, response: &StoredResponse) 
     update
         .expression_attribute_names("#status", "status")
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     Ok(())
 }
@@ -190,7 +194,8 @@ pub async fn release(backend: &Backend, held: Held) -> Result<(), ServiceError> 
         .expression_attribute_names("#state", "state")
         .expression_attribute_values(":running", s("in_progress"))
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map(|_| ())
         .or_else(|e| {
             if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
@@ -215,7 +220,8 @@ async fn read_parts(backend: &Backend, pk: &str) -> Result<String, ServiceError>
             .consistent_read(true)
             .set_exclusive_start_key(start.take())
             .send()
-            .await
+            .within_deadline()
+            .await?
             .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
         for item in out.items.unwrap_or_default() {
             body.push_str(get_opt_s(&item, "body").unwrap_or_default());

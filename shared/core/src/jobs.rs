@@ -6,6 +6,7 @@
 //! and the counter increments in one transaction, so a chunk delivered twice counts once. The
 //! chunk that brings `chunks_done` to `chunks_total` completes the job.
 
+use crate::deadline::WithinDeadline;
 use argus_models::ids::{new_id, parse_uuid};
 use argus_models::time;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -68,6 +69,10 @@ pub struct JobChunk {
     /// Index of the chunk's first item in the job.
     pub start: usize,
     pub items: Vec<Value>,
+    /// Indexes (in this chunk) of items whose `id` the job assigned: the client did not choose
+    /// them, so they cannot collide and skip the conditional create.
+    #[serde(default)]
+    pub server_ids: Vec<usize>,
 }
 
 pub const CHUNK_KIND: &str = "job_chunk";
@@ -124,12 +129,15 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
     }
     // Ids are fixed now, before fan-out: a redelivered chunk then finds its events already
     // stored with the same content (duplicates), instead of writing them again under new ids.
+    let mut assigned = std::collections::HashSet::new();
     let items: Vec<Value> = items
         .iter()
-        .map(|item| match item {
+        .enumerate()
+        .map(|(index, item)| match item {
             Value::Object(fields) if !fields.contains_key("id") => {
                 let mut fields = fields.clone();
                 fields.insert("id".into(), json!(new_id()));
+                assigned.insert(index);
                 Value::Object(fields)
             }
             other => other.clone(),
@@ -157,7 +165,8 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         .item("updated_at", s(&now))
         .item(EXPIRES_AT, expires_at())
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
 
     let messages: Vec<(usize, String)> = chunks
@@ -170,20 +179,23 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
                 chunk: *chunk,
                 start: *start,
                 items: items.to_vec(),
+                server_ids: (0..items.len()).filter(|i| assigned.contains(&(start + i))).collect(),
             };
             (*chunk, serde_json::to_string(&message).unwrap_or_default())
         })
         .collect();
     let unsent = send_all(backend, &messages).await;
     if unsent.len() == messages.len() {
-        let _ = backend
-            .dynamodb
-            .delete_item()
-            .table_name(&backend.table)
-            .key(PK, s(job_pk(tenant, &job_id)))
-            .key(SK, s(META))
-            .send()
-            .await;
+        let _ = crate::deadline::bounded(
+            backend
+                .dynamodb
+                .delete_item()
+                .table_name(&backend.table)
+                .key(PK, s(job_pk(tenant, &job_id)))
+                .key(SK, s(META))
+                .send(),
+        )
+        .await?;
         return Err(ServiceError::Unavailable {
             component: "queue",
             message: "the job queue is unavailable, retry later".into(),
@@ -245,6 +257,13 @@ async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize>
                     SendMessageBatchRequestEntry::builder().id(chunk.to_string()).message_body(body).build().ok()
                 })
                 .collect();
+            // Past the deadline no send starts (those chunks are reported unsent). A send in
+            // flight is not cut off: its chunks may be queued already, and must not be reported
+            // unsent as well (the SDK's attempt timeout bounds it).
+            if crate::deadline::expired() {
+                failed.extend(group);
+                continue;
+            }
             match backend.sqs.send_message_batch().queue_url(&backend.queue_url).set_entries(Some(entries)).send().await
             {
                 Ok(out) => {
@@ -265,8 +284,8 @@ async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize>
             return Vec::new();
         }
         pending = failed;
-        if attempt < 5 {
-            tokio::time::sleep(crate::batch_writer::backoff(&config, attempt)).await;
+        if attempt < 5 && !crate::deadline::sleep_within(crate::batch_writer::backoff(&config, attempt)).await {
+            break;
         }
     }
     pending.iter().map(|(chunk, _)| *chunk).collect()
@@ -321,13 +340,15 @@ async fn commit_chunk(
         .condition_expression("attribute_exists(PK)")
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let committed = backend
-        .dynamodb
-        .transact_write_items()
-        .transact_items(TransactWriteItem::builder().put(marker).build())
-        .transact_items(TransactWriteItem::builder().update(counters).build())
-        .send()
-        .await;
+    let committed = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker).build())
+            .transact_items(TransactWriteItem::builder().update(counters).build())
+            .send(),
+    )
+    .await?;
     match committed {
         Ok(_) => {}
         Err(err) => {
@@ -357,19 +378,21 @@ async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceErro
     }
     let status = if get_n(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
     let now = time::format(&time::now());
-    let result = backend
-        .dynamodb
-        .update_item()
-        .table_name(&backend.table)
-        .key(PK, s(pk))
-        .key(SK, s(META))
-        .update_expression("SET #status = :status, completed_at = :now, updated_at = :now")
-        .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":status", s(status))
-        .expression_attribute_values(":now", s(now))
-        .send()
-        .await;
+    let result = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .update_item()
+            .table_name(&backend.table)
+            .key(PK, s(pk))
+            .key(SK, s(META))
+            .update_expression("SET #status = :status, completed_at = :now, updated_at = :now")
+            .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status))
+            .expression_attribute_values(":now", s(now))
+            .send(),
+    )
+    .await?;
     match result {
         Ok(_) => Ok(()),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
@@ -385,12 +408,25 @@ pub async fn process_chunk(
     receive_count: u32,
     config: &BatchWriterConfig,
 ) -> Result<(), ServiceError> {
-    let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items).await?;
+    let server_ids: std::collections::HashSet<usize> = chunk.server_ids.iter().copied().collect();
+    let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids).await?;
+    let final_attempt = receive_count >= FINAL_RECEIVE;
+    let (client_chosen, ready): (Vec<bulk::Ready>, Vec<bulk::Ready>) = ready.into_iter().partition(|r| r.client_id);
+    for result in crate::client_ids::create(backend, client_chosen, config).await {
+        if result.status == 503 && !final_attempt {
+            // Redeliver the chunk: what was written is then a duplicate (200), not a double.
+            return Err(ServiceError::Unavailable {
+                component: "dynamodb",
+                message: format!("item {} not written; the chunk will be redelivered", result.index),
+            });
+        }
+        let index = result.index;
+        decided[index] = Some(result);
+    }
     let (placed, writes): (Vec<(usize, Uuid)>, Vec<Write>) =
         ready.into_iter().map(|r| ((r.index, r.id), Write::Put(r.item))).unzip();
     let (outcomes, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
     drop(writes);
-    let final_attempt = receive_count >= FINAL_RECEIVE;
     for ((index, id), outcome) in placed.into_iter().zip(outcomes) {
         decided[index] = Some(match outcome {
             WriteOutcome::Written => ItemResult::ok(index, 201, &id),
@@ -492,7 +528,7 @@ pub async fn results(
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":bound", AttributeValue::N("400".into()));
         }
-        let out = query.send().await.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        let out = query.send().within_deadline().await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
         calls += 1;
         for item in out.items.unwrap_or_default() {
             bytes += crate::ddb::response_bytes(&item);

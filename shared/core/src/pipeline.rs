@@ -2,6 +2,7 @@
 //! processor). Every message ends as a stored event or a stored error record; a message is only
 //! reported failed (to be redelivered) when a write did not go through.
 
+use crate::deadline::WithinDeadline;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use argus_models::error_record::{codes, ErrorRecord};
@@ -19,6 +20,10 @@ use crate::{errors, events, sessions, Backend, ServiceError};
 /// Tenant under which messages that name no valid tenant are recorded. Not a valid tenant id
 /// (leading `_`), so no API key can ever read it; operators find these records in the table.
 pub const UNROUTED_TENANT: &str = "_unrouted";
+
+/// The largest SQS message the pipeline sends (SQS's long-standing 256 KiB; accepted events,
+/// at most 128 KiB of request, stay well under it).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The SQS message body of one accepted event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,10 +49,41 @@ pub async fn enqueue(
     let message =
         QueuedEvent { v: 1, tenant: tenant.to_string(), received_at: time::format(&time::now()), event, payload };
     let body = serde_json::to_string(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    backend.sqs.send_message().queue_url(&backend.queue_url).message_body(body).send().await.map_err(|err| {
-        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "SendMessage failed");
-        ServiceError::Unavailable { component: "queue", message: "the event queue is unavailable, retry later".into() }
-    })?;
+    // SQS refuses a longer message: that is the request's size, not an outage (413, not 503).
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(ServiceError::TooLarge {
+            code: "PAYLOAD_TOO_LARGE",
+            message: format!(
+                "the event is {} bytes as a queue message; the queue takes {MAX_MESSAGE_BYTES}",
+                body.len()
+            ),
+            details: serde_json::Map::from_iter([("max_bytes".to_string(), json!(MAX_MESSAGE_BYTES))]),
+        });
+    }
+    backend
+        .sqs
+        .send_message()
+        .queue_url(&backend.queue_url)
+        .message_body(body)
+        .send()
+        .within_deadline()
+        .await?
+        .map_err(|err| {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "SendMessage failed");
+            // The queue refusing this message's content is the request's fault: retrying fails again.
+            let refused = err.as_service_error().is_some_and(|e| {
+                e.is_invalid_message_contents()
+                    || aws_sdk_sqs::error::ProvideErrorMetadata::code(e) == Some("InvalidParameterValue")
+            });
+            if refused {
+                ServiceError::bad_request("MESSAGE_REFUSED", "the event queue refused this event's content")
+            } else {
+                ServiceError::Unavailable {
+                    component: "queue",
+                    message: "the event queue is unavailable, retry later".into(),
+                }
+            }
+        })?;
     Ok(id)
 }
 

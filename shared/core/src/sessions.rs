@@ -1,5 +1,6 @@
 //! Sessions: create, get, list newest first across write shards.
 
+use crate::deadline::WithinDeadline;
 use argus_models::ids::{new_id, parse_uuid, shard_of};
 use argus_models::session::{NewSession, Session};
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ pub async fn create_with_id(
         let json = serde_json::to_string(metadata).map_err(|e| ServiceError::Internal(e.to_string()))?;
         put = put.item("metadata", s(json));
     }
-    put.send().await.map_err(|e| {
+    put.send().within_deadline().await?.map_err(|e| {
         if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) {
             ServiceError::Conflict {
                 code: "SESSION_EXISTS",
@@ -72,7 +73,8 @@ pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Sessio
         .key(PK, s(session_pk(tenant, &id)))
         .key(SK, s(META))
         .send()
-        .await
+        .within_deadline()
+        .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
     match out.item {
         Some(item) => session_from_item(&item),
