@@ -56,6 +56,8 @@ pub struct Template {
     /// Its logical id (`ArgusTable`).
     pub table_id: String,
     pub queues: Vec<QueueSpec>,
+    /// The API's authorizer cache TTL (`Identity.ReauthorizeEvery`, seconds; 0 = no cache).
+    pub authorizer_ttl_seconds: u64,
     /// Function binary → the batch size of its SQS event source (the processor).
     pub sqs_consumers: BTreeMap<String, (String, i64)>,
 }
@@ -80,6 +82,8 @@ impl Template {
         let global_memory = globals.and_then(|g| g.get("MemorySize")).and_then(Value::as_u64).unwrap_or(128);
         let mut functions = Vec::new();
         let mut routes = Vec::new();
+        // SAM's default when an authorizer sets no ReauthorizeEvery.
+        let mut authorizer_ttl_seconds = 300;
         let mut table = None;
         let mut queues = Vec::new();
         let mut sqs_consumers = BTreeMap::new();
@@ -127,6 +131,14 @@ impl Template {
                         }
                     }
                 }
+                "AWS::Serverless::HttpApi" => {
+                    let authorizers = props.get("Auth").and_then(|a| a.get("Authorizers")).and_then(Value::as_mapping);
+                    if let Some((_, authorizer)) = authorizers.and_then(|a| a.iter().next()) {
+                        if let Some(ttl) = authorizer.get("Identity").and_then(|i| i.get("ReauthorizeEvery")) {
+                            authorizer_ttl_seconds = ttl.as_u64().ok_or("ReauthorizeEvery is not a number")?;
+                        }
+                    }
+                }
                 "AWS::DynamoDB::Table" if table.is_some() => {
                     return Err("template.yaml must define exactly one table".into());
                 }
@@ -150,7 +162,7 @@ impl Template {
             }
         }
         let (table_id, table) = table.ok_or("template.yaml defines no table")?;
-        Ok(Self { routes, functions, table, table_id, queues, sqs_consumers })
+        Ok(Self { routes, functions, table, table_id, queues, authorizer_ttl_seconds, sqs_consumers })
     }
 
     pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
@@ -260,5 +272,6 @@ mod tests {
             && s.actions.contains(&"dynamodb:Query".to_string())
             && s.resources.contains(&"ArgusTable/index/GSI2".to_string())));
         assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 5));
+        assert_eq!(template.authorizer_ttl_seconds, 60);
     }
 }

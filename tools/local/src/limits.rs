@@ -33,6 +33,8 @@ pub enum GatewayAnswer {
     IntegrationTimedOut,
     /// The authorizer failed or timed out.
     AuthorizerFailed,
+    /// The request lacks the authorizer's identity source (the `x-api-key` header).
+    MissingIdentity,
 }
 
 impl GatewayAnswer {
@@ -44,6 +46,7 @@ impl GatewayAnswer {
             | GatewayAnswer::FunctionTimedOut
             | GatewayAnswer::AuthorizerFailed => (500, "Internal Server Error"),
             GatewayAnswer::IntegrationTimedOut => (503, "Service Unavailable"),
+            GatewayAnswer::MissingIdentity => (401, "Unauthorized"),
         }
     }
 }

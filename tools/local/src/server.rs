@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use argus_api::authorizer::{self, API_KEY_HEADER};
+use argus_api::authorizer::{self, AuthDecision, API_KEY_HEADER};
 use argus_api::ApiError;
 use argus_core::Backend;
 use argus_stack::{Provisioned, Route, Template};
@@ -30,13 +30,63 @@ use argus_api::apigw::{http_api_event, match_path, IncomingRequest};
 pub struct LocalApi {
     pub functions: Functions,
     pub routes: Vec<Route>,
+    /// API Gateway's authorizer cache: answers per key, for the template's `ReauthorizeEvery`.
+    authorizer_ttl: std::time::Duration,
+    authorizer_cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, AuthDecision)>>,
 }
+
+/// Entries kept at most in the authorizer cache (a local bound; AWS's is its own).
+const AUTHORIZER_CACHE_ENTRIES: usize = 10_000;
 
 impl LocalApi {
     /// `backend` is the runner's own (unrestricted) access; each function gets its own copy of
     /// it, restricted to its policy (see `functions`).
     pub fn new(backend: &Backend, template: &Template, provisioned: &Provisioned) -> Self {
-        Self { functions: Functions::new(backend, template, provisioned), routes: template.routes.clone() }
+        Self {
+            functions: Functions::new(backend, template, provisioned),
+            routes: template.routes.clone(),
+            authorizer_ttl: std::time::Duration::from_secs(template.authorizer_ttl_seconds),
+            authorizer_cache: Default::default(),
+        }
+    }
+
+    /// The authorizer's answer for `key` as API Gateway gives it: from its cache while fresh,
+    /// else from the authorizer (failures are not cached).
+    async fn authorize_cached(
+        &self,
+        function: &crate::functions::Function,
+        key: &str,
+    ) -> Result<AuthDecision, Response<Full<Bytes>>> {
+        if let Ok(cache) = self.authorizer_cache.lock() {
+            if let Some((at, decision)) = cache.get(key) {
+                if at.elapsed() < self.authorizer_ttl {
+                    return Ok(decision.clone());
+                }
+            }
+        }
+        let authorized =
+            tokio::time::timeout(function.timeout(), authorizer::authorize(&function.backend, Some(key))).await;
+        let decision = match authorized {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(err)) => {
+                // The authorizer Lambda fails: API Gateway answers 500 itself.
+                tracing::error!(error = %err, "authorizer failed");
+                return Err(to_hyper(limits::gateway_answer(limits::GatewayAnswer::AuthorizerFailed)));
+            }
+            Err(_) => {
+                tracing::error!("authorizer timed out");
+                return Err(to_hyper(limits::gateway_answer(limits::GatewayAnswer::AuthorizerFailed)));
+            }
+        };
+        if !self.authorizer_ttl.is_zero() {
+            if let Ok(mut cache) = self.authorizer_cache.lock() {
+                if cache.len() >= AUTHORIZER_CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(key.to_string(), (std::time::Instant::now(), decision.clone()));
+            }
+        }
+        Ok(decision)
     }
 
     /// Answers one request exactly as API Gateway + Lambda would, bar the runner's own limits.
@@ -79,31 +129,17 @@ impl LocalApi {
         };
         let authorizer_context = if route.authorized {
             let key = parts.headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
-            if key.is_none_or(|k| k.trim().is_empty()) {
-                // API Gateway answers a missing identity source itself, without the authorizer.
-                return to_hyper(
-                    ApiError::unauthorized("MISSING_API_KEY", "send your API key in the x-api-key header")
-                        .into_response(),
-                );
+            if key.is_none_or(str::is_empty) {
+                // API Gateway answers a missing (or empty) identity source itself, with its own
+                // body, without invoking the authorizer.
+                return to_hyper(limits::gateway_answer(limits::GatewayAnswer::MissingIdentity));
             }
             let Some(authorizer_function) = self.functions.get(AUTHORIZER_BINARY) else {
                 return to_hyper(ApiError::new(500, "INTERNAL_ERROR", "no authorizer function").into_response());
             };
-            let authorized = tokio::time::timeout(
-                authorizer_function.timeout(),
-                authorizer::authorize(&authorizer_function.backend, key),
-            )
-            .await;
-            let Ok(authorized) = authorized else {
-                tracing::error!("authorizer timed out");
-                return to_hyper(limits::gateway_answer(limits::GatewayAnswer::AuthorizerFailed));
-            };
-            match authorized {
+            match self.authorize_cached(authorizer_function, key.unwrap_or_default()).await {
                 Ok(decision) => Some(authorizer::context(&decision)),
-                Err(err) => {
-                    tracing::error!(error = %err, "authorizer failed");
-                    return to_hyper(ApiError::from(err).into_response());
-                }
+                Err(answer) => return answer,
             }
         } else {
             None
