@@ -149,3 +149,129 @@ async fn job_requests_are_checked_and_scoped() {
         .await;
     assert_envelope(status, &answer, 503, "SERVICE_UNAVAILABLE");
 }
+
+/// Receives `count` chunk messages of the queue and deletes them there (the test delivers them).
+async fn take_chunks(stack: &TestStack, count: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bodies.len() < count && std::time::Instant::now() < deadline {
+        let out = stack
+            .backend
+            .sqs
+            .receive_message()
+            .queue_url(&stack.backend.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for message in out.messages.unwrap_or_default() {
+            stack
+                .backend
+                .sqs
+                .delete_message()
+                .queue_url(&stack.backend.queue_url)
+                .receipt_handle(message.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+            bodies.push(message.body.unwrap());
+        }
+    }
+    assert_eq!(bodies.len(), count);
+    // In chunk order.
+    bodies.sort_by_key(|b| serde_json::from_str::<Value>(b).unwrap()["chunk"].as_u64());
+    bodies
+}
+
+fn sqs_event(bodies: &[String], receive_count: u32) -> SqsEvent {
+    let records: Vec<Value> = bodies.iter().enumerate().map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b, "attributes": {"ApproximateReceiveCount": receive_count.to_string()}, "messageAttributes": {}})).collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+/// Issue 9, defect 2: a chunk whose message is lost (dead-lettered, or never processed) no
+/// longer leaves its job open forever: the scheduled sweeper gives it up (503 per item, counted
+/// once) and the job completes, every item accounted for. A late delivery changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_chunk_is_given_up_by_the_sweeper_and_the_job_completes() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let body = json!({"operation": "create_events", "items": items(&session, 250, 0)});
+    let (status, accepted) = stack.call(Method::POST, "/batch/jobs", Some(&key), Some(body.to_string())).await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = accepted["job_id"].as_str().unwrap().to_string();
+    let chunks = take_chunks(&stack, 3).await;
+    let processor = stack.function_backend("argus-processor");
+    let response = argus_api::processor::handle(&processor, sqs_event(&chunks[..2], 1), None).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let sweeper = stack.functions.function("argus-sweeper").unwrap().clone();
+    let invoke = |event: Value| {
+        let sweeper = sweeper.clone();
+        async move {
+            let deadline = std::time::Instant::now() + sweeper.timeout();
+            argus_api::dispatch::invoke_json("argus-sweeper", &sweeper.backend, &event.to_string(), Some(deadline))
+                .await
+                .unwrap()
+        }
+    };
+    // Not stale yet: the default (13 minutes) leaves it alone.
+    assert_eq!(invoke(json!({})).await["chunks_given_up"], 0);
+    let (_, running) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+    assert_eq!(running["status"], "running");
+
+    let report = invoke(json!({"stale_after_seconds": 0})).await;
+    assert_eq!(
+        (report["chunks_given_up"].as_u64(), report["items_given_up"].as_u64()),
+        (Some(1), Some(50)),
+        "{report}"
+    );
+    let (_, done) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!((done["succeeded"].as_u64(), done["failed"].as_u64()), (Some(200), Some(50)));
+    let failed = stack.all_pages(&format!("/batch/jobs/{job}/results?status=failed"), &key, 100).await;
+    let indexes: Vec<u64> = failed.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (200..250).collect::<Vec<u64>>());
+    assert!(failed.iter().all(|r| r["status"] == 503 && r["error"]["code"] == "RETRY_LATER"));
+
+    // Completed jobs leave the open list; the lost chunk arriving late is counted nowhere.
+    assert_eq!(invoke(json!({"stale_after_seconds": 0})).await["jobs_checked"], 0);
+    let response = argus_api::processor::handle(&processor, sqs_event(&chunks[2..], 5), None).await;
+    assert!(response.batch_item_failures.is_empty());
+    let (_, after) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+    assert_eq!((after["succeeded"].as_u64(), after["failed"].as_u64()), (Some(200), Some(50)));
+}
+
+/// Issue 9, defect 2: the write that completes a job fails after its last chunk was counted.
+/// The chunk's redelivery used to return early (already counted) and leave the job open; it now
+/// completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_completion_write_is_made_by_the_redelivery() {
+    use argus_tests::fault_proxy::{FaultProxy, Faults};
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let body = json!({"operation": "create_events", "items": items(&session, 30, 0)});
+    let (status, accepted) = stack.call(Method::POST, "/batch/jobs", Some(&key), Some(body.to_string())).await;
+    assert_eq!(status, 202);
+    let job = accepted["job_id"].as_str().unwrap().to_string();
+    let chunk = take_chunks(&stack, 1).await;
+
+    let proxy = FaultProxy::start(
+        &std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap(),
+        Faults { always_fail_marker: Some("completed_at = :now".into()), ..Faults::default() },
+    )
+    .await;
+    let mut failing = stack.function_backend("argus-processor");
+    failing.dynamodb = proxy.dynamodb_client();
+    let response = argus_api::processor::handle(&failing, sqs_event(&chunk, 1), None).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "the failed completion fails the message");
+    let (_, counted) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+    assert_eq!((counted["status"].as_str(), counted["succeeded"].as_u64()), (Some("running"), Some(30)));
+
+    let response =
+        argus_api::processor::handle(&stack.function_backend("argus-processor"), sqs_event(&chunk, 2), None).await;
+    assert!(response.batch_item_failures.is_empty());
+    let (_, done) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+    assert_eq!((done["status"].as_str(), done["succeeded"].as_u64()), (Some("completed"), Some(30)));
+}

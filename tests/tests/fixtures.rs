@@ -43,6 +43,7 @@ async fn every_fixture_invokes_its_function() {
     let mut template_functions: BTreeSet<String> = stack.template.routes.iter().map(|r| r.binary.clone()).collect();
     template_functions.extend(stack.template.sqs_consumers.keys().cloned());
     template_functions.insert("argus-authorizer".into());
+    template_functions.extend(stack.template.schedules.keys().cloned());
     for function in &template_functions {
         assert!(functions.contains(function.as_str()), "no fixture for {function}");
     }
@@ -58,6 +59,12 @@ async fn every_fixture_invokes_its_function() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         if let Some(expected_failures) = expect.get("batch_item_failures") {
             assert_eq!(&output["batchItemFailures"], expected_failures, "{file}: {output}");
+            continue;
+        }
+        if let Some(fields) = expect.get("output_fields").and_then(Value::as_array) {
+            for field in fields {
+                assert!(output.get(field.as_str().unwrap()).is_some(), "{file}: no {field} in {output}");
+            }
             continue;
         }
         if let Some(context) = expect.get("context") {

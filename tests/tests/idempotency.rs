@@ -96,7 +96,9 @@ async fn reuse_in_flight_expiry_and_bad_keys() {
     assert_envelope(status, &body, 409, "IDEMPOTENCY_IN_PROGRESS");
     assert_eq!(headers["retry-after"], "1");
 
-    // A crashed holder's lock expires; an expired record (TTL not yet applied) is a new key.
+    // A crashed holder's lock expires, but the key stays its request's: another request is
+    // 422 (the same request takes it over: `a_rerun_after_the_holder_died_creates_nothing_twice`).
+    // An expired record (TTL not yet applied) is a new key.
     for (record_key, locked_until, expires_at) in [("k2", 1u64, 4_000_000_000u64), ("k3", 1, 1)] {
         use aws_sdk_dynamodb::types::AttributeValue;
         let pk = format!("T#acme#IDEM#{}", sha256_hex(record_key));
@@ -120,8 +122,12 @@ async fn reuse_in_flight_expiry_and_bad_keys() {
             .send()
             .await
             .unwrap();
-        let (status, headers, _) =
+        let (status, headers, body) =
             stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, record_key)], None).await;
+        if record_key == "k2" {
+            assert_envelope(status, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+            continue;
+        }
         assert_eq!(status, 201, "{record_key}");
         assert!(headers.get("idempotent-replayed").is_none());
     }
@@ -189,4 +195,99 @@ async fn a_failed_request_gives_its_key_back_on_every_idempotent_route() {
     let (status, _, body) =
         stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "e-1")], Some(event)).await;
     assert_eq!(status, 202, "the key was given back: {body}");
+}
+
+/// Makes the key's record look like its holder died before storing the answer and its lock ran
+/// out: the next request with the key takes it over and runs the work again.
+async fn holder_died(stack: &TestStack, tenant: &str, idempotency_key: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    stack
+        .backend
+        .dynamodb
+        .update_item()
+        .table_name(&stack.backend.table)
+        .key("PK", AttributeValue::S(format!("T#{tenant}#IDEM#{}", sha256_hex(idempotency_key))))
+        .key("SK", AttributeValue::S("#META".into()))
+        .update_expression("SET #state = :running, locked_until = :zero REMOVE body, #status, parts")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":running", AttributeValue::S("in_progress".into()))
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Issue 9, defects 6 and 7: when a keyed request's holder dies after doing its work but before
+/// storing the answer, the rerun after the lock expires must not do the work twice. The ids a
+/// keyed request creates derive from the key, so the rerun finds its own records: one session,
+/// one event, one copy of each bulk item, and the *same* job, continued, with exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_the_holder_died_creates_nothing_twice() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("acme").await;
+
+    let (status, _, first) = stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "s")], None).await;
+    assert_eq!(status, 201);
+    holder_died(&stack, "acme", "s").await;
+    let (status, headers, again) =
+        stack.call_with_headers(Method::POST, "/sessions", &key, &[(KEY_HEADER, "s")], None).await;
+    assert_eq!(status, 201, "{again}");
+    assert!(headers.get("idempotent-replayed").is_none(), "it ran again");
+    assert_eq!(again["id"], first["id"], "the rerun found the session it made");
+    assert_eq!(stack.all_pages("/sessions", &key, 100).await.len(), 1);
+    let session = first["id"].as_str().unwrap().to_string();
+
+    let event = json!({"session_id": session, "category": "c", "name": "n", "data": {"a": 1}, "timestamp": "2021-06-15T00:00:00Z"}).to_string();
+    let (status, _, first) =
+        stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "e")], Some(event.clone())).await;
+    assert_eq!(status, 202);
+    holder_died(&stack, "acme", "e").await;
+    let (status, _, again) =
+        stack.call_with_headers(Method::POST, "/events", &key, &[(KEY_HEADER, "e")], Some(event)).await;
+    assert_eq!((status, &again["id"]), (202, &first["id"]));
+
+    let items: Vec<Value> = (0..30).map(|i| json!({"session_id": session, "category": "bulk", "name": format!("b{i}"), "data": {"i": i}, "timestamp": "2021-06-15T00:00:00Z"})).collect();
+    let (status, _, first) = stack
+        .call_with_headers(Method::POST, "/batch/events", &key, &[(KEY_HEADER, "b")], Some(json!(items).to_string()))
+        .await;
+    assert_eq!(status, 200);
+    holder_died(&stack, "acme", "b").await;
+    let (status, _, again) = stack
+        .call_with_headers(Method::POST, "/batch/events", &key, &[(KEY_HEADER, "b")], Some(json!(items).to_string()))
+        .await;
+    assert_eq!(status, 200);
+    let ids = |report: &Value| -> Vec<Value> {
+        report["results"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect()
+    };
+    assert_eq!(ids(&again), ids(&first), "the rerun wrote the same ids");
+
+    let job_items: Vec<Value> = (0..150).map(|i| json!({"session_id": session, "category": "job", "name": format!("j{i}"), "data": {"i": i}, "timestamp": "2021-06-15T00:00:00Z"})).collect();
+    let job_body = json!({"operation": "create_events", "items": job_items}).to_string();
+    let (status, _, first) =
+        stack.call_with_headers(Method::POST, "/batch/jobs", &key, &[(KEY_HEADER, "j")], Some(job_body.clone())).await;
+    assert_eq!(status, 202);
+    holder_died(&stack, "acme", "j").await;
+    let (status, _, again) =
+        stack.call_with_headers(Method::POST, "/batch/jobs", &key, &[(KEY_HEADER, "j")], Some(job_body)).await;
+    assert_eq!((status, &again["job_id"]), (202, &first["job_id"]), "the same job, continued");
+    let job = first["job_id"].as_str().unwrap().to_string();
+    let done = argus_tests::eventually(60, "the job to complete", || async {
+        let (_, body) = stack.get(&format!("/batch/jobs/{job}"), &key).await;
+        body["completed_at"].is_string().then_some(body)
+    })
+    .await;
+    assert_eq!(
+        (done["total"].as_u64(), done["succeeded"].as_u64(), done["failed"].as_u64()),
+        (Some(150), Some(150), Some(0))
+    );
+
+    argus_tests::eventually(30, "every event stored", || async {
+        let all = stack.all_pages(&format!("/events?session={session}"), &key, 1000).await;
+        (all.len() == 1 + 30 + 150).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let all = stack.all_pages(&format!("/events?session={session}"), &key, 1000).await;
+    assert_eq!(all.len(), 1 + 30 + 150, "nothing created twice");
 }

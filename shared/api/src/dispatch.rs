@@ -33,6 +33,10 @@ pub async fn invoke_json(
         let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
+    if binary == "argus-sweeper" {
+        let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
+        return crate::sweeper::handle(backend, &event, deadline).await;
+    }
     if binary == "argus-processor" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;
         let response = crate::processor::handle(backend, event, deadline).await;

@@ -42,7 +42,10 @@ where
         .map_err(|e| ApiError::from(e).detail("header", HEADER))?
     {
         Begin::Proceed(held) => {
-            let response = work().await.unwrap_or_else(ApiError::into_response);
+            // The ids this request creates derive from the key: a rerun makes the same records.
+            let response = argus_core::keyed_ids::scope(Some(held.seed.clone()), work())
+                .await
+                .unwrap_or_else(ApiError::into_response);
             let status = response.status().as_u16();
             if status >= 500 {
                 // Transient: give the key back so a retry runs again.

@@ -20,6 +20,7 @@ pub mod processor;
 pub mod response;
 pub mod routes;
 pub mod sessions;
+pub mod sweeper;
 pub mod telemetry;
 
 pub use error::ApiError;

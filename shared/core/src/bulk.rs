@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use argus_models::error_record::codes;
 use argus_models::event::{content_violations, EventChanges, EventInput};
-use argus_models::ids::{new_id, parse_uuid};
+use argus_models::ids::parse_uuid;
 use argus_models::{time, FieldError, ValidationError};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use futures::stream::{self, StreamExt};
@@ -221,7 +221,7 @@ pub(crate) async fn prepare_creates(
             }
         }
         let client_id = input.id.is_some() && !server_ids.contains(&index);
-        let id = *input.id.get_or_insert_with(new_id);
+        let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
         ready.push(Ready { index, id, item: events::event_item(tenant, &id, &input, &received_at, &now)?, client_id });
     }
     Ok((results, ready))

@@ -51,6 +51,12 @@ pub async fn get_meta(
     Ok(crate::deadline::bounded(read).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?.item)
 }
 
+/// Strongly consistent read of any item by its full key.
+pub async fn get_item(client: &aws_sdk_dynamodb::Client, table: &str, key: Item) -> Result<Option<Item>, ServiceError> {
+    let read = client.get_item().table_name(table).set_key(Some(key)).consistent_read(true).send();
+    Ok(crate::deadline::bounded(read).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?.item)
+}
+
 /// A newest-first listing over one or more partitions (write shards) of one index.
 #[derive(Debug, Clone)]
 pub struct ListQuery<'a> {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::batch_writer::{write_all, BatchWriterConfig, Write};
 use crate::ddb::{get_meta, get_n, get_opt_s, key, s, Item};
+use crate::keyed_ids::IdSeed;
 use crate::keys::{EXPIRES_AT, META, PK, SK};
 use crate::{Backend, ServiceError};
 
@@ -24,6 +25,10 @@ pub const RETENTION_SECONDS: u64 = 24 * 60 * 60;
 pub const LOCK_SECONDS: u64 = 60;
 /// Body bytes per stored part (items are limited to 400 KB).
 const PART_BYTES: usize = 300 * 1024;
+
+fn now_epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 fn now_epoch() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -63,6 +68,8 @@ pub enum Begin {
 #[derive(Debug)]
 pub struct Held {
     pk: String,
+    /// What the ids this request creates derive from (`keyed_ids`).
+    pub seed: IdSeed,
 }
 
 pub fn validate_key(raw: &str) -> Result<(), ServiceError> {
@@ -83,32 +90,64 @@ pub async fn begin(
 ) -> Result<Begin, ServiceError> {
     validate_key(idempotency_key)?;
     let pk = record_pk(tenant, idempotency_key);
+    let key_hash = pk.rsplit('#').next().unwrap_or_default().to_string();
+    let seed = |taken_ms: u64| IdSeed { tenant: tenant.to_string(), key_hash: key_hash.clone(), taken_ms };
     // Two rounds at most: a record that expired between our put and our read is retried once.
     for _ in 0..2 {
         let now = now_epoch();
-        let put = crate::deadline::bounded(
-            backend
-                .dynamodb
-                .put_item()
-                .table_name(&backend.table)
-                .item(PK, s(&pk))
-                .item(SK, s(META))
-                .item("state", s("in_progress"))
-                .item("fingerprint", s(fingerprint))
-                .item("locked_until", AttributeValue::N((now + LOCK_SECONDS).to_string()))
-                .item(EXPIRES_AT, AttributeValue::N((now + RETENTION_SECONDS).to_string()))
-                .condition_expression(
-                    "attribute_not_exists(PK) OR #expires < :now OR (#state = :running AND locked_until < :now)",
-                )
-                .expression_attribute_names("#expires", EXPIRES_AT)
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .expression_attribute_values(":running", s("in_progress"))
-                .send(),
-        )
-        .await?;
+        let now_ms = now_epoch_ms();
+        // A new key (or one whose record expired): taken now, ids derived from now.
+        let put = backend
+            .dynamodb
+            .put_item()
+            .table_name(&backend.table)
+            .item(PK, s(&pk))
+            .item(SK, s(META))
+            .item("state", s("in_progress"))
+            .item("fingerprint", s(fingerprint))
+            .item("taken_ms", AttributeValue::N(now_ms.to_string()))
+            .item("locked_until", AttributeValue::N((now + LOCK_SECONDS).to_string()))
+            .item(EXPIRES_AT, AttributeValue::N((now + RETENTION_SECONDS).to_string()))
+            .condition_expression("attribute_not_exists(PK) OR #expires < :now")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .within_deadline()
+            .await?;
         match put {
-            Ok(_) => return Ok(Begin::Proceed(Held { pk })),
+            Ok(_) => return Ok(Begin::Proceed(Held { seed: seed(now_ms), pk })),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
+        }
+        // The same request, whose holder's lock expired (it died, or its answer was not stored):
+        // take it over keeping `taken_ms`, so the rerun derives the same ids as the first run.
+        let takeover = backend
+            .dynamodb
+            .update_item()
+            .table_name(&backend.table)
+            .key(PK, s(&pk))
+            .key(SK, s(META))
+            .update_expression("SET locked_until = :lock, taken_ms = if_not_exists(taken_ms, :ms)")
+            .condition_expression(
+                "#state = :running AND locked_until < :now AND fingerprint = :fp AND #expires >= :now",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":running", s("in_progress"))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":lock", AttributeValue::N((now + LOCK_SECONDS).to_string()))
+            .expression_attribute_values(":ms", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":fp", s(fingerprint))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .within_deadline()
+            .await?;
+        match takeover {
+            Ok(out) => {
+                let taken_ms = out.attributes.as_ref().map(|a| get_n(a, "taken_ms")).unwrap_or(now_ms);
+                tracing::warn!(%tenant, "idempotency key taken over after its lock expired; rerunning with the same ids");
+                return Ok(Begin::Proceed(Held { seed: seed(taken_ms), pk }));
+            }
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
         }
@@ -127,7 +166,7 @@ pub async fn begin(
         let body = if parts == 0 {
             get_opt_s(&record, "body").unwrap_or_default().to_string()
         } else {
-            read_parts(backend, &pk).await?
+            read_parts(backend, &pk, parts).await?
         };
         return Ok(Begin::Replay(StoredResponse { status, body }));
     }
@@ -156,7 +195,7 @@ pub async fn complete(backend: &Backend, held: Held, response: &StoredResponse) 
             .iter()
             .enumerate()
             .map(|(n, chunk)| {
-                let mut item: Item = key(held.pk.clone(), &format!("PART#{n:05}"));
+                let mut item: Item = key(held.pk.clone(), &part_sk(n as u64));
                 item.insert("body".into(), s(*chunk));
                 item.insert(EXPIRES_AT.into(), AttributeValue::N((now_epoch() + RETENTION_SECONDS).to_string()));
                 Write::Put(item)
@@ -206,31 +245,20 @@ pub async fn release(backend: &Backend, held: Held) -> Result<(), ServiceError> 
         })
 }
 
-async fn read_parts(backend: &Backend, pk: &str) -> Result<String, ServiceError> {
-    let mut body = String::new();
-    let mut start = None;
-    loop {
-        let out = backend
-            .dynamodb
-            .query()
-            .table_name(&backend.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :part)")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":part", s("PART#"))
-            .consistent_read(true)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .within_deadline()
-            .await?
-            .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-        for item in out.items.unwrap_or_default() {
-            body.push_str(get_opt_s(&item, "body").unwrap_or_default());
-        }
-        match out.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => return Ok(body),
-        }
+/// The stored answer's parts, exactly `parts` of them by key (never "whatever has the
+/// prefix": a part left from an earlier, longer answer must not be appended).
+async fn read_parts(backend: &Backend, pk: &str, parts: u64) -> Result<String, ServiceError> {
+    let keys = (0..parts).map(|n| key(pk.to_string(), &part_sk(n))).collect();
+    let mut found = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, None).await?;
+    if found.len() as u64 != parts {
+        return Err(ServiceError::Unavailable { component: "dynamodb", message: "stored answer incomplete".into() });
     }
+    found.sort_by(|a, b| get_opt_s(a, SK).cmp(&get_opt_s(b, SK)));
+    Ok(found.iter().map(|item| get_opt_s(item, "body").unwrap_or_default()).collect())
+}
+
+fn part_sk(n: u64) -> String {
+    format!("PART#{n:05}")
 }
 
 /// Splits at char boundaries into pieces of at most `max` bytes.

@@ -7,7 +7,7 @@
 //! chunk that brings `chunks_done` to `chunks_total` completes the job.
 
 use crate::deadline::WithinDeadline;
-use argus_models::ids::{new_id, parse_uuid};
+use argus_models::ids::parse_uuid;
 use argus_models::time;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::batch_writer::{write_all, BatchWriterConfig, Write, WriteOutcome};
 use crate::bulk::{self, ItemError, ItemResult};
 use crate::ddb::{get_meta, get_n, get_opt_s, s, Item};
-use crate::keys::{EXPIRES_AT, META, PK, SK};
+use crate::keys::{EXPIRES_AT, GSI1PK, GSI1SK, META, PK, SK};
 use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
 
@@ -42,7 +42,7 @@ pub const OPERATIONS: [&str; 1] = ["create_events"];
 const MAX_RESULT_QUERY_CALLS: usize = 4;
 const MAX_RESULTS_READ_PER_CALL: usize = 1000;
 
-fn job_pk(tenant: &str, id: &Uuid) -> String {
+pub(crate) fn job_pk(tenant: &str, id: &Uuid) -> String {
     format!("T#{tenant}#JOB#{id}")
 }
 
@@ -50,7 +50,7 @@ fn result_sk(index: usize) -> String {
     format!("R#{index:08}")
 }
 
-fn chunk_sk(chunk: usize) -> String {
+pub(crate) fn chunk_sk(chunk: usize) -> String {
     format!("C#{chunk:06}")
 }
 
@@ -136,7 +136,8 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         .map(|(index, item)| match item {
             Value::Object(fields) if !fields.contains_key("id") => {
                 let mut fields = fields.clone();
-                fields.insert("id".into(), json!(new_id()));
+                // Under an Idempotency-Key, derived from it: a rerun assigns the same ids.
+                fields.insert("id".into(), json!(crate::keyed_ids::id_for(index as u64)));
                 assigned.insert(index);
                 Value::Object(fields)
             }
@@ -144,9 +145,11 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         })
         .collect();
     let chunks = chunk_items(&items);
-    let job_id = new_id();
+    let job_id = crate::keyed_ids::id_for(crate::keyed_ids::JOB_ID_POSITION);
     let now = time::format(&time::now());
-    backend
+    let chunk_starts: Vec<AttributeValue> =
+        chunks.iter().map(|(_, start, _)| AttributeValue::N(start.to_string())).collect();
+    let stored = backend
         .dynamodb
         .put_item()
         .table_name(&backend.table)
@@ -154,6 +157,7 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         .item(SK, s(META))
         .item("entity", s("job"))
         .item("job_id", s(job_id.to_string()))
+        .item("tenant_id", s(tenant))
         .item("operation", s(operation))
         .item("status", s("queued"))
         .item("total", AttributeValue::N(items.len().to_string()))
@@ -161,13 +165,28 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         .item("failed", AttributeValue::N("0".into()))
         .item("chunks_total", AttributeValue::N(chunks.len().to_string()))
         .item("chunks_done", AttributeValue::N("0".into()))
+        .item("chunk_starts", AttributeValue::L(chunk_starts))
         .item("created_at", s(&now))
         .item("updated_at", s(&now))
+        // Listed as open until it completes: the sweeper finishes jobs that stall.
+        .item(GSI1PK, s(open_jobs_pk(&job_id)))
+        .item(GSI1SK, s(format!("{now}#{tenant}#{job_id}")))
         .item(EXPIRES_AT, expires_at())
+        .condition_expression("attribute_not_exists(PK)")
         .send()
         .within_deadline()
-        .await?
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        .await?;
+    // The job exists already only when this is a rerun of the same keyed request (its id derives
+    // from the Idempotency-Key): continue that job, sending every chunk again. A chunk is
+    // counted once whatever its deliveries, so chunks the first run sent are harmless.
+    let rerun = match stored {
+        Ok(_) => false,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            tracing::warn!(%tenant, %job_id, "continuing a job created by an earlier run of this request");
+            true
+        }
+        Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
+    };
 
     let messages: Vec<(usize, String)> = chunks
         .iter()
@@ -185,7 +204,7 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         })
         .collect();
     let unsent = send_all(backend, &messages).await;
-    if unsent.len() == messages.len() {
+    if unsent.len() == messages.len() && !rerun {
         let _ = crate::deadline::bounded(
             backend
                 .dynamodb
@@ -202,12 +221,31 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
         });
     }
     // Chunks SQS would not take: their items are recorded as failed (retryable), never lost.
+    // The job exists and some chunks are queued, so the client gets its id whatever happens
+    // here: a chunk not recorded now is finished by the sweeper, and the status tells.
     for (chunk, start, items) in chunks.iter().filter(|(chunk, _, _)| unsent.contains(chunk)) {
-        let results: Vec<ItemResult> =
-            (0..items.len()).map(|i| bulk::retry_later(start + i, "the chunk could not be queued")).collect();
-        commit_chunk(backend, tenant, &job_id, *chunk, &results).await?;
+        let results: Vec<ItemResult> = (0..items.len())
+            .map(|i| with_item_id(bulk::retry_later(start + i, "the chunk could not be queued"), &items[i]))
+            .collect();
+        if let Err(err) = commit_chunk(backend, tenant, &job_id, *chunk, &results).await {
+            tracing::warn!(%job_id, chunk, error = %err, "unqueued chunk not recorded; the sweeper will");
+        }
     }
     Ok(Accepted { job_id, status: "queued", total: items.len(), status_url: format!("/batch/jobs/{job_id}") })
+}
+
+/// A 503 result names the item's id (fixed at job creation), to resend with.
+fn with_item_id(mut result: ItemResult, item: &Value) -> ItemResult {
+    result.id = item.get("id").and_then(Value::as_str).map(str::to_string);
+    result
+}
+
+/// Open jobs are listed in GSI1 under a few shards (job creation is far below one
+/// partition's 1,000 writes/s; shards keep a burst of creates off one partition).
+pub(crate) const OPEN_JOB_SHARDS: u32 = 4;
+
+pub(crate) fn open_jobs_pk(job_id: &Uuid) -> String {
+    format!("OPENJOBS#{:02}", argus_models::ids::shard_of(job_id, OPEN_JOB_SHARDS))
 }
 
 /// (chunk number, index of its first item, its items), by count and serialized size.
@@ -293,7 +331,7 @@ async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize>
 
 /// Stores the chunk's per-item results, then counts the chunk exactly once. Returns false if
 /// the chunk had been counted already (a redelivery).
-async fn commit_chunk(
+pub(crate) async fn commit_chunk(
     backend: &Backend,
     tenant: &str,
     job_id: &Uuid,
@@ -359,6 +397,9 @@ async fn commit_chunk(
                 _ => false,
             });
             if already {
+                // Counted before; its completion write may not have been (it failed, or the
+                // function died): check it now, or the job could stay open forever.
+                complete_if_done(backend, &pk).await?;
                 return Ok(false);
             }
             return Err(ServiceError::from_sdk("dynamodb", err));
@@ -369,7 +410,7 @@ async fn commit_chunk(
 }
 
 /// Sets the final status once every chunk is counted (the counters are final then).
-async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
+pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
     let job = get_meta(&backend.dynamodb, &backend.table, pk.to_string())
         .await?
         .ok_or_else(|| ServiceError::Internal("job vanished".into()))?;
@@ -385,7 +426,7 @@ async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceErro
             .table_name(&backend.table)
             .key(PK, s(pk))
             .key(SK, s(META))
-            .update_expression("SET #status = :status, completed_at = :now, updated_at = :now")
+            .update_expression("SET #status = :status, completed_at = :now, updated_at = :now REMOVE GSI1PK, GSI1SK")
             .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(status))
@@ -408,6 +449,15 @@ pub async fn process_chunk(
     receive_count: u32,
     config: &BatchWriterConfig,
 ) -> Result<(), ServiceError> {
+    // Counted already (a redelivery, or the sweeper gave it up): only make sure the job's
+    // completion was recorded. Writing results now could contradict the counters.
+    let pk = job_pk(&chunk.tenant, &chunk.job_id);
+    if crate::ddb::get_item(&backend.dynamodb, &backend.table, crate::ddb::key(pk.clone(), &chunk_sk(chunk.chunk)))
+        .await?
+        .is_some()
+    {
+        return complete_if_done(backend, &pk).await;
+    }
     let server_ids: std::collections::HashSet<usize> = chunk.server_ids.iter().copied().collect();
     let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids).await?;
     let final_attempt = receive_count >= FINAL_RECEIVE;

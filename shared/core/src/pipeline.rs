@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use argus_models::error_record::{codes, ErrorRecord};
 use argus_models::event::{content_violations, EventInput};
-use argus_models::ids::new_id;
 use argus_models::tenant::validate_tenant_id;
 use argus_models::{time, FieldError};
 use serde::{Deserialize, Serialize};
@@ -45,7 +44,7 @@ pub async fn enqueue(
     mut event: EventInput,
     payload: Value,
 ) -> Result<Uuid, ServiceError> {
-    let id = *event.id.get_or_insert_with(new_id);
+    let id = *event.id.get_or_insert_with(|| crate::keyed_ids::id_for(0));
     let message =
         QueuedEvent { v: 1, tenant: tenant.to_string(), received_at: time::format(&time::now()), event, payload };
     let body = serde_json::to_string(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;

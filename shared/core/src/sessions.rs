@@ -1,7 +1,7 @@
 //! Sessions: create, get, list newest first across write shards.
 
 use crate::deadline::WithinDeadline;
-use argus_models::ids::{new_id, parse_uuid, shard_of};
+use argus_models::ids::{parse_uuid, shard_of};
 use argus_models::session::{NewSession, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -20,7 +20,19 @@ struct ListPosition {
 }
 
 pub async fn create(backend: &Backend, tenant: &str, input: NewSession) -> Result<Session, ServiceError> {
-    create_with_id(backend, tenant, new_id(), input).await
+    // Under an Idempotency-Key the id derives from the key: a rerun finds the session it made.
+    let id = crate::keyed_ids::id_for(0);
+    match create_with_id(backend, tenant, id, input.clone()).await {
+        Err(ServiceError::Conflict { code: "SESSION_EXISTS", .. }) if crate::keyed_ids::is_keyed() => {
+            let existing = get(backend, tenant, &id.to_string()).await?;
+            if existing.metadata == input.metadata {
+                Ok(existing)
+            } else {
+                Err(ServiceError::Internal(format!("keyed session {id} exists with other metadata")))
+            }
+        }
+        other => other,
+    }
 }
 
 /// Creates a session with a given id (imports, fixtures). An existing id is a conflict.

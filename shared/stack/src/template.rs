@@ -58,6 +58,8 @@ pub struct Template {
     pub queues: Vec<QueueSpec>,
     /// The API's authorizer cache TTL (`Identity.ReauthorizeEvery`, seconds; 0 = no cache).
     pub authorizer_ttl_seconds: u64,
+    /// Function binary → how often its `Schedule` event runs it (seconds).
+    pub schedules: BTreeMap<String, u64>,
     /// Function binary → the batch size of its SQS event source (the processor).
     pub sqs_consumers: BTreeMap<String, (String, i64)>,
 }
@@ -87,6 +89,7 @@ impl Template {
         let mut table = None;
         let mut queues = Vec::new();
         let mut sqs_consumers = BTreeMap::new();
+        let mut schedules = BTreeMap::new();
         for (logical_id, resource) in resources {
             let logical_id = logical_id.as_str().ok_or("non-string resource id")?.to_string();
             let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
@@ -121,6 +124,10 @@ impl Template {
                                     binary: binary.clone(),
                                     authorized,
                                 });
+                            }
+                            Some("Schedule") => {
+                                let rate = str_prop(&event_props, "Schedule")?;
+                                schedules.insert(binary.clone(), rate_seconds(&rate)?);
                             }
                             Some("SQS") => {
                                 let queue = ref_target(event_props.get("Queue")).ok_or("SQS event without a queue")?;
@@ -162,7 +169,7 @@ impl Template {
             }
         }
         let (table_id, table) = table.ok_or("template.yaml defines no table")?;
-        Ok(Self { routes, functions, table, table_id, queues, authorizer_ttl_seconds, sqs_consumers })
+        Ok(Self { routes, functions, table, table_id, queues, authorizer_ttl_seconds, schedules, sqs_consumers })
     }
 
     pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
@@ -222,6 +229,23 @@ fn resource_path(value: &Value) -> Option<String> {
     }
 }
 
+/// `rate(1 minute)`, `rate(5 minutes)`, `rate(1 hour)` → seconds (cron is not supported).
+fn rate_seconds(expression: &str) -> Result<u64, String> {
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("unsupported schedule {expression:?}: use rate(...)"))?;
+    let (count, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("bad rate {expression:?}"))?;
+    let count: u64 = count.parse().map_err(|_| format!("bad rate {expression:?}"))?;
+    let unit_seconds = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return Err(format!("bad rate unit in {expression:?}")),
+    };
+    Ok(count * unit_seconds)
+}
+
 fn str_prop(props: &Value, name: &str) -> Result<String, String> {
     props.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("route without {name}"))
 }
@@ -273,5 +297,8 @@ mod tests {
             && s.resources.contains(&"ArgusTable/index/GSI2".to_string())));
         assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 5));
         assert_eq!(template.authorizer_ttl_seconds, 60);
+        assert_eq!(template.schedules.get("argus-sweeper"), Some(&60));
+        assert_eq!(rate_seconds("rate(5 minutes)"), Ok(300));
+        assert!(rate_seconds("cron(0 * * * ? *)").is_err());
     }
 }

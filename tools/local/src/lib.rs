@@ -6,6 +6,7 @@
 pub mod drain;
 pub mod functions;
 pub mod limits;
+pub mod schedule;
 pub mod server;
 pub mod stack;
 

@@ -39,6 +39,12 @@ async fn run() -> Result<(), String> {
         tokio::spawn(consumer.run(backend.clone(), function));
     }
 
+    for (binary, every) in &template.schedules {
+        println!("  running {binary} every {every} s");
+        let function = api.functions.function(binary)?.clone();
+        tokio::spawn(argus_local::schedule::run(function, Duration::from_secs(*every)));
+    }
+
     println!();
     println!("Argus is serving http://{addr}");
     println!("  table {} | queue {}", provisioned.table, backend.queue_url);
