@@ -38,6 +38,11 @@ log "unit and integration tests"
 # The crates have no doctests (nextest would skip them): nextest's summary is the last line.
 cargo nextest run --workspace --no-fail-fast --test-threads "${ARGUS_TEST_THREADS:-4}" "$@"
 if [ "$#" -eq 0 ]; then
+  # Throttling is a normal condition: the integration suite again, every function's DynamoDB
+  # calls through the fault proxy (a steady share throttled, a share of every BatchWriteItem
+  # returned unprocessed). It must pass unchanged.
+  log "integration tests again under steady throttling and UnprocessedItems"
+  ARGUS_TEST_FAULTS=steady cargo nextest run -p argus-tests --no-fail-fast --test-threads "${ARGUS_TEST_THREADS:-4}"
   # Only after the whole suite: a filtered run leaves grants unused.
   log "IAM contract: recorded calls vs template.yaml policies"
   cargo nextest run -p argus-tests --test iam_contract --run-ignored only --no-capture

@@ -27,6 +27,8 @@ pub struct TestStack {
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The steady-faults proxy the functions talk through, when on (`steady_faults`).
+    pub proxy: Option<fault_proxy::FaultProxy>,
 }
 
 /// Endpoints of the emulators, from `ARGUS_TEST_DYNAMODB_ENDPOINT` / `ARGUS_TEST_SQS_ENDPOINT`.
@@ -47,13 +49,39 @@ pub fn test_settings() -> StackSettings {
     }
 }
 
+/// `ARGUS_TEST_FAULTS=steady` (a second pass of `make test`): every function's DynamoDB calls go
+/// through the fault proxy, which throttles a steady share of calls and holds back a share of
+/// every `BatchWriteItem` as `UnprocessedItems`, as AWS does under load. The suite must pass
+/// unchanged: throttling is a normal condition, not a special test.
+pub fn steady_faults() -> Option<fault_proxy::Faults> {
+    match std::env::var("ARGUS_TEST_FAULTS").as_deref() {
+        Ok("steady") => Some(fault_proxy::Faults {
+            seed: std::env::var("ARGUS_TEST_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7),
+            unprocessed_rate: 0.2,
+            throttle_rate: 0.03,
+            ..fault_proxy::Faults::default()
+        }),
+        _ => None,
+    }
+}
+
 impl TestStack {
     pub async fn start() -> Self {
         let settings = test_settings();
         let template = Template::load_repo().expect("template.yaml parses");
         let (backend, provisioned) =
             provision_backend(connect_local(&settings), &template, &settings).await.expect("provisioning");
-        Self::serve(backend, provisioned, template).await
+        let Some(faults) = steady_faults() else {
+            return Self::serve(backend, provisioned, template).await;
+        };
+        let proxy = fault_proxy::FaultProxy::start(&settings.dynamodb_endpoint, faults).await;
+        let mut through_proxy = backend.clone();
+        through_proxy.dynamodb = proxy.dynamodb_client();
+        let mut stack = Self::serve(through_proxy, provisioned, template).await;
+        // The test's own reads and seeding stay direct; the functions go through the faults.
+        stack.backend = backend;
+        stack.proxy = Some(proxy);
+        stack
     }
 
     /// Like `start`, and drains the queue into the processor continuously, as `make dev` does.
@@ -82,6 +110,7 @@ impl TestStack {
             http: reqwest::Client::new(),
             server,
             background: Vec::new(),
+            proxy: None,
         }
     }
 

@@ -350,3 +350,21 @@ async fn concurrent_creates_of_one_client_id_have_one_winner() {
         }
     }
 }
+
+/// `make test` runs the suite a second time with `ARGUS_TEST_FAULTS=steady`: this checks that
+/// the faults are really there in that pass (and absent in the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steady_faults_pass_really_throttles() {
+    let stack = TestStack::start().await;
+    let Some(proxy) = &stack.proxy else {
+        assert!(argus_tests::steady_faults().is_none());
+        return;
+    };
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let items: Vec<Value> = (0..500).map(|i| event(&session, i)).collect();
+    let (status, report) = bulk(&stack, Method::POST, "/batch/events", &key, json!(items)).await;
+    assert_eq!((status, report["succeeded"].as_u64()), (200, Some(500)), "{}", report["failed"]);
+    let stats = proxy.stats();
+    assert!(stats.writes_held_back > 0 && stats.throttles > 0, "faults were injected: {stats:?}");
+}

@@ -145,10 +145,17 @@ impl Consumer {
         Ok(DrainReport { received: messages.len(), deleted, failed: failed.len() })
     }
 
-    /// Drains until the task is dropped.
+    /// Drains until the task is dropped, with `pollers()` receive → invoke → delete loops at
+    /// once, as Lambda's SQS event source mapping runs several pollers (five at first, more as
+    /// the backlog grows): one loop cannot keep up with many concurrent senders.
     pub async fn run(self, poller: Backend, function: Function) {
+        let loops = (0..pollers()).map(|_| self.poll_loop(&poller, &function));
+        futures::future::join_all(loops).await;
+    }
+
+    async fn poll_loop(&self, poller: &Backend, function: &Function) {
         loop {
-            match self.drain_once(&poller, &function, 1).await {
+            match self.drain_once(poller, function, 1).await {
                 Ok(report) if report.received > 0 => {
                     tracing::debug!(?report, "drained");
                 }
@@ -160,6 +167,11 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Concurrent pollers per queue: `ARGUS_DRAIN_POLLERS`, default 5 (Lambda's starting number).
+pub fn pollers() -> usize {
+    std::env::var("ARGUS_DRAIN_POLLERS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(5)
 }
 
 /// Consumers for every SQS event source in the template.
