@@ -4,6 +4,7 @@
 //!
 //!   argus-bench all                  every section (what `make bench` runs)
 //!   argus-bench writer-concurrency   the batch writer at 1–32 calls in flight
+//!   argus-bench sustained            single events at a steady rate (ARGUS_BENCH_SUSTAINED_*)
 //!
 //! Knobs (env): ARGUS_BENCH_EVENTS (10000), ARGUS_BENCH_RUNS (3), ARGUS_BENCH_LATENCY_EVENTS
 //! (1000), ARGUS_BENCH_ASYNC_EVENTS (1000),
@@ -13,6 +14,7 @@
 mod coldstart;
 mod common;
 mod import;
+mod sustained;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,7 +35,17 @@ async fn main() {
     let result = match which.as_str() {
         "all" => all().await,
         "writer-concurrency" => writer_concurrency().await.map(|_| ()),
-        _ => Err("usage: argus-bench [all | writer-concurrency]".to_string()),
+        "sustained" => match Bench::start().await {
+            Ok(bench) => sustained::run(
+                &bench,
+                knob("ARGUS_BENCH_SUSTAINED_RATE", 200),
+                knob("ARGUS_BENCH_SUSTAINED_SECONDS", 20),
+            )
+            .await
+            .map(|_| ()),
+            Err(err) => Err(err),
+        },
+        _ => Err("usage: argus-bench [all | writer-concurrency | sustained]".to_string()),
     };
     if let Err(err) = result {
         eprintln!("argus-bench: {err}");
@@ -116,6 +128,15 @@ async fn all() -> Result<(), String> {
         "async".into(),
         json!({"events": events, "variants": [job.json(), b.json()], "single_over_job": ratio(&b, &job)}),
     );
+
+    let sustained_rate = knob("ARGUS_BENCH_SUSTAINED_RATE", 200);
+    let sustained_seconds = knob("ARGUS_BENCH_SUSTAINED_SECONDS", 20);
+    println!(
+        "\n3b. Single events at a steady {sustained_rate}/s for {sustained_seconds} s (make dev's target: every event stored within 1 s, p95)"
+    );
+    results.insert("sustained".into(), sustained::run(&bench, sustained_rate, sustained_seconds).await?);
+    println!("  16 concurrent clients vs one, until stored: {}x the events/s (target: at least 1x)", ratio(&a, &b));
+    results.insert("concurrent16_over_one".into(), json!(ratio(&a, &b)));
 
     let bin_dir = PathBuf::from(std::env::var("ARGUS_BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
     println!(
