@@ -36,6 +36,9 @@ pub struct Faults {
     pub always_fail_marker: Option<String>,
     /// Added to every call before it is answered (a slow or distant DynamoDB).
     pub latency: std::time::Duration,
+    /// Probability that a `TransactWriteItems` is cancelled with `TransactionConflict` (another
+    /// transaction on one of its items), as DynamoDB does under concurrency.
+    pub transaction_conflict_rate: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +49,7 @@ pub struct FaultStats {
     pub throttles: u64,
     pub server_errors: u64,
     pub forwarded_calls: u64,
+    pub transaction_conflicts: u64,
 }
 
 struct State {
@@ -156,6 +160,37 @@ async fn handle(
         if targeted && faults.throttle_rate > 0.0 && rng.f64() < faults.throttle_rate {
             stats.throttles += 1;
             return error_response(400, "ProvisionedThroughputExceededException", "injected throttle");
+        }
+        if operation == "TransactWriteItems"
+            && faults.transaction_conflict_rate > 0.0
+            && rng.f64() < faults.transaction_conflict_rate
+        {
+            stats.transaction_conflicts += 1;
+            let parts = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["TransactItems"].as_array().map(Vec::len))
+                .unwrap_or(1);
+            let reasons: Vec<Value> = (0..parts)
+                .map(|i| {
+                    if i == 0 {
+                        json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})
+                    } else {
+                        json!({"Code": "None"})
+                    }
+                })
+                .collect();
+            let body = json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]",
+                "CancellationReasons": reasons,
+            })
+            .to_string();
+            return Response::builder()
+                .status(400)
+                .header("content-type", "application/x-amz-json-1.0")
+                .header("x-amzn-errortype", "TransactionCanceledException")
+                .body(Full::new(Bytes::from(body)))
+                .expect("response");
         }
         if targeted && faults.server_error_rate > 0.0 && rng.f64() < faults.server_error_rate {
             stats.server_errors += 1;

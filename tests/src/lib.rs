@@ -59,6 +59,7 @@ pub fn steady_faults() -> Option<fault_proxy::Faults> {
             seed: std::env::var("ARGUS_TEST_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7),
             unprocessed_rate: 0.2,
             throttle_rate: 0.03,
+            transaction_conflict_rate: 0.2,
             ..fault_proxy::Faults::default()
         }),
         _ => None,
@@ -117,6 +118,46 @@ impl TestStack {
     /// The backend `binary` runs with: its policy enforced and its calls recorded.
     pub fn function_backend(&self, binary: &str) -> Backend {
         self.functions.function(binary).expect("a function of template.yaml").backend.clone()
+    }
+
+    /// Creates `items` with `POST /batch/events` as a client should: calls of at most `per_call`
+    /// items, and every 503 (a whole call, or an item, with the id it was given) sent again
+    /// until stored. DynamoDB Local on a loaded 2-core machine may not take a big call before
+    /// the function's deadline; what it could not take comes back 503. Returns ids in order.
+    pub async fn create_all(&self, key: &str, items: &[Value], per_call: usize) -> Vec<String> {
+        let mut ids = vec![String::new(); items.len()];
+        let mut pending: Vec<(usize, Value)> = items.iter().cloned().enumerate().collect();
+        for round in 0..20 {
+            if pending.is_empty() {
+                return ids;
+            }
+            let mut left = Vec::new();
+            for call in pending.chunks(per_call.max(1)) {
+                let body: Vec<&Value> = call.iter().map(|(_, item)| item).collect();
+                let (status, report) = self.post("/batch/events", key, serde_json::json!(body)).await;
+                if status == 503 {
+                    left.extend(call.iter().cloned());
+                    continue;
+                }
+                assert_eq!(status, 200, "round {round}: {report}");
+                for ((index, item), result) in call.iter().zip(report["results"].as_array().expect("results")) {
+                    match result["status"].as_u64() {
+                        Some(200 | 201) => ids[*index] = result["id"].as_str().expect("id").to_string(),
+                        Some(503) => {
+                            let mut item = item.clone();
+                            item["id"] = result["id"].clone();
+                            left.push((*index, item));
+                        }
+                        other => panic!("item {index}: {other:?} {result}"),
+                    }
+                }
+            }
+            pending = left;
+            if !pending.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        panic!("{} items still not stored after 20 rounds", pending.len());
     }
 
     /// A new API key for `tenant`.

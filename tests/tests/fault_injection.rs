@@ -60,7 +60,10 @@ async fn every_item_is_stored_and_reported_or_reported_503_and_absent() {
         backend.writer.max_attempts = if seed % 2 == 1 { 2 } else { 12 };
         backend.writer.base_delay = Duration::from_millis(5);
         backend.writer.max_delay = Duration::from_millis(80);
-        backend.write_budget = Duration::from_secs(10);
+        // Persistent seeds get room to finish on a loaded machine; either way the answer must
+        // come within the budget (plus one answer's margin).
+        let budget = Duration::from_secs(if seed % 2 == 1 { 10 } else { 24 });
+        backend.write_budget = budget;
         let api = TestStack::serve(backend, stack.provisioned.clone(), stack.template.clone()).await;
 
         let items = items(&session, seed);
@@ -69,7 +72,7 @@ async fn every_item_is_stored_and_reported_or_reported_503_and_absent() {
             api.call(Method::POST, "/batch/events", Some(&key), Some(json!(items).to_string())).await;
         let elapsed = started.elapsed();
         assert_eq!(status, 200, "seed {seed}: {report}");
-        assert!(elapsed < Duration::from_secs(12), "seed {seed}: retries ran past the budget ({elapsed:?})");
+        assert!(elapsed < budget + Duration::from_secs(2), "seed {seed}: retries ran past the budget ({elapsed:?})");
 
         let ids = result_ids(&report);
         let stored = stored_ids(&stack, "acme", &ids).await;

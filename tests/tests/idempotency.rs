@@ -291,3 +291,30 @@ async fn a_rerun_after_the_holder_died_creates_nothing_twice() {
     let all = stack.all_pages(&format!("/events?session={session}"), &key, 1000).await;
     assert_eq!(all.len(), 1 + 30 + 150, "nothing created twice");
 }
+
+/// A keyed `POST /batch`: each creating sub-request derives its own ids (never one for all), and
+/// a rerun after the holder died derives the same ones again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_batch_gives_each_sub_request_its_own_ids_and_the_rerun_the_same() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let body = json!({"requests": [
+        {"id": "a", "method": "POST", "path": "/sessions", "body": {"metadata": {"n": 1}}},
+        {"id": "b", "method": "POST", "path": "/sessions", "body": {"metadata": {"n": 2}}}
+    ]})
+    .to_string();
+    let ids = |answer: &Value| -> Vec<Value> {
+        answer["responses"].as_array().unwrap().iter().map(|r| r["body"]["id"].clone()).collect()
+    };
+    let (status, _, first) =
+        stack.call_with_headers(Method::POST, "/batch", &key, &[(KEY_HEADER, "m")], Some(body.clone())).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["responses"].as_array().unwrap().iter().all(|r| r["status"] == 201), "{first}");
+    assert_ne!(ids(&first)[0], ids(&first)[1], "two sessions, two ids");
+    holder_died(&stack, "acme", "m").await;
+    let (status, _, again) =
+        stack.call_with_headers(Method::POST, "/batch", &key, &[(KEY_HEADER, "m")], Some(body)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(ids(&again), ids(&first), "the rerun found both");
+    assert_eq!(stack.all_pages("/sessions", &key, 100).await.len(), 2);
+}

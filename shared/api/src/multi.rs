@@ -341,7 +341,15 @@ async fn execute(
         Some(&json!({ crate::input::CTX_TENANT: tenant })),
     );
     let response = match lambda_http::request::from_str(&event.to_string()) {
-        Ok(req) => crate::dispatch::invoke_http(binary, backend, req).await,
+        // Under an Idempotency-Key each sub-request derives its own ids (from its `id`), so two
+        // creating sub-requests never share one, and a rerun derives the same again.
+        Ok(req) => {
+            argus_core::keyed_ids::scope(
+                argus_core::keyed_ids::child_seed(&request.id),
+                crate::dispatch::invoke_http(binary, backend, req),
+            )
+            .await
+        }
         Err(err) => {
             tracing::error!(error = %err, "sub-request event did not convert");
             None

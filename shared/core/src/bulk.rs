@@ -352,17 +352,47 @@ async fn transact_puts(
     if puts.is_empty() {
         return Ok(());
     }
-    let mut request = backend.dynamodb.transact_write_items();
-    for (position, (_, item)) in puts.iter().enumerate() {
-        let mut put =
-            Put::builder().table_name(&backend.table).set_item(Some(item.clone())).condition_expression(condition);
-        for (_, placeholder, value) in values.iter().filter(|(p, _, _)| *p == position) {
-            put = put.expression_attribute_values(*placeholder, s(value));
+    // Cancelled only by contention (another transaction on an item, throttling): retried with
+    // backoff within the deadline, under one token so a retry of an attempt that landed is a
+    // no-op rather than a condition failure.
+    let token = argus_models::ids::new_id().simple().to_string();
+    let config = crate::batch_writer::BatchWriterConfig::default();
+    let mut attempt = 0u32;
+    let answer = loop {
+        attempt += 1;
+        let mut request = backend.dynamodb.transact_write_items().client_request_token(&token);
+        for (position, (_, item)) in puts.iter().enumerate() {
+            let mut put =
+                Put::builder().table_name(&backend.table).set_item(Some(item.clone())).condition_expression(condition);
+            for (_, placeholder, value) in values.iter().filter(|(p, _, _)| *p == position) {
+                put = put.expression_attribute_values(*placeholder, s(value));
+            }
+            let put = put.build().map_err(|e| ServiceError::Internal(e.to_string()))?;
+            request = request.transact_items(TransactWriteItem::builder().put(put).build());
         }
-        let put = put.build().map_err(|e| ServiceError::Internal(e.to_string()))?;
-        request = request.transact_items(TransactWriteItem::builder().put(put).build());
-    }
-    match crate::deadline::bounded(request.send()).await? {
+        let answer = crate::deadline::bounded(request.send()).await?;
+        let contended = answer.as_ref().err().and_then(|e| e.as_service_error()).is_some_and(|e| match e {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                let reasons = c.cancellation_reasons();
+                !reasons.is_empty()
+                    && reasons.iter().all(|r| {
+                        matches!(
+                            r.code().unwrap_or("None"),
+                            "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                        )
+                    })
+            }
+            _ => false,
+        });
+        if contended
+            && attempt < config.max_attempts
+            && crate::deadline::sleep_within(crate::batch_writer::backoff(&config, attempt)).await
+        {
+            continue;
+        }
+        break answer;
+    };
+    match answer {
         Ok(_) => Ok(()),
         Err(err) => {
             let reasons: Option<Vec<Option<String>>> = err.as_service_error().and_then(|e| match e {

@@ -158,6 +158,13 @@ pub async fn query_sharded_desc(
     table: &str,
     query: &ListQuery<'_>,
 ) -> Result<ShardedPage, ServiceError> {
+    // A cursor below the range's start (a cursor kept while the filter changed): nothing is
+    // left, and DynamoDB would refuse `BETWEEN` with its bounds reversed (a 500, not a page).
+    if let (Some(from), Some(before)) = (&query.sk_from, &query.sk_before) {
+        if from >= before {
+            return Ok(ShardedPage { items: Vec::new(), next_before: None });
+        }
+    }
     let per_shard = query.partitions.iter().map(|pk| query_partition_desc(client, table, query, pk));
     let mut merged: Vec<(String, Item)> = Vec::new();
     // The highest sort key at which a shard stopped reading before it was exhausted.

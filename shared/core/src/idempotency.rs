@@ -127,13 +127,16 @@ pub async fn begin(
             .table_name(&backend.table)
             .key(PK, s(&pk))
             .key(SK, s(META))
-            .update_expression("SET locked_until = :lock, taken_ms = if_not_exists(taken_ms, :ms)")
+            .update_expression(
+                "SET #state = :running, locked_until = :lock, taken_ms = if_not_exists(taken_ms, :ms)",
+            )
             .condition_expression(
-                "#state = :running AND locked_until < :now AND fingerprint = :fp AND #expires >= :now",
+                "(#state = :released OR (#state = :running AND locked_until < :now)) AND fingerprint = :fp AND #expires >= :now",
             )
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":running", s("in_progress"))
+            .expression_attribute_values(":released", s("released"))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":lock", AttributeValue::N((now + LOCK_SECONDS).to_string()))
             .expression_attribute_values(":ms", AttributeValue::N(now_ms.to_string()))
@@ -221,17 +224,21 @@ pub async fn complete(backend: &Backend, held: Held, response: &StoredResponse) 
     Ok(())
 }
 
-/// Gives the key back (the request failed transiently): a retry with it runs again.
+/// Gives the key back (the request failed transiently): a retry of the same request runs again
+/// at once. The record stays, `released`, with its `taken_ms`: a failure may have been ambiguous
+/// (a write cut off at the deadline may have landed), so the retry must derive the same ids.
 pub async fn release(backend: &Backend, held: Held) -> Result<(), ServiceError> {
     backend
         .dynamodb
-        .delete_item()
+        .update_item()
         .table_name(&backend.table)
         .key(PK, s(&held.pk))
         .key(SK, s(META))
+        .update_expression("SET #state = :released")
         .condition_expression("#state = :running")
         .expression_attribute_names("#state", "state")
         .expression_attribute_values(":running", s("in_progress"))
+        .expression_attribute_values(":released", s("released"))
         .send()
         .within_deadline()
         .await?

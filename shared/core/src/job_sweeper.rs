@@ -36,12 +36,20 @@ pub struct SweepReport {
     pub jobs_checked: usize,
     pub chunks_given_up: usize,
     pub items_given_up: usize,
+    /// Jobs whose sweep failed this run (retried on the next).
+    pub jobs_failed: usize,
 }
 
 /// Sweeps the jobs created before `stale_before` (RFC 3339, the format of `created_at`).
 pub async fn sweep(backend: &Backend, stale_before: &str) -> Result<SweepReport, ServiceError> {
     let mut report = SweepReport::default();
-    for shard in 0..OPEN_JOB_SHARDS {
+    // Start at a different shard each run, so one shard's slow jobs cannot starve the others.
+    let first = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        / 60) as u32;
+    for shard in (0..OPEN_JOB_SHARDS).map(|i| (first + i) % OPEN_JOB_SHARDS) {
+        if crate::deadline::expired() {
+            break;
+        }
         let out = backend
             .dynamodb
             .query()
@@ -64,20 +72,39 @@ pub async fn sweep(backend: &Backend, stale_before: &str) -> Result<SweepReport,
                 continue;
             };
             report.jobs_checked += 1;
-            let (chunks, items) = finish(backend, tenant, &job_id).await?;
-            report.chunks_given_up += chunks;
-            report.items_given_up += items;
+            // One job's failure (or running out of time) must not stop the others: the next
+            // run comes back to it.
+            match finish(backend, tenant, &job_id, stale_before).await {
+                Ok((chunks, items)) => {
+                    report.chunks_given_up += chunks;
+                    report.items_given_up += items;
+                }
+                Err(err) => {
+                    tracing::warn!(%tenant, %job_id, error = %err, "job not swept this time");
+                    report.jobs_failed += 1;
+                }
+            }
         }
     }
     Ok(report)
 }
 
 /// Gives up every uncounted chunk of one job, then completes it.
-async fn finish(backend: &Backend, tenant: &str, job_id: &Uuid) -> Result<(usize, usize), ServiceError> {
+async fn finish(
+    backend: &Backend,
+    tenant: &str,
+    job_id: &Uuid,
+    stale_before: &str,
+) -> Result<(usize, usize), ServiceError> {
     let pk = job_pk(tenant, job_id);
     let Some(job) = crate::ddb::get_meta(&backend.dynamodb, &backend.table, pk.clone()).await? else {
         return Ok((0, 0));
     };
+    // Still making progress (a chunk was counted recently, e.g. behind a long backlog): let the
+    // processor finish it. Only a job idle since the cutoff is given up.
+    if get_opt_s(&job, "updated_at").is_some_and(|updated| updated >= stale_before) {
+        return Ok((0, 0));
+    }
     let total = get_n(&job, "total") as usize;
     let starts: Vec<usize> = match job.get("chunk_starts") {
         Some(AttributeValue::L(list)) => {

@@ -203,8 +203,8 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
             (*chunk, serde_json::to_string(&message).unwrap_or_default())
         })
         .collect();
-    let unsent = send_all(backend, &messages).await;
-    if unsent.len() == messages.len() && !rerun {
+    let (unsent, maybe_sent) = send_all(backend, &messages).await;
+    if unsent.len() == messages.len() && !rerun && !maybe_sent {
         let _ = crate::deadline::bounded(
             backend
                 .dynamodb
@@ -269,8 +269,13 @@ fn chunk_items(items: &[Value]) -> Vec<(usize, usize, &[Value])> {
 
 /// Sends messages with SendMessageBatch (10 entries and `SEND_BATCH_BYTES` per call), retrying
 /// every `Failed` entry. Returns the chunk numbers that could not be sent.
-async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize> {
+///
+/// Also returns whether any unsent chunk *may* have been queued after all (a send cut off at
+/// the deadline, or one whose answer was lost): resending such a chunk is harmless (it counts
+/// once), but the job must then not be deleted.
+async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> (Vec<usize>, bool) {
     let mut pending: Vec<&(usize, String)> = messages.iter().collect();
+    let mut maybe_sent = std::collections::HashSet::new();
     let config = BatchWriterConfig::default();
     for attempt in 1..=5u32 {
         let mut failed = Vec::new();
@@ -295,15 +300,17 @@ async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize>
                     SendMessageBatchRequestEntry::builder().id(chunk.to_string()).message_body(body).build().ok()
                 })
                 .collect();
-            // Past the deadline no send starts (those chunks are reported unsent). A send in
-            // flight is not cut off: its chunks may be queued already, and must not be reported
-            // unsent as well (the SDK's attempt timeout bounds it).
-            if crate::deadline::expired() {
+            // Past the deadline no send starts; one in flight is cut off at it.
+            let sent = crate::deadline::bounded(
+                backend.sqs.send_message_batch().queue_url(&backend.queue_url).set_entries(Some(entries)).send(),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                maybe_sent.extend(group.iter().map(|(chunk, _)| *chunk));
                 failed.extend(group);
                 continue;
-            }
-            match backend.sqs.send_message_batch().queue_url(&backend.queue_url).set_entries(Some(entries)).send().await
-            {
+            };
+            match sent {
                 Ok(out) => {
                     for failure in out.failed {
                         tracing::warn!(chunk = %failure.id, code = %failure.code, sender_fault = failure.sender_fault, "chunk not queued");
@@ -314,19 +321,26 @@ async fn send_all(backend: &Backend, messages: &[(usize, String)]) -> Vec<usize>
                 }
                 Err(err) => {
                     tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "SendMessageBatch failed");
+                    // SQS answering an error means not sent; no answer (timeout, lost
+                    // connection) may mean sent.
+                    if !matches!(err, aws_sdk_sqs::error::SdkError::ServiceError(_)) {
+                        maybe_sent.extend(group.iter().map(|(chunk, _)| *chunk));
+                    }
                     failed.extend(group);
                 }
             }
         }
         if failed.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         pending = failed;
         if attempt < 5 && !crate::deadline::sleep_within(crate::batch_writer::backoff(&config, attempt)).await {
             break;
         }
     }
-    pending.iter().map(|(chunk, _)| *chunk).collect()
+    let unsent: Vec<usize> = pending.iter().map(|(chunk, _)| *chunk).collect();
+    let ambiguous = unsent.iter().any(|chunk| maybe_sent.contains(chunk));
+    (unsent, ambiguous)
 }
 
 /// Stores the chunk's per-item results, then counts the chunk exactly once. Returns false if
@@ -378,30 +392,67 @@ pub(crate) async fn commit_chunk(
         .condition_expression("attribute_exists(PK)")
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let committed = crate::deadline::bounded(
-        backend
-            .dynamodb
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build())
-            .transact_items(TransactWriteItem::builder().update(counters).build())
-            .send(),
-    )
-    .await?;
-    match committed {
-        Ok(_) => {}
-        Err(err) => {
-            let already = err.as_service_error().is_some_and(|e| match e {
-                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                    c.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed")
-                }
-                _ => false,
-            });
-            if already {
+    // Every chunk of a job updates the job's one `#META` item, and up to 10 chunks of a job
+    // arrive in one SQS batch: DynamoDB cancels concurrent transactions on one item with
+    // `TransactionConflict` (the SDK does not retry it). Those are retried here, with backoff
+    // and jitter, within the deadline. One token for this commit's attempts (never shared with
+    // another commit of the chunk, whose parameters differ) makes a retry of an attempt that
+    // did land a no-op.
+    let token = argus_models::ids::new_id().simple().to_string();
+    let config = BatchWriterConfig::default();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let committed = crate::deadline::bounded(
+            backend
+                .dynamodb
+                .transact_write_items()
+                .client_request_token(&token)
+                .transact_items(TransactWriteItem::builder().put(marker.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(counters.clone()).build())
+                .send(),
+        )
+        .await?;
+        let err = match committed {
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let reasons: Vec<String> = match err.as_service_error() {
+            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
+                c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect()
+            }
+            _ => Vec::new(),
+        };
+        match (reasons.first().map(String::as_str), reasons.get(1).map(String::as_str)) {
+            (Some("ConditionalCheckFailed"), _) => {
                 // Counted before; its completion write may not have been (it failed, or the
                 // function died): check it now, or the job could stay open forever.
                 complete_if_done(backend, &pk).await?;
                 return Ok(false);
             }
+            (_, Some("ConditionalCheckFailed")) => {
+                // The job itself is gone (expired, or deleted when nothing could be queued):
+                // there is nothing to count into; redelivering cannot help.
+                tracing::error!(%job_id, chunk, "job chunk for a job that does not exist; dropped");
+                return Ok(false);
+            }
+            _ => {}
+        }
+        let contended = !reasons.is_empty()
+            && reasons.iter().all(|r| {
+                matches!(
+                    r.as_str(),
+                    "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                )
+            });
+        let retryable = contended
+            || crate::error::is_transient_sdk_error(&err)
+            || err.as_service_error().is_some_and(|e| e.is_transaction_in_progress_exception());
+        if !retryable
+            || attempt >= config.max_attempts
+            || !crate::deadline::sleep_within(crate::batch_writer::backoff(&config, attempt)).await
+        {
+            tracing::warn!(%job_id, chunk, attempts = attempt, ?reasons, "chunk commit failed");
             return Err(ServiceError::from_sdk("dynamodb", err));
         }
     }

@@ -39,6 +39,16 @@ pub fn id_for(position: u64) -> Uuid {
     SEED.try_with(|seed| derive(seed, position)).unwrap_or_else(|_| argus_models::ids::new_id())
 }
 
+/// The seed of one part of the current keyed request (a `POST /batch` sub-request, by its
+/// id): each part derives its own ids, still the same on a rerun. `None` outside a keyed request.
+pub fn child_seed(part: &str) -> Option<IdSeed> {
+    SEED.try_with(|seed| IdSeed {
+        key_hash: hex::encode(Sha256::digest(format!("{}\n{part}", seed.key_hash).as_bytes())),
+        ..seed.clone()
+    })
+    .ok()
+}
+
 /// Whether ids are derived here (a keyed request).
 pub fn is_keyed() -> bool {
     SEED.try_with(|_| ()).is_ok()
@@ -66,8 +76,18 @@ mod tests {
         assert_eq!(a.get_version_num(), 7);
         let later = IdSeed { taken_ms: seed.taken_ms + 1, ..seed.clone() };
         assert!(derive(&later, 0) > a, "ordered by the time the key was taken");
-        let other_tenant = IdSeed { tenant: "other".into(), ..seed };
+        let other_tenant = IdSeed { tenant: "other".into(), ..seed.clone() };
         assert_ne!(derive(&other_tenant, 0), a);
         assert_ne!(id_for(0), id_for(0), "outside a keyed request: fresh ids");
+        let (a_part, b_part, a_again) = scope(Some(seed.clone()), async {
+            let a = scope(child_seed("a"), async { id_for(0) }).await;
+            let b = scope(child_seed("b"), async { id_for(0) }).await;
+            let a_again = scope(child_seed("a"), async { id_for(0) }).await;
+            (a, b, a_again)
+        })
+        .await;
+        assert_ne!(a_part, b_part, "each part of a request its own ids");
+        assert_eq!(a_part, a_again);
+        assert_eq!(child_seed("a"), None);
     }
 }
