@@ -22,6 +22,7 @@ fn queued(tenant: &str, session: &str, data: Value) -> (String, QueuedEvent) {
         received_at: argus_models::time::format(&argus_models::time::now()),
         event: input,
         payload,
+        client_id: false,
     };
     (id.to_string(), message)
 }
@@ -253,4 +254,33 @@ async fn one_event_twice_in_one_batch_is_stored_once_and_fails_nothing() {
     let mut expected = vec![("DATA_EMPTY", bad_id.as_str()), ("ID_CONFLICT", event_id.as_str())];
     expected.sort();
     assert_eq!(codes, expected, "one record per failed event id");
+}
+
+/// Issue 9, defect 8, on the queue path: two `POST /events` with one client-chosen id and other
+/// content, processed by two concurrent invocations. Each checks the id is free; before, both
+/// wrote and the last silently replaced the first. Now exactly one is stored and the other
+/// becomes an `ID_CONFLICT` error record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_id_in_two_invocations_stores_one_and_records_the_conflict() {
+    let stack = TestStack::start().await;
+    let processor = stack.function_backend("argus-processor");
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let (event_id, mut first) = queued("acme", &session, json!({"v": 1}));
+    first.client_id = true;
+    let mut second = first.clone();
+    second.event.data = json!({"v": 2});
+    let bodies = [serde_json::to_string(&first).unwrap(), serde_json::to_string(&second).unwrap()];
+    let (a, b) = tokio::join!(
+        argus_api::processor::handle(&processor, sqs_event(&[("m1".into(), bodies[0].clone())]), None),
+        argus_api::processor::handle(&processor, sqs_event(&[("m2".into(), bodies[1].clone())]), None),
+    );
+    assert!(failures(&a).is_empty() && failures(&b).is_empty());
+    let (status, stored) = stack.get(&format!("/events/{event_id}"), &key).await;
+    assert_eq!(status, 200);
+    let errors = stack.all_pages("/errors", &key, 10).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["code"], "ID_CONFLICT");
+    let loser = if stored["data"] == json!({"v": 1}) { json!({"v": 2}) } else { json!({"v": 1}) };
+    assert_eq!(errors[0]["payload"]["data"], loser, "the record keeps the content that lost");
 }

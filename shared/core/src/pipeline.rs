@@ -34,6 +34,9 @@ pub struct QueuedEvent {
     pub event: EventInput,
     /// The event as the client sent it, for the error record if it fails.
     pub payload: Value,
+    /// The client chose the id: stored with a conditional create (see `client_ids`).
+    #[serde(default)]
+    pub client_id: bool,
 }
 
 /// Queues one shape-valid event; returns its id. A failed send is `Unavailable` (503): the
@@ -44,9 +47,16 @@ pub async fn enqueue(
     mut event: EventInput,
     payload: Value,
 ) -> Result<Uuid, ServiceError> {
+    let client_id = event.id.is_some();
     let id = *event.id.get_or_insert_with(|| crate::keyed_ids::id_for(0));
-    let message =
-        QueuedEvent { v: 1, tenant: tenant.to_string(), received_at: time::format(&time::now()), event, payload };
+    let message = QueuedEvent {
+        v: 1,
+        tenant: tenant.to_string(),
+        received_at: time::format(&time::now()),
+        event,
+        payload,
+        client_id,
+    };
     let body = serde_json::to_string(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
     // SQS refuses a longer message: that is the request's size, not an outage (413, not 503).
     if body.len() > MAX_MESSAGE_BYTES {
@@ -113,6 +123,8 @@ enum Outcome {
     Duplicate,
     /// Could not be decided now (a read failed): redeliver.
     Retry,
+    /// A client-chosen id: created conditionally, apart from the batch write.
+    Conditional,
 }
 
 pub async fn process(backend: &Backend, all_messages: &[QueueMessage], config: &BatchWriterConfig) -> ProcessReport {
@@ -196,6 +208,31 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
         outcomes.push(outcome);
     }
 
+    // Client-chosen ids are created on condition that the id is free: another invocation
+    // storing the same id with other content must not be silently replaced (nor replace it).
+    let mut conditional = Vec::new();
+    for (index, outcome) in outcomes.iter_mut().enumerate() {
+        let Some(Ok(queued)) = decoded.get(index) else { continue };
+        if !queued.client_id {
+            continue;
+        }
+        if let Outcome::Event(item) = outcome {
+            let id = queued.event.id.unwrap_or_default();
+            conditional.push(crate::bulk::Ready { index, id, item: (**item).clone(), client_id: true });
+            *outcome = Outcome::Conditional;
+        }
+    }
+    let mut conflict_records: Vec<(usize, crate::ddb::Item)> = Vec::new();
+    for result in crate::client_ids::create(backend, conditional, config).await {
+        let index = result.index;
+        match (result.status, decoded.get(index)) {
+            (201, _) => report.events_written += 1,
+            (200, _) => report.duplicates += 1,
+            (409, Some(Ok(queued))) => conflict_records.push((index, id_conflict_record(queued, &now))),
+            _ => report.failed.push(messages[index].message_id.clone()),
+        }
+    }
+
     let mut writes = Vec::new();
     let mut write_of_message = vec![None; messages.len()];
     for (index, outcome) in outcomes.iter().enumerate() {
@@ -206,13 +243,20 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
             }
             Outcome::Duplicate => report.duplicates += 1,
             Outcome::Retry => report.failed.push(messages[index].message_id.clone()),
+            Outcome::Conditional => {}
         }
+    }
+    for (index, item) in conflict_records {
+        write_of_message[index] = Some(writes.len());
+        writes.push(Write::Put(item));
     }
     let (results, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
     for (index, write) in write_of_message.iter().enumerate() {
         let Some(write) = write else { continue };
         if results[*write].is_written() {
             match outcomes[index] {
+                // Its conflict record.
+                Outcome::Conditional => report.errors_recorded += 1,
                 Outcome::Event(_) => report.events_written += 1,
                 _ => report.errors_recorded += 1,
             }
@@ -275,6 +319,28 @@ fn decide(
         },
     };
     Outcome::Error(Box::new(draft.to_item()))
+}
+
+/// The `ID_CONFLICT` record of an event whose client-chosen id another event holds.
+fn id_conflict_record(queued: &QueuedEvent, now: &str) -> crate::ddb::Item {
+    let tenant = queued.tenant.as_str();
+    let id = queued.event.id.unwrap_or_default();
+    let violations =
+        vec![FieldError::new("id", codes::ID_CONFLICT, format!("event {id} already exists with different content"))];
+    ErrorRecordDraft {
+        tenant: tenant.to_string(),
+        record: ErrorRecord {
+            id: errors::error_id_for_event(tenant, &id),
+            event_id: Some(id),
+            session_id: Some(queued.event.session_id),
+            code: codes::ID_CONFLICT.to_string(),
+            message: violations[0].message.clone(),
+            details: errors::violation_details(&violations),
+            payload: queued.payload.clone(),
+            created_at: now.to_string(),
+        },
+    }
+    .to_item()
 }
 
 /// An error record not yet stored.
