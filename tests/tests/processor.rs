@@ -270,6 +270,7 @@ async fn one_client_id_in_two_invocations_stores_one_and_records_the_conflict() 
     first.client_id = true;
     let mut second = first.clone();
     second.event.data = json!({"v": 2});
+    second.payload["data"] = json!({"v": 2});
     let bodies = [serde_json::to_string(&first).unwrap(), serde_json::to_string(&second).unwrap()];
     let (a, b) = tokio::join!(
         argus_api::processor::handle(&processor, sqs_event(&[("m1".into(), bodies[0].clone())]), None),
