@@ -389,3 +389,23 @@ async fn the_steady_faults_pass_really_throttles() {
         "faults were injected: {stats:?}"
     );
 }
+
+/// A bulk report must fit in Lambda's answer: 2,000 items each failing on 40 fields would
+/// report about 8 MB (API Gateway's 500). Past the budget, failures keep index, status and code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_failure_report_is_compacted_to_fit_the_answer() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let changes: serde_json::Map<String, Value> =
+        (0..40).map(|i| (format!("unknown_field_{i:02}"), json!(1))).collect();
+    let items: Vec<Value> =
+        (0..2_000).map(|_| json!({"id": uuid::Uuid::now_v7(), "changes": changes.clone()})).collect();
+    let (status, report) = bulk(&stack, Method::PATCH, "/batch/events", &key, json!({"items": items})).await;
+    assert_eq!(status, 200, "{}", report.to_string().chars().take(300).collect::<String>());
+    assert_eq!(report["failed"], 2_000);
+    assert!(report.to_string().len() < 4 * 1024 * 1024);
+    let first = &report["results"][0];
+    assert_eq!((first["index"].as_u64(), first["status"].as_u64()), (Some(0), Some(400)));
+    assert!(first["error"]["code"].is_string());
+    assert_eq!(first["error"]["details"]["compacted"], true);
+}

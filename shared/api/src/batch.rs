@@ -55,7 +55,7 @@ fn mode_and_items(body: Value, list_field: &str) -> Result<(Mode, Vec<Value>), A
 
 fn report_response(req: &Request, report: BulkReport) -> Response<Body> {
     let report = if query(req, "return").as_deref() == Some("failures") { report.only_failures() } else { report };
-    response::json(200, &report)
+    response::json(200, &report.fit(crate::multi::MAX_ANSWER_BYTES))
 }
 
 fn outcome_response(req: &Request, outcome: BulkOutcome, atomic_status: u16) -> Response<Body> {

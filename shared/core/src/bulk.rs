@@ -113,6 +113,25 @@ impl BulkReport {
         Self { succeeded, failed: results.len() - succeeded, results }
     }
 
+    /// A report must fit in Lambda's 6 MB answer (escaped once more inside it). Past
+    /// `max_bytes`, failed items keep their index, status, id and error code, and lose the
+    /// error's message and details (`details.compacted: true` says so); 10,000 such entries are
+    /// about 1 MB. Without this, 10,000 items each failing on many fields answer tens of MB,
+    /// which API Gateway turns into a 500.
+    pub fn fit(mut self, max_bytes: usize) -> Self {
+        let size = serde_json::to_vec(&self).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size <= max_bytes / 2 {
+            return self;
+        }
+        for result in &mut self.results {
+            if let Some(error) = &mut result.error {
+                error.message = "details omitted: the whole report was too large".into();
+                error.details = Map::from_iter([("compacted".to_string(), json!(true))]);
+            }
+        }
+        self
+    }
+
     /// Keeps only the failed entries (indexes keep their meaning).
     pub fn only_failures(mut self) -> Self {
         self.results.retain(|r| !r.succeeded());
