@@ -5,6 +5,7 @@
 //!   argus-bench all                  every section (what `make bench` runs)
 //!   argus-bench writer-concurrency   the batch writer at 1–32 calls in flight
 //!   argus-bench sustained            single events at a steady rate (ARGUS_BENCH_SUSTAINED_*)
+//!   argus-bench queue                single events until stored: one client vs 16
 //!
 //! Knobs (env): ARGUS_BENCH_EVENTS (10000), ARGUS_BENCH_RUNS (3), ARGUS_BENCH_LATENCY_EVENTS
 //! (1000), ARGUS_BENCH_ASYNC_EVENTS (1000),
@@ -35,6 +36,7 @@ async fn main() {
     let result = match which.as_str() {
         "all" => all().await,
         "writer-concurrency" => writer_concurrency().await.map(|_| ()),
+        "queue" => queue_only().await,
         "sustained" => match Bench::start().await {
             Ok(bench) => sustained::run(
                 &bench,
@@ -45,12 +47,23 @@ async fn main() {
             .map(|_| ()),
             Err(err) => Err(err),
         },
-        _ => Err("usage: argus-bench [all | writer-concurrency | sustained]".to_string()),
+        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained]".to_string()),
     };
     if let Err(err) = result {
         eprintln!("argus-bench: {err}");
         std::process::exit(2);
     }
+}
+
+/// Single events through the queue until stored: one client, then 16 concurrent ones.
+async fn queue_only() -> Result<(), String> {
+    let events = knob("ARGUS_BENCH_ASYNC_EVENTS", 2_000);
+    let bench = Bench::start().await?;
+    let a = measure(&bench, Variant::OneByOne, events, 1, &bench.api_url).await?;
+    let b = measure(&bench, Variant::Concurrent16, events, 1, &bench.api_url).await?;
+    print_rows(&[&a, &b]);
+    println!("  16 concurrent clients vs one, until stored: {}x the events/s (target: at least 1x)", ratio(&a, &b));
+    Ok(())
 }
 
 fn print_rows(rows: &[&Measured]) {
