@@ -18,6 +18,11 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# The Lambda binaries themselves (tests compile their crates as test harnesses, whose `main`
+# is never built): a handler future too deep to lay out fails only here.
+log "cargo build --bins (every Lambda binary)"
+cargo build --workspace --bins --quiet
+
 log "sam validate --lint"
 SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint -t template.yaml
 

@@ -1,4 +1,7 @@
 //! Lambda authorizer for the HTTP API (REQUEST type, simple responses, identity `x-api-key`).
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};

@@ -1,5 +1,8 @@
 //! The batch Lambda: bulk create (BatchWriteItem with unprocessed-item retries, or one
 //! transaction in atomic mode), bulk update, soft delete and restore of events.
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use lambda_http::{run, service_fn, Error, Request};
 

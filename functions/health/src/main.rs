@@ -1,4 +1,7 @@
 //! Lambda for `GET /health` and API Gateway's `$default` route (404/405 with the envelope).
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use lambda_http::{run, service_fn, Error, Request};
 

@@ -1,5 +1,8 @@
 //! SQS-triggered processor (ReportBatchItemFailures): validates queued events and stores them,
 //! or their error records, with the shared batch writer.
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,8 @@
 //! Lambda for `/sessions`. Clients are built once at cold start; each request goes to the
 //! shared handler in `argus-api`.
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use lambda_http::{run, service_fn, Error, Request};
 

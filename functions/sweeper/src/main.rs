@@ -1,5 +1,8 @@
 //! Scheduled (EventBridge, every minute): finishes async batch jobs that stalled, so every job
 //! reaches a final status in bounded time (`argus_core::job_sweeper`).
+// The handler future nests the services' futures (deadline and keyed-id scopes, streams
+// of transactions); its layout needs more than the default query depth in release builds.
+#![recursion_limit = "256"]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

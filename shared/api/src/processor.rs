@@ -23,7 +23,9 @@ pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant
         .collect();
     let config = backend.writer_for(deadline, DEADLINE_RESERVE);
     let work_deadline = deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d));
-    let report = argus_core::deadline::scope(work_deadline, pipeline::process(backend, &messages, &config)).await;
+    // Boxed: keeps the handler future's type shallow (see the functions' recursion_limit).
+    let report =
+        argus_core::deadline::scope(work_deadline, Box::pin(pipeline::process(backend, &messages, &config))).await;
     tracing::info!(
         messages = messages.len(),
         events = report.events_written,
