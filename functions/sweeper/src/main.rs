@@ -4,8 +4,6 @@
 // of transactions); its layout needs more than the default query depth in release builds.
 #![recursion_limit = "256"]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
@@ -15,8 +13,7 @@ async fn main() -> Result<(), Error> {
     let backend = argus_core::Backend::from_lambda_env().await?;
     let backend = &backend;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+        let deadline = argus_api::dispatch::deadline_instant(event.context.deadline);
         argus_api::sweeper::handle(backend, &event.payload, Some(deadline)).await.map_err(Error::from)
     }))
     .await

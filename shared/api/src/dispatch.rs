@@ -63,6 +63,13 @@ pub async fn invoke_json(
     )
 }
 
+/// Lambda's `Context.deadline` (epoch milliseconds) as an `Instant`, so retries stop in time.
+pub fn deadline_instant(deadline_epoch_ms: u64) -> std::time::Instant {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    std::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
+}
+
 /// A Lambda context whose deadline (epoch milliseconds) is `deadline`.
 pub fn context_with_deadline(deadline: std::time::Instant) -> lambda_http::Context {
     let now_ms =

@@ -392,14 +392,7 @@ async fn transact_puts(
         let answer = crate::deadline::bounded(request.send()).await?;
         let contended = answer.as_ref().err().and_then(|e| e.as_service_error()).is_some_and(|e| match e {
             aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                let reasons = c.cancellation_reasons();
-                !reasons.is_empty()
-                    && reasons.iter().all(|r| {
-                        matches!(
-                            r.code().unwrap_or("None"),
-                            "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
-                        )
-                    })
+                crate::error::only_contention(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")))
             }
             _ => false,
         });

@@ -79,6 +79,16 @@ pub fn is_transient_sdk_error<E: ProvideErrorMetadata>(err: &SdkError<E, HttpRes
 }
 
 /// Error codes AWS documents as throttling or transient.
+/// Whether a cancelled transaction's reasons (their codes, `None` for untouched parts) show
+/// only contention: another transaction on an item, or throttling. Retrying can then succeed.
+pub fn only_contention<'a>(reasons: impl IntoIterator<Item = &'a str>) -> bool {
+    let mut any = false;
+    reasons.into_iter().all(|code| {
+        any = true;
+        matches!(code, "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+    }) && any
+}
+
 pub fn is_transient_code(code: &str) -> bool {
     matches!(
         code,

@@ -438,13 +438,7 @@ pub(crate) async fn commit_chunk(
             }
             _ => {}
         }
-        let contended = !reasons.is_empty()
-            && reasons.iter().all(|r| {
-                matches!(
-                    r.as_str(),
-                    "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
-                )
-            });
+        let contended = crate::error::only_contention(reasons.iter().map(String::as_str));
         let retryable = contended
             || crate::error::is_transient_sdk_error(&err)
             || err.as_service_error().is_some_and(|e| e.is_transaction_in_progress_exception());
