@@ -3,13 +3,7 @@
 // of transactions); its layout needs more than the default query depth in release builds.
 #![recursion_limit = "256"]
 
-use lambda_http::{run, service_fn, Error, Request};
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    argus_api::telemetry::init_lambda();
-    let backend = argus_core::Backend::from_lambda_env().await?;
-    let backend = &backend;
-    run(service_fn(move |req: Request| async move { Ok::<_, Error>(argus_api::errors::handle(backend, req).await) }))
-        .await
+async fn main() -> Result<(), lambda_http::Error> {
+    argus_api::lambda::run_http(|backend, req| Box::pin(argus_api::errors::handle(backend, req))).await
 }

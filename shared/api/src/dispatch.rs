@@ -42,25 +42,55 @@ pub async fn invoke_json(
         let response = crate::processor::handle(backend, event, deadline).await;
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
-    let mut request = lambda_http::request::from_str(event).map_err(|e| format!("not an HTTP API event: {e}"))?;
-    if let Some(deadline) = deadline {
-        request = lambda_http::RequestExt::with_lambda_context(request, context_with_deadline(deadline));
-    }
-    let response = invoke_http(binary, backend, request).await.ok_or_else(|| format!("no function {binary}"))?;
-    let (parts, body) = response.into_parts();
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into()))
-        .collect();
-    let body = match body {
-        Body::Text(text) => text,
-        Body::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => String::new(),
+    let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
+    let context = deadline.map(context_with_deadline);
+    invoke_http_event(binary, backend, event, context).await.ok_or_else(|| format!("no function {binary}"))
+}
+
+/// One invocation of an HTTP function as Lambda runs it: the API Gateway event in (made safe
+/// and checked by `ingress`), the payload 2.0 response out. `None` if no HTTP function has that
+/// name.
+pub async fn invoke_http_event(
+    binary: &str,
+    backend: &Backend,
+    event: serde_json::Value,
+    context: Option<lambda_http::Context>,
+) -> Option<serde_json::Value> {
+    let response = match crate::ingress::request_from_event(event) {
+        Ok(mut request) => {
+            if let Some(context) = context {
+                request = lambda_http::RequestExt::with_lambda_context(request, context);
+            }
+            invoke_http(binary, backend, request).await?
+        }
+        Err(err) => err.into_response(),
     };
-    Ok(
-        serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": false}),
-    )
+    Some(response_payload(response))
+}
+
+/// A response in API Gateway's payload 2.0 shape (`statusCode`, `headers`, `body`).
+pub fn response_payload(response: Response<Body>) -> serde_json::Value {
+    use base64::Engine;
+    let (parts, body) = response.into_parts();
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.to_string(), value.into());
+            }
+        }
+    }
+    let (body, base64) = match body {
+        Body::Text(text) => (text, false),
+        Body::Binary(bytes) => (base64::engine::general_purpose::STANDARD.encode(bytes), true),
+        _ => (String::new(), false),
+    };
+    serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": base64})
 }
 
 /// Lambda's `Context.deadline` (epoch milliseconds) as an `Instant`, so retries stop in time.

@@ -16,6 +16,12 @@ use crate::ApiError;
 
 pub const MAX_SUB_REQUESTS: usize = 100;
 const MAX_ID_LEN: usize = 64;
+/// Sub-requests of one batch running at once: each listing fans out to every shard, so this
+/// bounds one batch's concurrent DynamoDB queries (8 × 16 shards × at most 2 pages).
+pub const MAX_CONCURRENT_SUB_REQUESTS: usize = 8;
+/// Items the GET sub-requests of one batch may read together (each listing counts its `limit`,
+/// each single read one): five full pages. One batch cannot take a table's read capacity.
+pub const MAX_BATCH_READ_ITEMS: usize = 5_000;
 
 #[derive(Debug, Clone)]
 struct SubRequest {
@@ -114,6 +120,50 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
         parsed.push(SubRequest { id, method, path, body, depends_on });
     }
     Ok(parsed)
+}
+
+/// Items a sub-request may read: a listing its `limit` (the default page without one, the
+/// largest page when it is a reference or invalid), a single read one, a write none (writes are
+/// bounded by the request's own size).
+fn read_cost(request: &SubRequest) -> usize {
+    use argus_core::page::{DEFAULT_PAGE, MAX_PAGE};
+    if request.method != "GET" {
+        return 0;
+    }
+    let (path, query) = request.path.split_once('?').unwrap_or((request.path.as_str(), ""));
+    let RouteMatch::Found { path: pattern, .. } = match_route("GET", path) else {
+        return 1;
+    };
+    if pattern.ends_with("{id}") {
+        return 1;
+    }
+    match form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "limit") {
+        None => DEFAULT_PAGE,
+        Some((_, value)) => value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).unwrap_or(MAX_PAGE),
+    }
+}
+
+fn check_read_budget(requests: &[SubRequest]) -> Result<(), ApiError> {
+    let costs: Vec<usize> = requests.iter().map(read_cost).collect();
+    let total: usize = costs.iter().sum();
+    if total <= MAX_BATCH_READ_ITEMS {
+        return Ok(());
+    }
+    let costliest: Vec<Value> = requests
+        .iter()
+        .zip(&costs)
+        .filter(|(_, cost)| **cost > 1)
+        .map(|(r, cost)| json!({"id": r.id, "read_items": cost}))
+        .take(10)
+        .collect();
+    Err(ApiError::new(
+        413,
+        "BATCH_TOO_COSTLY",
+        format!("the batch's reads may return {total} items; one batch reads at most {MAX_BATCH_READ_ITEMS}: split it or lower the limits"),
+    )
+    .detail("read_items", total)
+    .detail("max_read_items", MAX_BATCH_READ_ITEMS)
+    .detail("costliest", costliest))
 }
 
 /// Checks dependencies (known, acyclic) and references (only to transitive dependencies) and
@@ -239,19 +289,7 @@ fn substitute(value: &Value, responses: &HashMap<String, SubResponse>) -> Result
             if references.is_empty() {
                 return Ok(value.clone());
             }
-            let resolve = |r: &Reference| -> Result<Value, String> {
-                let mut current =
-                    &responses.get(&r.source).ok_or_else(|| format!("{} has no response", r.source))?.body;
-                for part in &r.path {
-                    current = match current {
-                        Value::Object(map) => map.get(part),
-                        Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
-                        _ => None,
-                    }
-                    .ok_or_else(|| format!("{} is not in the response of {}", r.text, r.source))?;
-                }
-                Ok(current.clone())
-            };
+            let resolve = |r: &Reference| resolve(r, responses);
             if references.len() == 1 && references[0].text == *text {
                 return resolve(&references[0]);
             }
@@ -273,6 +311,51 @@ fn substitute(value: &Value, responses: &HashMap<String, SubResponse>) -> Result
         ),
         other => other.clone(),
     })
+}
+
+/// The path with its references resolved. A value spliced into the path is one path segment,
+/// into the query one parameter value: percent-encoded, so it cannot add segments or parameters.
+fn substitute_path(path: &str, responses: &HashMap<String, SubResponse>) -> Result<String, String> {
+    const COMPONENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let (route, query) = match path.split_once('?') {
+        Some((route, query)) => (route, Some(query)),
+        None => (path, None),
+    };
+    let encode_part = |part: &str| -> Result<String, String> {
+        let mut references = Vec::new();
+        collect_references(&Value::String(part.to_string()), &mut references)?;
+        let mut out = part.to_string();
+        for reference in &references {
+            let value = match resolve(reference, responses)? {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            out =
+                out.replacen(&reference.text, &percent_encoding::utf8_percent_encode(&value, COMPONENT).to_string(), 1);
+        }
+        Ok(out)
+    };
+    let mut resolved = encode_part(route)?;
+    if let Some(query) = query {
+        resolved.push('?');
+        resolved.push_str(&encode_part(query)?);
+    }
+    Ok(resolved)
+}
+
+fn resolve(reference: &Reference, responses: &HashMap<String, SubResponse>) -> Result<Value, String> {
+    let mut current =
+        &responses.get(&reference.source).ok_or_else(|| format!("{} has no response", reference.source))?.body;
+    for part in &reference.path {
+        current = match current {
+            Value::Object(map) => map.get(part),
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        }
+        .ok_or_else(|| format!("{} is not in the response of {}", reference.text, reference.source))?;
+    }
+    Ok(current.clone())
 }
 
 fn envelope(code: &str, message: String, details: Value) -> Value {
@@ -301,11 +384,10 @@ async fn execute(
             }
         }
     }
-    let resolved = substitute(&Value::String(request.path.clone()), responses)
+    let resolved = substitute_path(&request.path, responses)
         .and_then(|path| request.body.as_ref().map(|b| substitute(b, responses)).transpose().map(|body| (path, body)));
     let (path, body) = match resolved {
-        Ok((Value::String(path), body)) => (path, body),
-        Ok((other, body)) => (other.to_string(), body),
+        Ok(resolved) => resolved,
         Err(message) => return respond(400, envelope("UNRESOLVED_REFERENCE", message, json!({}))),
     };
     let (raw_path, raw_query) = path.split_once('?').unwrap_or((path.as_str(), ""));
@@ -340,7 +422,7 @@ async fn execute(
         &params,
         Some(&json!({ crate::input::CTX_TENANT: tenant })),
     );
-    let response = match lambda_http::request::from_str(&event.to_string()) {
+    let response = match crate::ingress::request_from_event(event) {
         // Under an Idempotency-Key each sub-request derives its own ids (from its `id`), so two
         // creating sub-requests never share one, and a rerun derives the same again.
         Ok(req) => {
@@ -350,10 +432,7 @@ async fn execute(
             )
             .await
         }
-        Err(err) => {
-            tracing::error!(error = %err, "sub-request event did not convert");
-            None
-        }
+        Err(err) => return respond(err.status, serde_json::to_value(&*err.envelope).unwrap_or(Value::Null)),
     };
     let Some(response) = response else {
         return respond(500, envelope("INTERNAL_ERROR", "internal error".into(), json!({})));
@@ -371,10 +450,14 @@ async fn execute(
 pub async fn run(backend: &Backend, tenant: &str, body: &Value) -> Result<Vec<SubResponse>, ApiError> {
     let requests = parse(body)?;
     let levels = plan(&requests)?;
+    check_read_budget(&requests)?;
     let mut responses: HashMap<String, SubResponse> = HashMap::new();
     for level in levels {
-        let done =
-            futures::future::join_all(level.iter().map(|&i| execute(backend, tenant, &requests[i], &responses))).await;
+        use futures::StreamExt;
+        // Collected first: a lazy `map` in the stream's state is not `Send` for every lifetime.
+        let pending: Vec<_> = level.iter().map(|&i| execute(backend, tenant, &requests[i], &responses)).collect();
+        let done: Vec<SubResponse> =
+            futures::stream::iter(pending).buffer_unordered(MAX_CONCURRENT_SUB_REQUESTS).collect().await;
         for response in done {
             responses.insert(response.id.clone(), response);
         }

@@ -388,3 +388,50 @@ fn decode(message: &QueueMessage, now: &str) -> Result<QueuedEvent, Box<ErrorRec
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argus_models::validation::MAX_JSON_DEPTH;
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!("leaf");
+        for i in 0..levels {
+            value = if i % 2 == 0 { json!([value]) } else { json!({ "k": value }) };
+        }
+        value
+    }
+
+    fn client_event(data: Value) -> Value {
+        json!({
+            "session_id": "0190f0a2-5f5e-7c3a-9a1b-2c3d4e5f6a7b", "category": "c", "name": "n",
+            "timestamp": "2026-01-01T00:00:00Z", "data": {"deep": data.clone()},
+            "metadata": {"deep": data.clone()}, "unknown_field": {"deep": data},
+        })
+    }
+
+    /// The API accepts an event only if the processor can read the message it becomes: one depth
+    /// limit at the edge, and every wrapper around it within the JSON parser's own limit.
+    #[test]
+    fn the_deepest_accepted_event_is_a_message_the_processor_reads() {
+        let payload = client_event(nested(MAX_JSON_DEPTH - 1));
+        let mut event = EventInput::parse(&payload).expect("the deepest event is accepted");
+        event.id = Some(Uuid::nil());
+        let message = QueuedEvent {
+            v: 1,
+            tenant: "t1".into(),
+            received_at: time::format(&time::now()),
+            event,
+            payload: payload.clone(),
+            client_id: false,
+        };
+        let body = serde_json::to_string(&message).unwrap();
+        let decoded = decode(&QueueMessage { message_id: "m".into(), body, receive_count: 1 }, "now")
+            .unwrap_or_else(|draft| panic!("not readable: {}", draft.record.message));
+        assert_eq!(decoded.payload, payload);
+
+        let refused = EventInput::parse(&client_event(nested(MAX_JSON_DEPTH))).unwrap_err();
+        let fields: Vec<_> = refused.errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+        assert_eq!(fields, [("data", "TOO_DEEP"), ("metadata", "TOO_DEEP"), ("unknown_field", "TOO_DEEP")]);
+    }
+}

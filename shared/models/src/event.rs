@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::ids::parse_uuid;
-use crate::validation::{json_type_name, FieldError, ValidationError};
+use crate::validation::{check_depth, json_type_name, FieldError, ValidationError};
 
 pub const MAX_CATEGORY_LEN: usize = 50;
 pub const MAX_NAME_LEN: usize = 150;
@@ -74,6 +74,8 @@ impl EventInput {
             .into());
         };
         let mut errors = ValidationError::default();
+        // Every field, unknown ones too: the whole event travels in the queue message.
+        check_depths(fields, &mut errors);
 
         let id = match fields.get("id") {
             None | Some(Value::Null) => None,
@@ -192,6 +194,7 @@ impl EventChanges {
             .into());
         };
         let mut errors = ValidationError::default();
+        check_depths(fields, &mut errors);
         for key in fields.keys() {
             if !CHANGEABLE.contains(&key.as_str()) {
                 errors.push(FieldError::new(
@@ -325,6 +328,14 @@ fn bounded_string(
         Some(other) => {
             errors.push(type_error(field, "a string", other));
             None
+        }
+    }
+}
+
+fn check_depths(fields: &Map<String, Value>, errors: &mut ValidationError) {
+    for (key, value) in fields {
+        if let Err(err) = check_depth(key, value) {
+            errors.push(err);
         }
     }
 }

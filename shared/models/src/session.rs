@@ -41,6 +41,9 @@ impl NewSession {
         let metadata = match fields.remove("metadata") {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => {
+                if let Err(err) = crate::validation::check_depth("metadata", &Value::Object(map.clone())) {
+                    errors.push(err);
+                }
                 let size = serde_json::to_string(&map).map(|s| s.len()).unwrap_or(usize::MAX);
                 if size > MAX_SESSION_METADATA_BYTES {
                     errors.push(FieldError::new(

@@ -1,7 +1,7 @@
 //! Timestamps: always written as RFC 3339 UTC with a `Z`, millisecond precision, so that the
 //! string order is the time order (they are used in sort keys).
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 
 use crate::validation::FieldError;
 
@@ -14,9 +14,31 @@ pub fn format(ts: &DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Earliest and latest instants accepted: years 0001 to 9999 in UTC, the range in which the
+/// stored form is RFC 3339 and fixed width (so sort keys keep time order).
+pub const EARLIEST: &str = "0001-01-01T00:00:00.000Z";
+pub const LATEST: &str = "9999-12-31T23:59:59.999Z";
+
 /// Accepts RFC 3339 with any offset, or the_eye's `2021-06-15 00:00:00` / ISO without offset
-/// (read as UTC), with optional fractional seconds.
+/// (read as UTC), with optional fractional seconds; in UTC between [`EARLIEST`] and [`LATEST`].
+/// A leap second (`23:59:60`) is kept as the last millisecond before it (`23:59:59.999`): the
+/// stored form has no second 60, and the order against its neighbours is kept.
 pub fn parse(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
+    let ts = parse_any_year(field, raw)?;
+    if !(1..=9999).contains(&ts.year()) {
+        return Err(FieldError::new(
+            field,
+            "INVALID_TIMESTAMP",
+            format!("must be between {EARLIEST} and {LATEST} (in UTC)"),
+        ));
+    }
+    if ts.nanosecond() >= 1_000_000_000 {
+        return Ok(ts.with_nanosecond(999_000_000).unwrap_or(ts));
+    }
+    Ok(ts)
+}
+
+fn parse_any_year(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
     let invalid = || {
         FieldError::new(
             field,
@@ -62,6 +84,32 @@ mod tests {
         for raw in ["", "yesterday", "2021-13-01 00:00:00", "2021-06-15", "2021-06-15T25:00:00Z"] {
             assert_eq!(parse("timestamp", raw).unwrap_err().code, "INVALID_TIMESTAMP", "{raw}");
         }
+    }
+
+    #[test]
+    fn years_outside_0001_to_9999_are_refused_and_the_edges_kept() {
+        for raw in [
+            "0000-01-01T00:00:00+01:00",
+            "0000-12-31T23:59:59Z",
+            "-262143-01-01 00:00:00",
+            "+10000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-01:00",
+            "0001-01-01T00:30:00+01:00",
+        ] {
+            assert_eq!(parse("timestamp", raw).map(|t| format(&t)).unwrap_err().code, "INVALID_TIMESTAMP", "{raw}");
+        }
+        assert_eq!(format(&parse("t", "0001-01-01T00:00:00Z").unwrap()), EARLIEST);
+        assert_eq!(format(&parse("t", "9999-12-31T23:59:59.999999Z").unwrap()), LATEST);
+        assert_eq!(format(&parse("t", "9999-12-31 23:59:59").unwrap()).len(), EARLIEST.len());
+    }
+
+    #[test]
+    fn a_leap_second_is_the_last_millisecond_before_it() {
+        let leap = parse("t", "2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(format(&leap), "2016-12-31T23:59:59.999Z");
+        assert!(format(&parse("t", "2016-12-31T23:59:59.5Z").unwrap()) < format(&leap));
+        assert!(format(&leap) < format(&parse("t", "2017-01-01T00:00:00Z").unwrap()));
+        assert_eq!(format(&parse("t", "2016-12-31 23:59:60.5").unwrap()), "2016-12-31T23:59:59.999Z");
     }
 
     #[test]

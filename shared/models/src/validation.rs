@@ -85,3 +85,61 @@ pub fn json_type_name(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+/// Deepest nesting of objects and arrays accepted in a client's JSON value (`data`,
+/// `metadata`). One limit, checked where the value is accepted, far enough below the JSON
+/// parsers' own limit (128) that every message and record wrapping such a value stays readable.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Levels of nesting: a scalar is 0, `{}` and `[]` are 1, `{"a": []}` is 2.
+pub fn json_depth(value: &Value) -> usize {
+    // Iterative: depth is what is being measured, so it must not be what limits the measuring.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
+/// `TOO_DEEP` when `value` nests deeper than [`MAX_JSON_DEPTH`].
+pub fn check_depth(field: &str, value: &Value) -> Result<(), FieldError> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(FieldError::new(
+            field,
+            "TOO_DEEP",
+            format!("{field} nests {depth} levels of objects and arrays; the limit is {MAX_JSON_DEPTH}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(1);
+        for i in 0..levels {
+            value = if i % 2 == 0 { json!([value]) } else { json!({ "k": value }) };
+        }
+        value
+    }
+
+    #[test]
+    fn depth_counts_objects_and_arrays() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({})), 1);
+        assert_eq!(json_depth(&json!({"a": [], "b": {"c": [1]}})), 3);
+        assert_eq!(json_depth(&nested(64)), 64);
+        assert!(check_depth("data", &nested(64)).is_ok());
+        assert_eq!(check_depth("data", &nested(65)).unwrap_err().code, "TOO_DEEP");
+    }
+}

@@ -14,6 +14,11 @@ pub const MAX_HTTP_API_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// Lambda's synchronous invocation payload limit (request event and response, each).
 pub const MAX_INVOKE_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 pub const MAX_RESPONSE_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// HTTP API's limit on the request line and header values together.
+pub const MAX_REQUEST_LINE_AND_HEADER_BYTES: usize = 10_240;
+/// Longest path + query the runner forwards (the functions refuse longer ones too: `ingress`).
+pub const MAX_URI_BYTES: usize = argus_api::ingress::MAX_URI_BYTES;
+
 /// HTTP API's maximum integration timeout.
 pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,6 +66,34 @@ pub fn gateway_answer(answer: GatewayAnswer) -> Response<Body> {
         lambda_http::http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// API Gateway's request-size limits before any routing: an over-long URI is a 414, request
+/// line and headers over their limit a 431, both with the envelope.
+pub fn check_request_line_and_headers(parts: &lambda_http::http::request::Parts) -> Result<(), argus_api::ApiError> {
+    let uri_bytes = parts.uri.path().len() + parts.uri.query().map_or(0, str::len);
+    if uri_bytes > MAX_URI_BYTES {
+        return Err(argus_api::ApiError::new(
+            414,
+            "URI_TOO_LONG",
+            format!("path and query are {uri_bytes} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .detail("max_bytes", MAX_URI_BYTES));
+    }
+    let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + 10;
+    let headers: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if request_line + headers > MAX_REQUEST_LINE_AND_HEADER_BYTES {
+        return Err(argus_api::ApiError::new(
+            431,
+            "HEADERS_TOO_LARGE",
+            format!(
+                "request line and headers are {} bytes; the limit is {MAX_REQUEST_LINE_AND_HEADER_BYTES}",
+                request_line + headers
+            ),
+        )
+        .detail("max_bytes", MAX_REQUEST_LINE_AND_HEADER_BYTES));
+    }
+    Ok(())
 }
 
 /// The Lambda context of one invocation of `function`: its deadline is now + `Timeout`.

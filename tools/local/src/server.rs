@@ -103,6 +103,9 @@ impl LocalApi {
                 );
             }
         };
+        if let Err(err) = limits::check_request_line_and_headers(&parts) {
+            return to_hyper(err.into_response());
+        }
         let method = parts.method.as_str();
         let path = parts.uri.path();
         let incoming = IncomingRequest {
@@ -128,7 +131,8 @@ impl LocalApi {
             },
         };
         let authorizer_context = if route.authorized {
-            let key = parts.headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
+            let key = identity_source(&parts.headers);
+            let key = key.as_deref();
             if key.is_none_or(str::is_empty) {
                 // API Gateway answers a missing (or empty) identity source itself, with its own
                 // body, without invoking the authorizer.
@@ -155,12 +159,10 @@ impl LocalApi {
         if event_text.len() > limits::MAX_INVOKE_PAYLOAD_BYTES {
             return to_hyper(limits::gateway_answer(limits::GatewayAnswer::RequestTooLarge));
         }
-        let lambda_request = match lambda_http::request::from_str(&event_text) {
+        // As the function's Lambda loop does (`argus_api::lambda`): through `ingress`.
+        let lambda_request = match argus_api::ingress::request_from_event(event) {
             Ok(req) => req,
-            Err(err) => {
-                tracing::error!(error = %err, "event did not convert");
-                return to_hyper(ApiError::new(500, "INTERNAL_ERROR", "internal error").into_response());
-            }
+            Err(err) => return to_hyper(err.into_response()),
         };
         let started = std::time::Instant::now();
         let answer = limits::invoke_within_limits(function, |context| {
@@ -182,6 +184,22 @@ impl LocalApi {
         tracing::debug!(%route_key, function = %route.binary, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         to_hyper(response)
     }
+}
+
+/// The identity source as API Gateway passes it: repeated headers joined by commas.
+fn identity_source(headers: &hyper::HeaderMap) -> Option<String> {
+    let mut joined: Option<String> = None;
+    for value in headers.get_all(API_KEY_HEADER) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        match joined.as_mut() {
+            Some(existing) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            None => joined = Some(value.into_owned()),
+        }
+    }
+    joined
 }
 
 enum BodyError {
@@ -243,7 +261,11 @@ pub async fn serve(listener: TcpListener, api: Arc<LocalApi>) {
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
             });
-            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            // Room above API Gateway's header limit, so that `limits` answers it (with the
+            // envelope) rather than hyper (with an empty body).
+            let mut builder = http1::Builder::new();
+            builder.max_buf_size(1024 * 1024).max_headers(1000);
+            if let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
