@@ -516,3 +516,109 @@ async fn an_event_too_long_for_the_queue_is_413_not_503() {
     assert_eq!((api.status, api.envelope.error.code.as_str()), (413, "PAYLOAD_TOO_LARGE"));
     assert_eq!(stack.queue_depth().await, 0, "nothing was queued");
 }
+
+fn nested(levels: usize) -> Value {
+    let mut value = json!("leaf");
+    for i in 0..levels {
+        value = if i % 2 == 0 { json!([value]) } else { json!({ "k": value }) };
+    }
+    value
+}
+
+/// Issue 10: an accepted event is never lost to depth. The deepest `data` accepted (64 levels)
+/// is stored and read back intact, single and bulk; one level more is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deepest_accepted_data_is_stored_and_deeper_is_refused_at_the_edge() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("deep").await;
+    let session = stack.session(&key).await;
+    let limit = argus_models::validation::MAX_JSON_DEPTH;
+    let mut deepest = event(&session, "c", "deep", "2021-06-15 00:00:00");
+    deepest["data"] = json!({"d": nested(limit - 1)});
+    let (status, accepted) = stack.post("/events", &key, deepest.clone()).await;
+    assert_eq!(status, 202, "{accepted}");
+    let stored = stored_event(&stack, &key, accepted["id"].as_str().unwrap()).await;
+    assert_eq!(stored["data"], deepest["data"]);
+
+    let mut deeper = deepest.clone();
+    deeper["data"] = json!({"d": nested(limit)});
+    let (status, body) = stack.post("/events", &key, deeper.clone()).await;
+    let details = assert_envelope(status, &body, 400, "VALIDATION_FAILED");
+    assert_eq!(details["fields"][0]["code"], "TOO_DEEP");
+    assert_eq!(details["field"], "data");
+    // An unknown field travels in the queue message too: the same limit applies to it.
+    let mut hidden = deepest.clone();
+    hidden["extra"] = json!({"d": nested(limit)});
+    let (status, body) = stack.post("/events", &key, hidden).await;
+    assert_eq!(assert_envelope(status, &body, 400, "VALIDATION_FAILED")["field"], "extra");
+
+    let (status, bulk) = stack.post("/batch/events", &key, json!({"items": [deepest, deeper]})).await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(bulk["results"][0]["status"], 201, "{bulk}");
+    assert_eq!(bulk["results"][1]["status"], 400, "{bulk}");
+    assert_eq!(bulk["results"][1]["error"]["details"]["fields"][0]["code"], "TOO_DEEP", "{bulk}");
+}
+
+/// Issue 10: timestamps outside years 0001-9999 (UTC) are refused; a leap second is stored as
+/// the last millisecond before it, in the fixed-width form, and the event stays changeable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_outside_the_fixed_width_range_are_refused_and_leap_seconds_kept_in_order() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("clock").await;
+    let session = stack.session(&key).await;
+    for timestamp in ["0000-01-01T00:00:00+01:00", "-262143-01-01 00:00:00", "+10000-01-01T00:00:00Z"] {
+        let (status, body) = stack.post("/events", &key, event(&session, "c", "n", timestamp)).await;
+        let details = assert_envelope(status, &body, 400, "VALIDATION_FAILED");
+        assert_eq!(details["fields"][0]["code"], "INVALID_TIMESTAMP", "{timestamp}");
+        let (status, body) = stack.get(&format!("/events?timestamp__gte={timestamp}"), &key).await;
+        assert!(status == 400, "{timestamp} as a filter: {status} {body}");
+    }
+    let (status, accepted) = stack.post("/events", &key, event(&session, "c", "n", "2016-12-31T23:59:60Z")).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    assert_eq!(stored_event(&stack, &key, id).await["timestamp"], "2016-12-31T23:59:59.999Z");
+    let (status, changed) =
+        stack.call(Method::PATCH, &format!("/events/{id}"), Some(&key), Some(json!({"name": "m"}).to_string())).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["timestamp"], "2016-12-31T23:59:59.999Z");
+}
+
+/// Issue 10: what the README promises of `data`'s round trip, checked as stored and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_round_trips_as_documented() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("numbers").await;
+    let session = stack.session(&key).await;
+    let sent = format!(
+        r#"{{"session_id":"{session}","category":"c","name":"n","timestamp":"2021-06-15 00:00:00","data":{{"z":1,"a":{{"big":123456789012345678901234567890,"dec":0.1000000000000000055511151231257827,"neg0":-0,"int":9007199254740993,"u64":18446744073709551615,"i64":-9223372036854775808,"exp":1e3,"f":1.50,"tiny":1e-400,"s":"\u00e9\/","dup":1,"dup":2}}}}}}"#
+    );
+    let (status, accepted) = stack.call(Method::POST, "/events", Some(&key), Some(sent)).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    stored_event(&stack, &key, id).await;
+    // The answer's own bytes, not a re-serialisation by this test.
+    let text = stack
+        .http
+        .get(format!("{}/events/{id}", stack.base_url))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = text.split_once(r#""data":"#).map(|(_, rest)| rest).unwrap_or_default();
+    assert_eq!(
+        &data[..data.find(r#","timestamp":"#).unwrap_or(data.len())],
+        r#"{"z":1,"a":{"big":1.2345678901234568e+29,"dec":0.1,"neg0":-0.0,"int":9007199254740993,"u64":18446744073709551615,"i64":-9223372036854775808,"exp":1000.0,"f":1.5,"tiny":0.0,"s":"é/","dup":2}}"#
+    );
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            "/events",
+            Some(&key),
+            Some(format!(r#"{{"session_id":"{session}","category":"c","name":"n","timestamp":"2021-06-15 00:00:00","data":{{"h":1e400}}}}"#)),
+        )
+        .await;
+    assert_envelope(status, &body, 400, "MALFORMED_JSON");
+}

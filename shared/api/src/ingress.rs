@@ -275,6 +275,25 @@ mod tests {
         }
     }
 
+    /// Random strings from an alphabet of URI-breaking characters, in every place at once.
+    #[test]
+    fn random_hostile_events_convert_or_answer_4xx() {
+        let alphabet: Vec<char> = " \"<>\\^`{}|#?%/.:@[]\n\r\t\u{0}\u{7f}aZ9-_~=&+é💥".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(10);
+        let mut text = |max: usize| -> String {
+            let len = rng.usize(0..max);
+            (0..len).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect()
+        };
+        for _ in 0..5_000 {
+            let mut case = event(&text(40), &text(40), json!({"host": text(12), "x-forwarded-proto": text(6)}));
+            case["requestContext"]["domainName"] = json!(text(12));
+            case["requestContext"]["stage"] = json!(text(6));
+            if let Err(err) = request_from_event(case) {
+                assert!((400..500).contains(&err.status));
+            }
+        }
+    }
+
     #[test]
     fn hostile_values_are_encoded_not_lost() {
         let req = request_from_event(event("/sessions/a b\"<", "cursor=x y&limit=1", json!({"host": "a b"}))).unwrap();

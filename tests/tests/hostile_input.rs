@@ -1,0 +1,231 @@
+//! Hostile input through the whole stack: every route with hostile paths, queries and headers
+//! (sent raw, as a client can, not as a polite HTTP library would encode them), `POST /batch`
+//! sub-requests that are not valid URIs, and the request-level rules (one API key, JSON bodies,
+//! one value per query parameter, the gateway's size limits). Never a 5xx, always the envelope.
+
+use std::io::{Read, Write};
+
+use argus_api::routes::ROUTES;
+use argus_tests::{assert_envelope, Method, TestStack};
+use serde_json::{json, Value};
+
+/// Sends `request` as raw bytes and returns the status and the body (JSON, or `Null`).
+fn raw(base_url: &str, request: &[u8]) -> (u16, Value) {
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        out.push_str("host: 127.0.0.1\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// Never a 5xx; an error from Argus carries the envelope. (A target the HTTP parser itself
+/// cannot read gets the parser's bare 400, as API Gateway's front door would answer: that one
+/// never reached Argus.) Returns whether Argus answered.
+fn assert_answered(what: &str, status: u16, body: &Value) -> bool {
+    assert!(status < 500, "{what}: {status} {body}");
+    if status >= 400 && !body.is_null() {
+        assert!(body["error"]["code"].is_string(), "{what}: {status} without the envelope: {body}");
+    }
+    !body.is_null()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_hostile_paths_queries_and_headers_with_a_4xx() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let base = stack.base_url.clone();
+    // What an HTTP parser lets through to the router: bytes in the target that are not valid
+    // in a URI, stray escapes, hostile Host / X-Forwarded-Proto values.
+    let segments = ["a\"b", "<x>", "%zz", "%", "%00", "a{b}", "a|b", "a^b", "a`b", "é", "..", "%2F..%2F", "${x}"];
+    let queries = ["cursor=a\"b", "limit=<1>", "cursor=%zz", "limit=5&limit=6", "x={}|^`", "cursor=%E9%", "a=%00"];
+    let hosts = ["a b", "x/y", "\"", "[", "h:99999", "é", "-"];
+    let protos = ["ftp", "a b", "https://x", "", "\u{7f}"];
+    let keys = [key.as_str()];
+    let mut reached = 0;
+    for (method, pattern, _) in ROUTES {
+        let body = if matches!(*method, "POST" | "PUT" | "PATCH") { "{}" } else { "" };
+        let mut targets: Vec<String> = Vec::new();
+        for segment in segments {
+            targets.push(pattern.replace("{id}", segment));
+        }
+        for query in queries {
+            targets.push(format!("{}?{query}", pattern.replace("{id}", "00000000-0000-0000-0000-000000000000")));
+        }
+        let plain = pattern.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        for target in &targets {
+            let (status, answer) = raw(&base, &request(method, target, &[("x-api-key", keys[0])], body));
+            reached += usize::from(assert_answered(&format!("{method} {target}"), status, &answer));
+        }
+        for host in hosts {
+            let (status, answer) =
+                raw(&base, &request(method, &plain, &[("x-api-key", keys[0]), ("host", host)], body));
+            reached += usize::from(assert_answered(&format!("{method} {plain} host {host:?}"), status, &answer));
+        }
+        for proto in protos {
+            let headers = [("x-api-key", keys[0]), ("x-forwarded-proto", proto)];
+            let (status, answer) = raw(&base, &request(method, &plain, &headers, body));
+            reached += usize::from(assert_answered(&format!("{method} {plain} proto {proto:?}"), status, &answer));
+        }
+    }
+    assert!(reached > 300, "only {reached} hostile requests reached Argus");
+    // The runner (and every function) is still there.
+    assert_eq!(stack.call(Method::GET, "/health", None, None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_limits_answer_414_and_431_with_the_envelope() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    // (Past 65,534 bytes no URI parses at all: the HTTP parser answers a bare 414 itself, as
+    // API Gateway's front door does. Below that, Argus answers.)
+    let long_path = format!("/sessions/{}", "a".repeat(65_000));
+    let (status, body) = raw(&stack.base_url, &request("GET", &long_path, &[("x-api-key", &key)], ""));
+    assert_envelope(status, &body, 414, "URI_TOO_LONG");
+    let long_query = format!("/events?cursor={}", "a".repeat(9_000));
+    let (status, body) = raw(&stack.base_url, &request("GET", &long_query, &[("x-api-key", &key)], ""));
+    assert_envelope(status, &body, 414, "URI_TOO_LONG");
+    let big = "b".repeat(6_000);
+    let headers = [("x-api-key", key.as_str()), ("x-one", big.as_str()), ("x-two", big.as_str())];
+    let (status, body) = raw(&stack.base_url, &request("GET", "/sessions", &headers, ""));
+    assert_envelope(status, &body, 431, "HEADERS_TOO_LARGE");
+    let many: Vec<(String, String)> = (0..400).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let mut headers: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    headers.push(("x-api-key", &key));
+    let (status, body) = raw(&stack.base_url, &request("GET", "/sessions", &headers, ""));
+    assert!(status == 200 || body["error"]["code"] == "HEADERS_TOO_LARGE", "{status} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_level_rules_one_key_json_bodies_one_value_per_parameter() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let other = stack.key("hostile-other").await;
+
+    // Two x-api-key headers: refused, whichever order and whether or not both are valid.
+    for pair in [[key.as_str(), other.as_str()], [key.as_str(), "nope"], ["nope", key.as_str()]] {
+        let headers = [("x-api-key", pair[0]), ("x-api-key", pair[1])];
+        let (status, body) = raw(&stack.base_url, &request("GET", "/sessions", &headers, ""));
+        assert_envelope(status, &body, 400, "MULTIPLE_API_KEYS");
+    }
+
+    // Bodies: JSON, none declared, or the form type curl --data sends; anything else 415.
+    for content_type in ["text/xml", "text/plain", "multipart/form-data; boundary=x", "application/xml"] {
+        let headers = [("x-api-key", key.as_str()), ("content-type", content_type)];
+        let (status, body) = raw(&stack.base_url, &request("POST", "/sessions", &headers, "{}"));
+        let details = assert_envelope(status, &body, 415, "UNSUPPORTED_MEDIA_TYPE");
+        assert_eq!(details["content_type"], content_type);
+    }
+    for content_type in [None, Some("application/json; charset=utf-8"), Some("application/x-www-form-urlencoded")] {
+        let mut headers = vec![("x-api-key", key.as_str())];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        let (status, body) = raw(&stack.base_url, &request("POST", "/sessions", &headers, r#"{"metadata":{"a":1}}"#));
+        assert_eq!(status, 201, "{content_type:?}: {body}");
+    }
+
+    // A repeated query parameter is ambiguous: 400, on every listing.
+    for path in ["/sessions?limit=5&limit=6", "/events?cursor=a&cursor=b", "/errors?limit=1&limit=1"] {
+        let (status, body) = stack.get(path, &key).await;
+        let details = assert_envelope(status, &body, 400, "DUPLICATE_QUERY_PARAMETER");
+        assert!(details["parameter"].is_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_sub_requests_that_are_not_valid_uris_answer_and_references_cannot_inject() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let batch = |body: Value| {
+        let stack = &stack;
+        let key = key.clone();
+        async move { stack.call(Method::POST, "/batch", Some(&key), Some(body.to_string())).await }
+    };
+    let (status, body) = batch(json!({"requests": [
+        {"id": "space", "method": "GET", "path": "/sessions/a b"},
+        {"id": "quote", "method": "GET", "path": "/sessions/\"<>"},
+        {"id": "newline", "method": "GET", "path": "/sessions/x\ny"},
+        {"id": "query", "method": "GET", "path": "/events?cursor=a b\"<>\n"},
+        {"id": "escape", "method": "GET", "path": "/sessions/%zz%"},
+        {"id": "dup", "method": "GET", "path": "/sessions?limit=1&limit=2"},
+        {"id": "ok", "method": "GET", "path": "/sessions?limit=1"}
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 7, "every sub-request answered: {body}");
+    for response in &responses[..6] {
+        let status = response["status"].as_u64().unwrap();
+        assert!((400..500).contains(&status), "{response}");
+        assert!(response["body"]["error"]["code"].is_string(), "{response}");
+    }
+    assert_eq!(responses[0]["body"]["error"]["code"], "NOT_FOUND", "the id is 'a b', looked up as such");
+    assert_eq!(responses[5]["body"]["error"]["code"], "DUPLICATE_QUERY_PARAMETER");
+    assert_eq!(responses[6]["status"], 200);
+
+    // Values spliced from earlier answers are one segment / one parameter value, whatever
+    // they hold: they cannot walk to another route or add a parameter.
+    let (status, body) = batch(json!({"requests": [
+        {"id": "a", "method": "POST", "path": "/sessions",
+         "body": {"metadata": {"walk": "x/../../events", "param": "5&cursor=zzz", "space": "a b\n\"<"}}},
+        {"id": "walk", "method": "GET", "path": "/sessions/${a.body.metadata.walk}", "depends_on": ["a"]},
+        {"id": "param", "method": "GET", "path": "/sessions?limit=${a.body.metadata.param}", "depends_on": ["a"]},
+        {"id": "space", "method": "GET", "path": "/sessions/${a.body.metadata.space}?limit=${a.body.metadata.space}", "depends_on": ["a"]}
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    assert_eq!(responses[0]["status"], 201, "{body}");
+    assert_envelope(responses[1]["status"].as_u64().unwrap() as u16, &responses[1]["body"], 404, "NOT_FOUND");
+    assert_envelope(responses[2]["status"].as_u64().unwrap() as u16, &responses[2]["body"], 400, "INVALID_LIMIT");
+    assert!(responses[3]["status"].as_u64().unwrap() < 500, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_cannot_read_more_than_its_budget() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let listings = |n: usize| json!({"requests": (0..n).map(|i| json!({"id": format!("l{i}"), "method": "GET", "path": "/events?limit=1000"})).collect::<Vec<_>>()});
+    let (status, body) = stack.call(Method::POST, "/batch", Some(&key), Some(listings(6).to_string())).await;
+    let details = assert_envelope(status, &body, 413, "BATCH_TOO_COSTLY");
+    assert_eq!(details["read_items"], 6000);
+    assert_eq!(details["max_read_items"], argus_api::multi::MAX_BATCH_READ_ITEMS);
+    // A reference counts as the largest page: it may resolve to anything.
+    let mut with_reference = listings(4);
+    with_reference["requests"].as_array_mut().unwrap().extend([
+        json!({"id": "s", "method": "POST", "path": "/sessions"}),
+        json!({"id": "r", "method": "GET", "path": "/errors?limit=${s.body.id}", "depends_on": ["s"]}),
+        json!({"id": "one", "method": "GET", "path": "/sessions/${s.body.id}", "depends_on": ["s"]}),
+    ]);
+    let (status, body) = stack.call(Method::POST, "/batch", Some(&key), Some(with_reference.to_string())).await;
+    assert_envelope(status, &body, 413, "BATCH_TOO_COSTLY");
+    // Within the budget: every sub-request runs (at most 8 at a time) and answers.
+    let mut within = listings(4);
+    within["requests"].as_array_mut().unwrap().extend((0..90).map(
+        |i| json!({"id": format!("g{i}"), "method": "GET", "path": "/sessions/00000000-0000-0000-0000-000000000000"}),
+    ));
+    let (status, body) = stack.call(Method::POST, "/batch", Some(&key), Some(within.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<u64> =
+        body["responses"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4);
+    assert_eq!(statuses.iter().filter(|s| **s == 404).count(), 90);
+}
