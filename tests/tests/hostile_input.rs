@@ -229,3 +229,20 @@ async fn one_batch_cannot_read_more_than_its_budget() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4);
     assert_eq!(statuses.iter().filter(|s| **s == 404).count(), 90);
 }
+
+/// A job's items are checked when their chunk runs, but must be readable then: an item nested
+/// past the depth limit refuses the job up front, naming the item and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_an_item_past_the_depth_limit_is_refused_before_it_is_queued() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let mut deep = json!(1);
+    for _ in 0..=argus_models::validation::MAX_JSON_DEPTH {
+        deep = json!([deep]);
+    }
+    let body = json!({"operation": "create_events", "items": [{"name": "fine"}, {"name": "deep", "data": deep}]});
+    let (status, answer) = stack.post("/batch/jobs", &key, body).await;
+    let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    assert_eq!(details["field"], "items.1.data");
+    assert_eq!(details["fields"][0]["code"], "TOO_DEEP");
+}

@@ -3,6 +3,9 @@
 //!
 //! Requests arrive as API Gateway HTTP API (payload 2.0) events: handlers dispatch on the
 //! event's `routeKey` and `pathParameters`, exactly as they would behind API Gateway.
+// No input may reach a panic (with panic = "abort" it ends the whole invocation): outside
+// tests, a failure is an error value, never an unwrap, expect or panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod apigw;
 pub mod authorizer;

@@ -116,6 +116,22 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
             &[]
         }
     };
+    // Items are checked one by one only when their chunk is processed, but each must already be
+    // readable then: the depth limit of events, per field, applies here (see MAX_JSON_DEPTH).
+    for (index, item) in items.iter().enumerate() {
+        let too_deep = match item {
+            Value::Object(fields) => fields.iter().find_map(|(name, value)| {
+                argus_models::validation::check_depth(&format!("items.{index}.{name}"), value).err()
+            }),
+            other => argus_models::validation::check_depth(&format!("items.{index}"), other).err(),
+        };
+        if let Some(error) = too_deep {
+            errors.push(error);
+            if errors.errors.len() >= 20 {
+                break;
+            }
+        }
+    }
     errors.into_result()?;
     if items.len() > MAX_JOB_ITEMS {
         return Err(ServiceError::TooLarge {
@@ -664,6 +680,28 @@ pub fn decode_chunk(body: &str) -> Option<JobChunk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job chunk holding the deepest item a job accepts is a message the processor reads.
+    #[test]
+    fn the_deepest_accepted_item_is_a_readable_chunk() {
+        let mut deep = json!("leaf");
+        for _ in 0..argus_models::validation::MAX_JSON_DEPTH {
+            deep = json!([deep]);
+        }
+        let item = json!({"data": deep, "name": "n"});
+        let (chunk, start, chunk_items) = chunk_items(std::slice::from_ref(&item)).remove(0);
+        let chunk = JobChunk {
+            kind: CHUNK_KIND.into(),
+            tenant: "t1".into(),
+            job_id: Uuid::nil(),
+            chunk,
+            start,
+            items: chunk_items.to_vec(),
+            server_ids: vec![0],
+        };
+        let body = serde_json::to_string(&chunk).unwrap();
+        assert_eq!(decode_chunk(&body).map(|c| c.items), Some(vec![item]));
+    }
 
     #[test]
     fn chunks_respect_count_and_size() {

@@ -1,6 +1,9 @@
 //! Argus services over DynamoDB and SQS. Every function here takes plain Rust values and returns
 //! [`ServiceError`] on failure; the HTTP layer (`argus-api`) maps that error to a status and the
 //! envelope once, so the route Lambdas, the batch Lambda and the local runner share this code.
+// No input may reach a panic (with panic = "abort" it ends the whole invocation): outside
+// tests, a failure is an error value, never an unwrap, expect or panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod apikeys;
 pub mod aws;

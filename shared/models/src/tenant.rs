@@ -9,7 +9,7 @@ pub fn validate_tenant_id(raw: &str) -> Result<(), FieldError> {
     let ok = !raw.is_empty()
         && raw.len() <= MAX_TENANT_LEN
         && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && raw.as_bytes()[0].is_ascii_alphanumeric();
+        && raw.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric);
     if ok {
         Ok(())
     } else {
