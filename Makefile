@@ -1,5 +1,5 @@
 # The two commands: `make dev` runs the whole API locally, `make test` runs every test.
-.PHONY: dev test bench fmt lint
+.PHONY: dev test bench fuzz fmt lint
 
 dev:
 	scripts/dev.sh
@@ -10,6 +10,13 @@ test:
 # Measurements against the local stack (not part of test: they print, never pass or fail on time).
 bench:
 	scripts/bench.sh
+
+# The API against docs/openapi.yaml with schemathesis, long: FUZZ_EXAMPLES cases per operation
+# (scripts/fuzz.sh alone defaults to a CI-sized 25). Builds the local runner, which fuzz.sh does not.
+FUZZ_EXAMPLES ?= 500
+fuzz:
+	cargo build -q -p argus-local
+	scripts/fuzz.sh $(FUZZ_EXAMPLES)
 
 fmt:
 	cargo fmt --all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: formatting, clippy -D warnings, unit tests, integration tests against
 # DynamoDB Local and the SQS endpoint (own ports, own tables: runs beside a dev stack),
-# `sam validate --lint`, and the events/ fixture test.
+# `sam validate --lint`, the events/ fixture test, and schemathesis against docs/openapi.yaml.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -48,6 +48,11 @@ if [ "$#" -eq 0 ]; then
   # returned unprocessed). It must pass unchanged.
   log "integration tests again under steady throttling and UnprocessedItems"
   ARGUS_TEST_FAULTS=steady cargo nextest run -p argus-tests --no-fail-fast --test-threads "${ARGUS_TEST_THREADS:-4}"
+  # The running API against its contract (docs/openapi.yaml): schemathesis, every check,
+  # positive and negative data, stateful links; any failure or 5xx fails the suite. A fixed
+  # seed and a small example count here; `make fuzz` runs many more with fresh seeds.
+  log "schemathesis against docs/openapi.yaml (${ARGUS_FUZZ_EXAMPLES:-25} examples per operation)"
+  ARGUS_FUZZ_SEED="${ARGUS_FUZZ_SEED:-1}" scripts/fuzz.sh "${ARGUS_FUZZ_EXAMPLES:-25}"
   # Only after the whole suite: a filtered run leaves grants unused.
   log "IAM contract: recorded calls vs template.yaml policies"
   cargo nextest run -p argus-tests --test iam_contract --run-ignored only --no-capture

@@ -246,3 +246,74 @@ async fn a_job_with_an_item_past_the_depth_limit_is_refused_before_it_is_queued(
     assert_eq!(details["field"], "items.1.data");
     assert_eq!(details["fields"][0]["code"], "TOO_DEEP");
 }
+
+/// What the OpenAPI fuzzing found (issue 10): each answer as the contract says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_fuzzer_found_inconsistent() {
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let field_error = |status: u16, body: &Value, code: &str, field: &str, field_code: &str| {
+        let details = assert_envelope(status, body, 400, code);
+        assert_eq!(details["field"], field, "{body}");
+        assert_eq!(details["fields"][0]["code"], field_code, "{body}");
+    };
+
+    // An unknown `return` is refused before any work, on every bulk route.
+    for (method, path) in [
+        (Method::POST, "/batch/events"),
+        (Method::PATCH, "/batch/events"),
+        (Method::DELETE, "/batch/events"),
+        (Method::POST, "/batch/events/restore"),
+    ] {
+        let (status, body) = stack.call(method, &format!("{path}?return=AAA"), Some(&key), Some("[null]".into())).await;
+        field_error(status, &body, "VALIDATION_FAILED", "return", "INVALID_PARAMETER");
+    }
+    let (status, _) = stack.call(Method::DELETE, "/batch/events?return=all", Some(&key), Some("[null]".into())).await;
+    assert_eq!(status, 200);
+
+    // Sub-request ids are measured in characters, like every other length.
+    let id: String = "é".repeat(40);
+    let (status, body) =
+        stack.post("/batch", &key, json!({"requests": [{"id": id, "method": "GET", "path": "/sessions"}]})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Timestamps have one strict shape: no two-digit years, single digits or signs.
+    let session = stack.session(&key).await;
+    for timestamp in ["21-06-15 00:00:00", "2021-6-15 0:0:0", "+2021-06-15T00:00:00", "2021-06-15  00:00:00"] {
+        let event =
+            json!({"session_id": session, "category": "c", "name": "n", "data": {"a": 1}, "timestamp": timestamp});
+        let (status, body) = stack.post("/events", &key, event).await;
+        field_error(status, &body, "VALIDATION_FAILED", "timestamp", "INVALID_TIMESTAMP");
+    }
+
+    // One UUID in two spellings is one id.
+    let id = "0190f0a2-5f5e-7c3a-9a1b-2c3d4e5f6a7b";
+    let (status, body) =
+        stack.call(Method::DELETE, "/batch/events", Some(&key), Some(json!([id, id.to_uppercase()]).to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][1]["error"]["details"]["fields"][0]["code"], "DUPLICATE_ID", "{body}");
+
+    // Validation answers carry `field` and `fields`, and empty lists answer alike everywhere.
+    let (status, body) = stack.post("/batch", &key, json!({"requests": []})).await;
+    field_error(status, &body, "VALIDATION_FAILED", "requests", "EMPTY_BATCH");
+    let (status, body) = stack.post("/batch/jobs", &key, json!({"operation": "create_events", "items": []})).await;
+    field_error(status, &body, "VALIDATION_FAILED", "items", "EMPTY_BATCH");
+    assert_eq!(body["error"]["message"], "items: send at least one item");
+    let (status, body) = stack.post("/batch/events", &key, json!({"items": []})).await;
+    field_error(status, &body, "VALIDATION_FAILED", "items", "EMPTY_BATCH");
+    let (status, body) = stack.get(&format!("/batch/jobs/{id}/results?status=x"), &key).await;
+    field_error(status, &body, "INVALID_FILTER", "status", "INVALID_FILTER");
+
+    // An unknown path or method is a 404/405 whatever the body's type.
+    let headers = [("x-api-key", key.as_str()), ("content-type", "text/plain")];
+    let (status, body) = raw(&stack.base_url, &request("DELETE", "/sessions", &headers, "x"));
+    assert_envelope(status, &body, 405, "METHOD_NOT_ALLOWED");
+    let headers = [("x-api-key", key.as_str()), ("content-type", "application/xml")];
+    let (status, body) = raw(&stack.base_url, &request("POST", "/nope", &headers, "<a/>"));
+    assert_envelope(status, &body, 404, "ROUTE_NOT_FOUND");
+
+    // Two Idempotency-Key headers arrive joined by a comma: refused, like two API keys.
+    let headers = [("x-api-key", key.as_str()), ("idempotency-key", "a"), ("idempotency-key", "b")];
+    let (status, body) = raw(&stack.base_url, &request("POST", "/sessions", &headers, ""));
+    assert_envelope(status, &body, 400, "INVALID_IDEMPOTENCY_KEY");
+}

@@ -25,9 +25,7 @@ fn deadline(req: &Request) -> Option<Instant> {
 fn bulk_body(req: &Request) -> Result<Value, ApiError> {
     match json_body(req, MAX_BYTES) {
         Ok(Some(body)) => Ok(body),
-        Ok(None) => {
-            Err(ApiError::new(400, "VALIDATION_FAILED", "body: a JSON body is required").detail("field", "body"))
-        }
+        Ok(None) => Err(ApiError::invalid_field("body", "REQUIRED", "a JSON body is required")),
         Err(err) if err.status == 413 => Err(err.detail("max_items", MAX_ITEMS)),
         Err(err) => Err(err),
     }
@@ -42,25 +40,35 @@ fn mode_and_items(body: Value, list_field: &str) -> Result<(Mode, Vec<Value>), A
             let mode = Mode::parse(fields.get("mode"))?;
             match fields.remove(list_field) {
                 Some(Value::Array(items)) => Ok((mode, items)),
-                _ => Err(ApiError::new(400, "VALIDATION_FAILED", format!("{list_field}: an array is required"))
-                    .detail("field", list_field)),
+                _ => Err(ApiError::invalid_field(list_field, "INVALID_TYPE", "an array is required")),
             }
         }
-        _ => {
-            Err(ApiError::new(400, "VALIDATION_FAILED", "body: a JSON object or array is required")
-                .detail("field", "body"))
-        }
+        _ => Err(ApiError::invalid_field("body", "INVALID_TYPE", "a JSON object or array is required")),
     }
 }
 
-fn report_response(req: &Request, report: BulkReport) -> Response<Body> {
-    let report = if query(req, "return").as_deref() == Some("failures") { report.only_failures() } else { report };
+/// `?return=failures` answers only the failed items, `?return=all` (the default) every item.
+/// Checked before any work: an unknown value must not run the bulk and then be ignored.
+fn return_failures_only(req: &Request) -> Result<bool, ApiError> {
+    match query(req, "return").as_deref() {
+        None | Some("all") => Ok(false),
+        Some("failures") => Ok(true),
+        Some(other) => Err(ApiError::from(argus_models::ValidationError::single(argus_models::FieldError::new(
+            "return",
+            "INVALID_PARAMETER",
+            format!("return is 'all' or 'failures', got {other:?}"),
+        )))),
+    }
+}
+
+fn report_response(failures_only: bool, report: BulkReport) -> Response<Body> {
+    let report = if failures_only { report.only_failures() } else { report };
     response::json(200, &report.fit(crate::multi::MAX_ANSWER_BYTES))
 }
 
-fn outcome_response(req: &Request, outcome: BulkOutcome, atomic_status: u16) -> Response<Body> {
+fn outcome_response(failures_only: bool, outcome: BulkOutcome, atomic_status: u16) -> Response<Body> {
     match outcome {
-        BulkOutcome::Report(report) => report_response(req, report),
+        BulkOutcome::Report(report) => report_response(failures_only, report),
         BulkOutcome::Atomic { ids } => response::json(atomic_status, &json!({ "ids": ids })),
     }
 }
@@ -100,18 +108,21 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         }
         "POST /batch/events" => {
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
+                let failures_only = return_failures_only(req)?;
                 let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
                 let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
-                Ok(outcome_response(req, outcome, 201))
+                Ok(outcome_response(failures_only, outcome, 201))
             })
             .await
         }
         "PATCH /batch/events" => {
+            let failures_only = return_failures_only(req)?;
             let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
             let outcome = bulk::update_events(backend, &tenant, &items, mode).await?;
-            Ok(outcome_response(req, outcome, 200))
+            Ok(outcome_response(failures_only, outcome, 200))
         }
         key @ ("DELETE /batch/events" | "POST /batch/events/restore") => {
+            let failures_only = return_failures_only(req)?;
             let body = bulk_body(req)?;
             let (mode, ids) = mode_and_items(body, "ids")?;
             if mode == Mode::Atomic {
@@ -123,7 +134,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 .detail("field", "mode"));
             }
             let report = bulk::delete_or_restore(backend, &tenant, &ids, key.starts_with("POST")).await?;
-            Ok(report_response(req, report))
+            Ok(report_response(failures_only, report))
         }
         _ => Err(fallback::unmatched(req)),
     }

@@ -35,6 +35,12 @@ impl ApiError {
         self
     }
 
+    /// 400 `VALIDATION_FAILED` for one field, with the same `details` (`field`, `fields`) as
+    /// every other validation answer.
+    pub fn invalid_field(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError::single(argus_models::FieldError::new(field, code, message)).into()
+    }
+
     pub fn unauthorized(code: &str, message: &str) -> Self {
         Self::new(401, code, message)
     }

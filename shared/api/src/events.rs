@@ -21,9 +21,7 @@ pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
 }
 
 fn require_body(body: Option<Value>) -> Result<Value, ApiError> {
-    body.ok_or_else(|| {
-        ApiError::new(400, "VALIDATION_FAILED", "body: a JSON object is required").detail("field", "body")
-    })
+    body.ok_or_else(|| ApiError::invalid_field("body", "INVALID_TYPE", "a JSON object is required"))
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {

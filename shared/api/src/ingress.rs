@@ -146,8 +146,12 @@ fn json_media_type(content_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
-/// The checks every route shares.
+/// The checks every route shares. Not on API Gateway's `$default` route: an unknown path or
+/// method is a 404/405 whatever the request holds.
 pub fn check_request(req: &Request) -> Result<(), ApiError> {
+    if crate::input::route_key(req) == "$default" {
+        return Ok(());
+    }
     // A repeated parameter is ambiguous: first-wins would silently drop what the client meant.
     if let Some(query) = req.uri().query() {
         let mut seen = std::collections::HashSet::new();

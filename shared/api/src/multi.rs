@@ -16,6 +16,7 @@ use crate::ApiError;
 
 pub const MAX_SUB_REQUESTS: usize = 100;
 const MAX_ID_LEN: usize = 64;
+const MAX_PATH_LEN: usize = 2048;
 /// Sub-requests of one batch running at once: each listing fans out to every shard, so this
 /// bounds one batch's concurrent DynamoDB queries (8 × 16 shards × at most 2 pages).
 pub const MAX_CONCURRENT_SUB_REQUESTS: usize = 8;
@@ -49,14 +50,15 @@ fn invalid(index: usize, id: Option<&str>, field: &str, message: impl Into<Strin
 
 fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
     let Some(list) = body.get("requests").and_then(Value::as_array) else {
-        return Err(
-            ApiError::new(400, "VALIDATION_FAILED", "requests: an array is required").detail("field", "requests")
-        );
+        return Err(ApiError::invalid_field("requests", "REQUIRED", "an array of requests is required"));
     };
-    if list.is_empty() || list.len() > MAX_SUB_REQUESTS {
+    if list.is_empty() {
+        return Err(ApiError::invalid_field("requests", "EMPTY_BATCH", "send at least one request"));
+    }
+    if list.len() > MAX_SUB_REQUESTS {
         return Err(ApiError::new(
-            if list.is_empty() { 400 } else { 413 },
-            if list.is_empty() { "VALIDATION_FAILED" } else { "BATCH_TOO_LARGE" },
+            413,
+            "BATCH_TOO_LARGE",
             format!("a batch holds 1 to {MAX_SUB_REQUESTS} requests, got {}", list.len()),
         )
         .detail("field", "requests")
@@ -66,7 +68,7 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
     let mut ids = HashSet::new();
     for (index, raw) in list.iter().enumerate() {
         let id = match raw.get("id").and_then(Value::as_str) {
-            Some(id) if !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains(['.', '$', '{', '}']) => {
+            Some(id) if !id.is_empty() && id.chars().count() <= MAX_ID_LEN && !id.contains(['.', '$', '{', '}']) => {
                 id.to_string()
             }
             _ => {
@@ -86,8 +88,15 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
             return Err(invalid(index, Some(&id), "method", "method is GET, POST, PUT, PATCH or DELETE"));
         }
         let path = match raw.get("path").and_then(Value::as_str) {
-            Some(path) if path.starts_with('/') && path.len() <= 2048 => path.to_string(),
-            _ => return Err(invalid(index, Some(&id), "path", "path is required and starts with '/'")),
+            Some(path) if path.starts_with('/') && path.chars().count() <= MAX_PATH_LEN => path.to_string(),
+            _ => {
+                return Err(invalid(
+                    index,
+                    Some(&id),
+                    "path",
+                    format!("path is required, starts with '/' and holds at most {MAX_PATH_LEN} characters"),
+                ))
+            }
         };
         let route_path = path.split('?').next().unwrap_or_default();
         if route_path.starts_with("/batch") || crate::routes::normalize(route_path) == "/health" {

@@ -595,10 +595,12 @@ fn ids_of(items: &[Value]) -> (Vec<Option<ItemResult>>, Vec<(usize, String)>) {
     let mut seen = HashSet::new();
     for (index, raw) in items.iter().enumerate() {
         let raw_id = raw.as_str().unwrap_or_default().to_string();
+        // One UUID in any spelling (case, hyphens) is one id.
+        let canonical = parse_uuid("ids", &raw_id).map(|id| id.to_string()).unwrap_or_else(|_| raw_id.clone());
         if !raw.is_string() {
             let err = ValidationError::single(FieldError::new("ids", "INVALID_TYPE", "ids are UUID strings"));
             results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err)));
-        } else if !seen.insert(raw_id.clone()) {
+        } else if !seen.insert(canonical) {
             let err =
                 ValidationError::single(FieldError::new("ids", "DUPLICATE_ID", "this id appears earlier in the batch"));
             results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err)));

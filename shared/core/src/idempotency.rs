@@ -73,10 +73,12 @@ pub struct Held {
 }
 
 pub fn validate_key(raw: &str) -> Result<(), ServiceError> {
-    if raw.is_empty() || raw.len() > MAX_KEY_LEN || !raw.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+    // No comma: API Gateway joins two Idempotency-Key headers with one, and which key the client
+    // meant cannot be told.
+    if raw.is_empty() || raw.len() > MAX_KEY_LEN || !raw.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
         return Err(ServiceError::bad_request(
             "INVALID_IDEMPOTENCY_KEY",
-            format!("Idempotency-Key is 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            format!("Idempotency-Key is one header of 1 to {MAX_KEY_LEN} visible ASCII characters, no comma"),
         ));
     }
     Ok(())

@@ -111,8 +111,13 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
     }
     let items = match body.get("items") {
         Some(Value::Array(items)) if !items.is_empty() => items.as_slice(),
+        // The same answer as the bulk routes' for an empty list.
+        Some(Value::Array(_)) => {
+            errors.push(argus_models::FieldError::new("items", "EMPTY_BATCH", "send at least one item"));
+            &[]
+        }
         _ => {
-            errors.push(argus_models::FieldError::new("items", "REQUIRED", "items: a non-empty array is required"));
+            errors.push(argus_models::FieldError::new("items", "REQUIRED", "an array of items is required"));
             &[]
         }
     };
@@ -596,7 +601,7 @@ pub async fn results(
     limit: usize,
     cursor_raw: Option<&str>,
 ) -> Result<Page<ItemResult>, ServiceError> {
-    let job = get(backend, tenant, raw_id).await?;
+    // The request is checked before anything is read.
     let position = cursor_raw.map(|c| cursor::decode::<ResultPosition>("job-results", c)).transpose()?;
     if position.as_ref().is_some_and(|p| !p.after.starts_with("R#")) {
         return Err(ServiceError::bad_request("INVALID_CURSOR", "cursor is not one this listing returned"));
@@ -606,13 +611,19 @@ pub async fn results(
         Some("failed") => Some("#status >= :bound"),
         Some("succeeded") => Some("#status < :bound"),
         Some(_) => {
+            let errors = argus_models::ValidationError::single(argus_models::FieldError::new(
+                "status",
+                "INVALID_FILTER",
+                "status is failed or succeeded",
+            ));
             return Err(ServiceError::BadRequest {
                 code: "INVALID_FILTER",
-                message: "status is failed or succeeded".into(),
-                details: Map::from_iter([("field".into(), json!("status"))]),
-            })
+                message: errors.message(),
+                details: errors.details(),
+            });
         }
     };
+    let job = get(backend, tenant, raw_id).await?;
     let pk = job_pk(tenant, &job.job_id);
     let mut items = Vec::new();
     let mut start_key = position.map(|p| crate::ddb::key(pk.clone(), &p.after));

@@ -47,7 +47,7 @@ fn parse_any_year(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
         )
     };
     let raw = raw.trim();
-    if raw.is_empty() || raw.len() > 64 {
+    if raw.is_empty() || raw.len() > 64 || !strict_shape(raw) {
         return Err(invalid());
     }
     if let Ok(ts) = DateTime::parse_from_rfc3339(raw) {
@@ -59,6 +59,43 @@ fn parse_any_year(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
         }
     }
     Err(invalid())
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction]` then nothing, `Z` or `±HH:MM`: chrono's format parser
+/// alone also takes `21-06-15` (year 21), single-digit fields and a leading sign.
+fn strict_shape(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+    let head = digits(0..4)
+        && at(4, b"-")
+        && digits(5..7)
+        && at(7, b"-")
+        && digits(8..10)
+        && at(10, b"Tt ")
+        && digits(11..13)
+        && at(13, b":")
+        && digits(14..16)
+        && at(16, b":")
+        && digits(17..19);
+    if !head {
+        return false;
+    }
+    let mut rest = &b[19.min(b.len())..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    match rest {
+        [] | [b'Z'] | [b'z'] => true,
+        [sign, h1, h2, b':', m1, m2] => {
+            (*sign == b'+' || *sign == b'-') && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +118,20 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for raw in ["", "yesterday", "2021-13-01 00:00:00", "2021-06-15", "2021-06-15T25:00:00Z"] {
+        for raw in [
+            "",
+            "yesterday",
+            "2021-13-01 00:00:00",
+            "2021-06-15",
+            "2021-06-15T25:00:00Z",
+            "21-06-15 00:00:00",
+            "2021-6-15 0:0:0",
+            "+2021-06-15T00:00:00",
+            "2021-06-15  00:00:00",
+            "2021-06-15 00:00:00.",
+            "2021-06-15T00:00:00+0200",
+            "2021-06-15T00:00:00 Z",
+        ] {
             assert_eq!(parse("timestamp", raw).unwrap_err().code, "INVALID_TIMESTAMP", "{raw}");
         }
     }

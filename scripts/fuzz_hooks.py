@@ -1,0 +1,119 @@
+"""schemathesis hooks for scripts/fuzz.sh.
+
+One job: drop a "schema-valid request rejected" (or "created resource not found") failure when
+the rejection rests on a rule that JSON Schema cannot state, so the spec cannot tell the fuzzer.
+Each rule below names the exact error code (and field codes) it accepts; any other rejection of
+schema-valid data still fails the run. The summary counts what was dropped
+("dropped by `filter_failure`").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import schemathesis
+from schemathesis.openapi.checks import EnsureResourceAvailability, RejectedPositiveData
+
+# Every cursor the API handed out in this run: only those are valid cursors. A cursor is opaque
+# (a check value over its listing and position), so any other string is rightly a 400.
+_ISSUED_CURSORS: set[str] = set()
+_LOCK = threading.Lock()
+
+# Field codes that depend on state or on the clock, not on the request's shape:
+STATE_FIELD_CODES = {
+    "SESSION_NOT_FOUND",  # the session must exist in the tenant
+    "TIMESTAMP_IN_FUTURE",  # at most 60 s after now
+    "ID_CONFLICT",  # the id is taken by another event
+    "NOT_FOUND",  # (atomic bulk update) the event must exist
+    "DUPLICATE_ID",  # unique by a property across items: no JSON Schema keyword says so
+    "TOO_LARGE",  # serialized size in bytes (stored event, session metadata)
+    "TOO_DEEP",  # nesting depth of any JSON value
+    "INVALID_RANGE",  # timestamp__gte after timestamp__lte: a relation between two parameters
+}
+
+# INVALID_BATCH answers about how sub-requests refer to each other (details.field, message start).
+BATCH_CROSS_REFERENCES = ("depends_on names unknown request", "depends_on forms a cycle", "duplicate id", "reference to ")
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except Exception:
+        return None
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    body = _json(response)
+    if isinstance(body, dict) and isinstance(body.get("next_cursor"), str):
+        with _LOCK:
+            _ISSUED_CURSORS.add(body["next_cursor"])
+
+
+def _field_codes(details: Any) -> list[str]:
+    """Every field code in an envelope's details, atomic bulk failures included."""
+    codes: list[str] = []
+    if not isinstance(details, dict):
+        return codes
+    for field in details.get("fields") or []:
+        if isinstance(field, dict):
+            codes.append(str(field.get("code")))
+    for failure in details.get("failures") or []:
+        error = failure.get("error") if isinstance(failure, dict) else None
+        if not isinstance(error, dict):
+            codes.append("?")
+            continue
+        nested = _field_codes(error.get("details"))
+        codes.extend(nested if nested else [str(error.get("code"))])
+    return codes
+
+
+def _inexpressible(case: Any, response: Any) -> bool:
+    """Whether a rejection of schema-valid data rests only on rules a schema cannot state."""
+    body = _json(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    code, details = error.get("code"), error.get("details") or {}
+    status = response.status_code
+    if status == 400 and code == "INVALID_CURSOR":
+        cursor = (case.query or {}).get("cursor")
+        with _LOCK:
+            return isinstance(cursor, str) and cursor not in _ISSUED_CURSORS
+    if status == 400 and code in ("VALIDATION_FAILED", "INVALID_FILTER", "ITEMS_NOT_FOUND"):
+        codes = _field_codes(details)
+        return bool(codes) and all(c in STATE_FIELD_CODES for c in codes)
+    if status == 400 and code == "INVALID_BATCH":
+        return str(error.get("message", "")).startswith(BATCH_CROSS_REFERENCES)
+    # The reads of all GET sub-requests together (a sum over array items).
+    if status == 413 and code == "BATCH_TOO_COSTLY":
+        return True
+    return False
+
+
+def _drop(failure: Any, case: Any, response: Any) -> bool:
+    """Records a dropped failure (one JSON line in $ARGUS_FUZZ_DROPPED_LOG) and drops it."""
+    path = os.environ.get("ARGUS_FUZZ_DROPPED_LOG")
+    if path:
+        line = {
+            "check": type(failure).__name__,
+            "operation": f"{case.method} {case.path}",
+            "status": response.status_code,
+            "answer": response.text[:400],
+        }
+        with _LOCK, open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+    return False
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    if isinstance(failure, RejectedPositiveData) and _inexpressible(case, response):
+        return _drop(failure, case, response)
+    # 202 from POST /events means queued: the processor stores the event a moment later.
+    if isinstance(failure, EnsureResourceAvailability) and failure.created_with == "POST /events":
+        return _drop(failure, case, response)
+    return True
