@@ -161,3 +161,133 @@ async fn provisioned_resources_match_the_template() {
         }
     }
 }
+
+fn template_doc() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(argus_stack::template::repo_root().join("template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// Issue 11: the alarms an operator needs, with the thresholds the README promises, each wired
+/// to the optional alarm topic.
+#[test]
+fn the_alarms_exist_with_their_thresholds() {
+    let doc = template_doc();
+    let resources = doc["Resources"].as_mapping().unwrap();
+    let alarm = |id: &str| {
+        let resource = resources.get(id).unwrap_or_else(|| panic!("no alarm {id}"));
+        assert_eq!(resource["Type"].as_str(), Some("AWS::CloudWatch::Alarm"), "{id}");
+        let props = resource["Properties"].clone();
+        assert!(!props["AlarmActions"].is_null() && !props["OKActions"].is_null(), "{id} notifies the alarm topic");
+        props
+    };
+    let text = |v: &serde_yaml_ng::Value| serde_yaml_ng::to_string(v).unwrap();
+
+    let dlq = alarm("DeadLetterQueueAlarm");
+    assert_eq!(dlq["MetricName"].as_str(), Some("ApproximateNumberOfMessagesVisible"));
+    assert!(text(&dlq["Dimensions"]).contains("EventsDeadLetterQueue"));
+    assert_eq!(
+        (dlq["Threshold"].as_f64(), dlq["ComparisonOperator"].as_str()),
+        (Some(0.0), Some("GreaterThanThreshold"))
+    );
+
+    let lag = alarm("ProcessingLagAlarm");
+    assert_eq!(lag["MetricName"].as_str(), Some("ApproximateAgeOfOldestMessage"));
+    assert!(text(&lag["Dimensions"]).contains("EventsQueue"));
+    assert_eq!(lag["Threshold"].as_f64(), Some(30.0));
+
+    let errors = alarm("EventErrorRateAlarm");
+    assert_eq!(errors["Threshold"].as_f64(), Some(5.0));
+    let metrics = text(&errors["Metrics"]);
+    for needed in ["Namespace: Argus", "EventsStored", "EventsRejected", "Period: 300"] {
+        assert!(metrics.contains(needed), "error rate alarm lacks {needed}");
+    }
+
+    let latency = alarm("ApiLatencyAlarm");
+    assert_eq!(latency["ExtendedStatistic"].as_str(), Some("p95"));
+    assert_eq!(latency["Threshold"].as_f64(), Some(1000.0));
+    assert!(text(&latency["Dimensions"]).contains("ArgusApi"));
+
+    let functions: Vec<&str> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(id, _)| id.as_str().unwrap())
+        .collect();
+    for (id, metric) in [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")] {
+        let metrics = text(&alarm(id)["Metrics"]);
+        assert!(metrics.contains(&format!("MetricName: {metric}")), "{id}");
+        for function in &functions {
+            assert!(metrics.contains(function), "{id} does not watch {function}");
+        }
+    }
+    let throttles = text(&alarm("DynamoDbThrottlesAlarm")["Metrics"]);
+    for needed in ["ReadThrottleEvents", "WriteThrottleEvents", "GSI1", "GSI2", "GSI3"] {
+        assert!(throttles.contains(needed), "DynamoDB throttle alarm lacks {needed}");
+    }
+    assert!(resources.iter().any(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard")));
+}
+
+/// Issue 11: the data outlives the stack, logs do not live forever, bursts are bounded.
+#[test]
+fn data_safety_and_operational_limits_are_in_the_template() {
+    let doc = template_doc();
+    let resources = &doc["Resources"];
+    let table = &resources["ArgusTable"];
+    assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
+    assert_eq!(table["UpdateReplacePolicy"].as_str(), Some("Retain"));
+    assert_eq!(table["Properties"]["DeletionProtectionEnabled"].as_bool(), Some(true));
+    assert_eq!(
+        table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(resources["EventsDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"].as_i64(), Some(14 * 86_400));
+    assert!(resources["EventsQueue"]["Properties"]["MessageRetentionPeriod"].as_i64().unwrap() >= 3 * 86_400);
+    assert_eq!(doc["Globals"]["Function"]["Tracing"].as_str(), Some("Active"));
+    let scaling = &resources["ProcessorFunction"]["Properties"]["Events"]["Queue"]["Properties"]["ScalingConfig"];
+    assert!(!scaling["MaximumConcurrency"].is_null(), "the processor's concurrency is bounded");
+    let mapping = resources.as_mapping().unwrap();
+    for (id, resource) in mapping {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let id = id.as_str().unwrap();
+        let log_group = mapping
+            .values()
+            .find(|r| {
+                r["Type"].as_str() == Some("AWS::Logs::LogGroup")
+                    && serde_yaml_ng::to_string(&r["Properties"]["LogGroupName"]).unwrap().contains(id)
+            })
+            .unwrap_or_else(|| panic!("{id} has no log group with a retention"));
+        assert!(!log_group["Properties"]["RetentionInDays"].is_null());
+    }
+}
+
+/// Issue 11: `sam build` builds each function from its `BuildProperties.Binary`: each must be a
+/// binary target of this workspace.
+#[test]
+fn every_function_binary_is_a_workspace_binary() {
+    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(argus_stack::template::repo_root())
+        .output()
+        .expect("cargo metadata");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let binaries: std::collections::HashSet<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    let template = argus_stack::Template::load_repo().unwrap();
+    assert_eq!(template.functions.len(), 8);
+    for function in &template.functions {
+        assert!(
+            binaries.contains(&function.binary),
+            "{} builds {}, not a workspace binary",
+            function.logical_id,
+            function.binary
+        );
+    }
+}
