@@ -6,5 +6,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    argus_api::lambda::run_http(|backend, req| Box::pin(argus_api::batch::handle(backend, req))).await
+    argus_api::lambda::run_http("argus-batch", |backend, req| Box::pin(argus_api::batch::handle(backend, req))).await
 }

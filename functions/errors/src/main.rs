@@ -5,5 +5,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    argus_api::lambda::run_http(|backend, req| Box::pin(argus_api::errors::handle(backend, req))).await
+    argus_api::lambda::run_http("argus-errors", |backend, req| Box::pin(argus_api::errors::handle(backend, req))).await
 }

@@ -6,5 +6,6 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    argus_api::lambda::run_http(|backend, req| Box::pin(argus_api::sessions::handle(backend, req))).await
+    argus_api::lambda::run_http("argus-sessions", |backend, req| Box::pin(argus_api::sessions::handle(backend, req)))
+        .await
 }

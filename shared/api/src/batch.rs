@@ -111,6 +111,15 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 let failures_only = return_failures_only(req)?;
                 let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
                 let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
+                let counts = match &outcome {
+                    BulkOutcome::Report(report) => argus_core::metrics::EventCounts::from_results(&report.results),
+                    BulkOutcome::Atomic { ids } => argus_core::metrics::EventCounts {
+                        accepted: ids.len(),
+                        stored: ids.len(),
+                        ..Default::default()
+                    },
+                };
+                counts.emit("argus-batch");
                 Ok(outcome_response(failures_only, outcome, 201))
             })
             .await

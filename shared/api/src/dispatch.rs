@@ -56,6 +56,8 @@ pub async fn invoke_http_event(
     event: serde_json::Value,
     context: Option<lambda_http::Context>,
 ) -> Option<serde_json::Value> {
+    let started = std::time::Instant::now();
+    let route = event_route(&event);
     let response = match crate::ingress::request_from_event(event) {
         Ok(mut request) => {
             if let Some(context) = context {
@@ -65,7 +67,28 @@ pub async fn invoke_http_event(
         }
         Err(err) => err.into_response(),
     };
+    observe(binary, &route, &response, started);
     Some(response_payload(response))
+}
+
+/// The event's route key as API Gateway matched it (`POST /events`, `$default`): the `Route`
+/// metric dimension, bounded by the template's routes (never the concrete path).
+pub fn event_route(event: &serde_json::Value) -> String {
+    route_dimension(event.get("routeKey").and_then(serde_json::Value::as_str).unwrap_or("$default"))
+}
+
+/// A route key without its trailing slash: both declared forms are one route.
+pub fn route_dimension(key: &str) -> String {
+    match key.strip_suffix('/') {
+        Some(trimmed) if !trimmed.ends_with(' ') => trimmed.to_string(),
+        _ => key.to_string(),
+    }
+}
+
+/// Records one answered request in the metrics.
+pub fn observe(function: &str, route: &str, response: &Response<Body>, started: std::time::Instant) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    argus_core::metrics::request(function, route, response.status().as_u16(), latency_ms, None);
 }
 
 /// A response in API Gateway's payload 2.0 shape (`statusCode`, `headers`, `body`).

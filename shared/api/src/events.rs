@@ -32,6 +32,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
                 let input = EventInput::parse(&payload)?;
                 let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
+                argus_core::metrics::EventCounts { accepted: 1, ..Default::default() }.emit("argus-events");
                 Ok(response::json(202, &json!({"status": "accepted", "id": id})))
             })
             .await

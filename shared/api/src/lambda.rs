@@ -12,16 +12,20 @@ use serde_json::Value;
 /// A route group's handler (`argus_api::events::handle`, …).
 pub type Handler = for<'a> fn(&'a Backend, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 
-pub async fn run_http(handler: Handler) -> Result<(), Error> {
+/// `function` is the binary's name (the `Function` dimension of its metrics).
+pub async fn run_http(function: &'static str, handler: Handler) -> Result<(), Error> {
     crate::telemetry::init_lambda();
     let backend = Backend::from_lambda_env().await?;
     let backend = &backend;
     lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event: LambdaEvent<Value>| async move {
         let (payload, context) = event.into_parts();
+        let started = std::time::Instant::now();
+        let route = crate::dispatch::event_route(&payload);
         let response = match crate::ingress::request_from_event(payload) {
             Ok(request) => handler(backend, request.with_lambda_context(context)).await,
             Err(err) => err.into_response(),
         };
+        crate::dispatch::observe(function, &route, &response, started);
         Ok::<_, Error>(crate::dispatch::response_payload(response))
     }))
     .await

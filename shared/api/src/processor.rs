@@ -26,6 +26,7 @@ pub async fn handle(backend: &Backend, event: SqsEvent, deadline: Option<Instant
     // Boxed: keeps the handler future's type shallow (see the functions' recursion_limit).
     let report =
         argus_core::deadline::scope(work_deadline, Box::pin(pipeline::process(backend, &messages, &config))).await;
+    report.counts.emit("argus-processor");
     tracing::info!(
         messages = messages.len(),
         events = report.events_written,

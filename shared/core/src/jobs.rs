@@ -507,14 +507,14 @@ pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), 
     }
 }
 
-/// Processes one chunk message. `Ok(())` means done (also: already counted); an error means
-/// the message must be redelivered.
+/// Processes one chunk message. `Ok` means done (also: already counted, then with no counts);
+/// an error means the message must be redelivered.
 pub async fn process_chunk(
     backend: &Backend,
     chunk: &JobChunk,
     receive_count: u32,
     config: &BatchWriterConfig,
-) -> Result<(), ServiceError> {
+) -> Result<crate::metrics::EventCounts, ServiceError> {
     // Counted already (a redelivery, or the sweeper gave it up): only make sure the job's
     // completion was recorded. Writing results now could contradict the counters.
     let pk = job_pk(&chunk.tenant, &chunk.job_id);
@@ -522,7 +522,7 @@ pub async fn process_chunk(
         .await?
         .is_some()
     {
-        return complete_if_done(backend, &pk).await;
+        return complete_if_done(backend, &pk).await.map(|_| crate::metrics::EventCounts::default());
     }
     let server_ids: std::collections::HashSet<usize> = chunk.server_ids.iter().copied().collect();
     let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids).await?;
@@ -565,7 +565,8 @@ pub async fn process_chunk(
             r
         })
         .collect();
-    commit_chunk(backend, &chunk.tenant, &chunk.job_id, chunk.chunk, &results).await.map(|_| ())
+    let counts = crate::metrics::EventCounts::from_results(&results);
+    commit_chunk(backend, &chunk.tenant, &chunk.job_id, chunk.chunk, &results).await.map(|_| counts)
 }
 
 pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Job, ServiceError> {

@@ -22,6 +22,7 @@ pub mod job_sweeper;
 pub mod jobs;
 pub mod keyed_ids;
 pub mod keys;
+pub mod metrics;
 pub mod page;
 pub mod pipeline;
 pub mod sessions;

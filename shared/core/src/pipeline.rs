@@ -105,13 +105,15 @@ pub struct QueueMessage {
     pub receive_count: u32,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ProcessReport {
     /// Message ids to report in `batchItemFailures`.
     pub failed: Vec<String>,
     pub events_written: usize,
     pub duplicates: usize,
     pub errors_recorded: usize,
+    /// For the metrics: the above, rejections by code and ingestion lag, job chunks included.
+    pub counts: crate::metrics::EventCounts,
 }
 
 enum Outcome {
@@ -134,17 +136,25 @@ pub async fn process(backend: &Backend, all_messages: &[QueueMessage], config: &
     let chunk_results = futures::future::join_all(chunks.iter().map(|message| async move {
         let chunk = crate::jobs::decode_chunk(&message.body)?;
         match crate::jobs::process_chunk(backend, &chunk, message.receive_count, config).await {
-            Ok(()) => None,
+            Ok(counts) => Some(Ok(counts)),
             Err(err) => {
                 tracing::warn!(message_id = %message.message_id, job = %chunk.job_id, chunk = chunk.chunk, error = %err, "job chunk will be redelivered");
-                Some(message.message_id.clone())
+                Some(Err(message.message_id.clone()))
             }
         }
     }))
     .await;
     let messages: Vec<QueueMessage> = singles.into_iter().cloned().collect();
     let mut report = process_events(backend, &messages, config).await;
-    report.failed.extend(chunk_results.into_iter().flatten());
+    for result in chunk_results.into_iter().flatten() {
+        match result {
+            Ok(counts) => report.counts.add(counts),
+            Err(message_id) => {
+                report.counts.retried += 1;
+                report.failed.push(message_id);
+            }
+        }
+    }
     report
 }
 
@@ -226,6 +236,10 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
     for result in crate::client_ids::create(backend, conditional, config).await {
         let index = result.index;
         match (result.status, decoded.get(index)) {
+            (201, Some(Ok(queued))) => {
+                report.events_written += 1;
+                report.counts.lag_ms.push(lag_ms(&queued.received_at));
+            }
             (201, _) => report.events_written += 1,
             (200, _) => report.duplicates += 1,
             (409, Some(Ok(queued))) => conflict_records.push((index, id_conflict_record(queued, &now))),
@@ -250,22 +264,48 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
         write_of_message[index] = Some(writes.len());
         writes.push(Write::Put(item));
     }
+    let rejection_code = |write: &Write| match write {
+        Write::Put(item) => crate::ddb::get_opt_s(item, "code").unwrap_or("UNKNOWN").to_string(),
+        _ => "UNKNOWN".to_string(),
+    };
     let (results, _) = write_all(&backend.dynamodb, &backend.table, &writes, config).await;
     for (index, write) in write_of_message.iter().enumerate() {
         let Some(write) = write else { continue };
         if results[*write].is_written() {
             match outcomes[index] {
                 // Its conflict record.
-                Outcome::Conditional => report.errors_recorded += 1,
-                Outcome::Event(_) => report.events_written += 1,
-                _ => report.errors_recorded += 1,
+                Outcome::Conditional => {
+                    report.errors_recorded += 1;
+                    *report.counts.rejected.entry(codes::ID_CONFLICT.to_string()).or_default() += 1;
+                }
+                Outcome::Event(_) => {
+                    report.events_written += 1;
+                    if let Some(Ok(queued)) = decoded.get(index) {
+                        report.counts.lag_ms.push(lag_ms(&queued.received_at));
+                    }
+                }
+                _ => {
+                    report.errors_recorded += 1;
+                    *report.counts.rejected.entry(rejection_code(&writes[*write])).or_default() += 1;
+                }
             }
         } else {
             tracing::warn!(message_id = %messages[index].message_id, outcome = ?results[*write], "write failed; message will be redelivered");
             report.failed.push(messages[index].message_id.clone());
         }
     }
+    report.counts.accepted = messages.len();
+    report.counts.stored = report.events_written;
+    report.counts.duplicates = report.duplicates;
+    report.counts.retried = report.failed.len();
     report
+}
+
+/// Milliseconds from `received_at` (RFC 3339) to now.
+fn lag_ms(received_at: &str) -> f64 {
+    time::parse("received_at", received_at)
+        .map(|received| (time::now() - received).num_milliseconds().max(0) as f64)
+        .unwrap_or(0.0)
 }
 
 fn decide(

@@ -181,6 +181,12 @@ impl LocalApi {
                 limits::gateway_answer(gateway)
             }
         };
+        argus_api::dispatch::observe(
+            &route.binary,
+            &argus_api::dispatch::route_dimension(&route_key),
+            &response,
+            started,
+        );
         tracing::debug!(%route_key, function = %route.binary, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         to_hyper(response)
     }
