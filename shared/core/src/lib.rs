@@ -13,6 +13,7 @@ pub mod client_ids;
 pub mod cursor;
 pub mod ddb;
 pub mod deadline;
+pub mod dlq;
 pub mod error;
 pub mod errors;
 pub mod events;
