@@ -1,5 +1,5 @@
 # The two commands: `make dev` runs the whole API locally, `make test` runs every test.
-.PHONY: dev test bench fuzz fmt lint
+.PHONY: dev test bench fuzz package fmt lint
 
 dev:
 	scripts/dev.sh
@@ -17,6 +17,10 @@ FUZZ_EXAMPLES ?= 500
 fuzz:
 	cargo build -q -p argus-local
 	scripts/fuzz.sh $(FUZZ_EXAMPLES)
+
+# sam build of every function (arm64 release zips), with their sizes; installs its own tools.
+package:
+	scripts/package.sh
 
 fmt:
 	cargo fmt --all
