@@ -220,8 +220,22 @@ fn the_alarms_exist_with_their_thresholds() {
         }
     }
     let throttles = text(&alarm("DynamoDbThrottlesAlarm")["Metrics"]);
-    for needed in ["ReadThrottleEvents", "WriteThrottleEvents", "GSI1", "GSI2", "GSI3"] {
+    for needed in ["ReadThrottleEvents", "WriteThrottleEvents", "ArgusTable"] {
         assert!(throttles.contains(needed), "DynamoDB throttle alarm lacks {needed}");
+    }
+    let index_throttles = text(&alarm("DynamoDbIndexThrottlesAlarm")["Metrics"]);
+    for index in ["GSI1", "GSI2", "GSI3"] {
+        for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
+            let pair = format!("MetricName: {metric}\n      Dimensions:\n      - Name: TableName\n        Value: !Ref ArgusTable\n      - Name: GlobalSecondaryIndexName\n        Value: {index}");
+            assert!(index_throttles.contains(&pair), "index alarm lacks {metric} of {index}:\n{index_throttles}");
+        }
+    }
+    // CloudWatch takes at most 10 metrics (and expressions) in one alarm.
+    for (id, resource) in resources {
+        if resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm") {
+            let count = resource["Properties"]["Metrics"].as_sequence().map_or(0, Vec::len);
+            assert!(count <= 10, "{id:?} has {count} metric entries");
+        }
     }
     assert!(resources.iter().any(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard")));
 }
@@ -250,15 +264,17 @@ fn data_safety_and_operational_limits_are_in_the_template() {
             continue;
         }
         let id = id.as_str().unwrap();
-        let log_group = mapping
-            .values()
-            .find(|r| {
-                r["Type"].as_str() == Some("AWS::Logs::LogGroup")
-                    && serde_yaml_ng::to_string(&r["Properties"]["LogGroupName"]).unwrap().contains(id)
-            })
-            .unwrap_or_else(|| panic!("{id} has no log group with a retention"));
+        // Its own log group (not Lambda's default /aws/lambda/<name>, which an existing stack
+        // already has), with a retention.
+        let reference = serde_yaml_ng::to_string(&resource["Properties"]["LoggingConfig"]["LogGroup"]).unwrap();
+        let group_id = reference.trim().trim_start_matches("!Ref").trim();
+        let log_group = &resources[group_id];
+        assert_eq!(log_group["Type"].as_str(), Some("AWS::Logs::LogGroup"), "{id} logs to {group_id}");
         assert!(!log_group["Properties"]["RetentionInDays"].is_null());
+        assert!(!serde_yaml_ng::to_string(&log_group["Properties"]["LogGroupName"]).unwrap().contains("/aws/lambda/"));
     }
+    // No Lambda-side log-level filter: it would drop the EMF lines (no "level") under WARN.
+    assert!(doc["Globals"]["Function"]["LoggingConfig"]["ApplicationLogLevel"].is_null());
 }
 
 /// Issue 11: `sam build` builds each function from its `BuildProperties.Binary`: each must be a

@@ -86,3 +86,20 @@ async fn dead_letters_are_listed_in_place_and_redriven_once() {
     let (_, listed) = stack.get(&format!("/events?session={session}"), &key).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "each event once: {listed}");
 }
+
+/// Large messages (a job chunk is up to 200 KiB) are redriven in batches within SQS's batch
+/// size, not refused ten at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_dead_letters_are_redriven_within_the_batch_size() {
+    let stack = TestStack::start().await;
+    let dlq_url = dlq::dead_letter_queue_url(&stack.backend, &stack.backend.queue_url).await.unwrap();
+    for i in 0..3 {
+        let body = json!({"n": i, "blob": "x".repeat(200 * 1024)}).to_string();
+        stack.backend.sqs.send_message().queue_url(&dlq_url).message_body(body).send().await.unwrap();
+    }
+    assert_eq!(dlq::depth(&stack.backend, &dlq_url).await.unwrap(), 3);
+    let report = dlq::redrive(&stack.backend, &dlq_url, &stack.backend.queue_url, Some(10)).await.unwrap();
+    assert_eq!((report.moved, report.left_in_dlq), (3, 0));
+    assert_eq!(dlq::depth(&stack.backend, &dlq_url).await.unwrap(), 0);
+    assert_eq!(stack.queue_depth().await, 3);
+}

@@ -96,8 +96,14 @@ pub fn response_payload(response: Response<Body>) -> serde_json::Value {
     use base64::Engine;
     let (parts, body) = response.into_parts();
     let mut headers = serde_json::Map::new();
+    let mut cookies = Vec::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // Payload 2.0 carries each cookie apart: joined with commas they would break.
+        if name == lambda_http::http::header::SET_COOKIE {
+            cookies.push(serde_json::Value::String(value));
+            continue;
+        }
         match headers.get_mut(name.as_str()) {
             Some(serde_json::Value::String(existing)) => {
                 existing.push(',');
@@ -113,7 +119,11 @@ pub fn response_payload(response: Response<Body>) -> serde_json::Value {
         Body::Binary(bytes) => (base64::engine::general_purpose::STANDARD.encode(bytes), true),
         _ => (String::new(), false),
     };
-    serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": base64})
+    let mut payload = serde_json::json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": base64});
+    if !cookies.is_empty() {
+        payload["cookies"] = serde_json::Value::Array(cookies);
+    }
+    payload
 }
 
 /// Lambda's `Context.deadline` (epoch milliseconds) as an `Instant`, so retries stop in time.

@@ -67,6 +67,22 @@ fn make_convertible(event: &mut Value) -> Result<(), ApiError> {
         }
     }
     if let Some(headers) = fields.get_mut("headers").and_then(Value::as_object_mut) {
+        // Names as the conversion will see them (lower case, repeated ones joined): a directly
+        // invoked event may spell them `Host`.
+        let mut lowered = serde_json::Map::new();
+        for (name, value) in std::mem::take(headers) {
+            let name = name.to_ascii_lowercase();
+            match (lowered.get_mut(&name), value) {
+                (Some(Value::String(existing)), Value::String(more)) => {
+                    existing.push(',');
+                    existing.push_str(&more);
+                }
+                (_, value) => {
+                    lowered.insert(name, value);
+                }
+            }
+        }
+        *headers = lowered;
         let proto_ok = match headers.get("x-forwarded-proto") {
             None => true,
             Some(Value::String(proto)) => proto == "http" || proto == "https",
@@ -265,6 +281,7 @@ mod tests {
                 event("/sessions/a", "", json!({"host": s})),
                 event("/sessions/a", "", json!({"x-forwarded-proto": s})),
                 event("/sessions/a", "", json!({"host": s, "x-forwarded-proto": "http"})),
+                event("/sessions/a", "", json!({"Host": s, "X-Forwarded-Proto": s})),
             ];
             for case in cases {
                 // Either a request or a 4xx: never a panic (this test would abort).

@@ -86,8 +86,24 @@ fn describe(message_id: String, body: &str, receive_count: u32, sent_at_ms: Opti
     }
 }
 
+/// How many messages the DLQ holds (SQS's approximate count: a listing samples, this counts).
+pub async fn depth(backend: &Backend, dlq_url: &str) -> Result<usize, ServiceError> {
+    let attributes = backend
+        .sqs
+        .get_queue_attributes()
+        .queue_url(dlq_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(sqs_error)?
+        .attributes
+        .unwrap_or_default();
+    Ok(attributes.get(&QueueAttributeName::ApproximateNumberOfMessages).and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
 /// Up to `max` messages of the DLQ, without taking them: each is received with a visibility
-/// timeout of 0, so it stays available (to a redrive, or to the next look).
+/// timeout of 0, so it stays available (to a redrive, or to the next look). Each look is a
+/// receive, so it adds one to the messages' receive counts.
 pub async fn list(backend: &Backend, dlq_url: &str, max: usize) -> Result<Vec<DeadLetter>, ServiceError> {
     let mut seen = HashSet::new();
     let mut letters = Vec::new();
@@ -174,12 +190,25 @@ async fn move_task(backend: &Backend, dlq_url: &str, queue_url: &str) -> Result<
     };
     let (Some(source), Some(destination)) = (arn(dlq_url).await, arn(queue_url).await) else { return Ok(None) };
     let started = backend.sqs.start_message_move_task().source_arn(&source).destination_arn(&destination).send().await;
-    if started.is_err() {
-        return Ok(None);
-    }
+    let handle = match started {
+        Ok(output) => output.task_handle,
+        // Only an endpoint without the operation falls back to copying; anything else (access
+        // denied, a task already running) is the operator's to know.
+        Err(err) if unsupported(&err) => return Ok(None),
+        Err(err) => return Err(sqs_error(err)),
+    };
     for _ in 0..600 {
-        let tasks = backend.sqs.list_message_move_tasks().source_arn(&source).send().await.map_err(sqs_error)?;
-        if let Some(task) = tasks.results.unwrap_or_default().into_iter().next() {
+        let tasks = backend
+            .sqs
+            .list_message_move_tasks()
+            .source_arn(&source)
+            .max_results(10)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        // Ours, not another operator's.
+        let ours = tasks.results.unwrap_or_default().into_iter().find(|t| handle.is_none() || t.task_handle == handle);
+        if let Some(task) = ours {
             match task.status.as_deref() {
                 Some("COMPLETED") => {
                     let moved = task.approximate_number_of_messages_moved as usize;
@@ -198,6 +227,20 @@ async fn move_task(backend: &Backend, dlq_url: &str, queue_url: &str) -> Result<
     }
     Err(ServiceError::Unavailable { component: "sqs", message: "the move task did not finish in 10 minutes".into() })
 }
+
+/// Whether an SQS error says the endpoint has no such operation (emulators), rather than a
+/// failure of it.
+fn unsupported<E: std::fmt::Debug>(err: &aws_sdk_sqs::error::SdkError<E>) -> bool {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let text = format!("{err:?}");
+    matches!(status, Some(404 | 501))
+        || ["UnsupportedOperation", "InvalidAction", "UnknownOperation", "not implemented", "NotImplemented"]
+            .iter()
+            .any(|needle| text.contains(needle))
+}
+
+/// SQS's limit on one `SendMessageBatch` (all bodies together), with room for the envelope.
+const SEND_BATCH_BYTES: usize = 240 * 1024;
 
 /// Receive, send to the queue, then delete from the DLQ: never deleted before it is sent.
 async fn copy(backend: &Backend, dlq_url: &str, queue_url: &str, max: usize) -> Result<RedriveReport, ServiceError> {
@@ -223,26 +266,25 @@ async fn copy(backend: &Backend, dlq_url: &str, queue_url: &str, max: usize) -> 
             continue;
         }
         empty_rounds = 0;
-        let entries: Vec<SendMessageBatchRequestEntry> = received
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(m.body.clone().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let sent = backend
-            .sqs
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(sqs_error)?;
-        let sent_ids: HashSet<String> = sent.successful.iter().map(|s| s.id.clone()).collect();
+        // Batches packed by size (a job chunk alone can be 200 KiB); a batch the queue refuses
+        // is sent again one message at a time, so one bad batch does not stop the redrive.
+        let mut sent_ids: HashSet<String> = HashSet::new();
+        let mut batch: Vec<SendMessageBatchRequestEntry> = Vec::new();
+        let mut batch_bytes = 0;
+        for (i, message) in received.iter().enumerate() {
+            let body = message.body.clone().unwrap_or_default();
+            if !batch.is_empty() && batch_bytes + body.len() > SEND_BATCH_BYTES {
+                sent_ids.extend(send_batch(backend, queue_url, std::mem::take(&mut batch)).await);
+                batch_bytes = 0;
+            }
+            batch_bytes += body.len();
+            if let Ok(entry) = SendMessageBatchRequestEntry::builder().id(format!("m{i}")).message_body(body).build() {
+                batch.push(entry);
+            }
+        }
+        if !batch.is_empty() {
+            sent_ids.extend(send_batch(backend, queue_url, batch).await);
+        }
         for (i, message) in received.iter().enumerate() {
             if !sent_ids.contains(&format!("m{i}")) {
                 // Not sent: stays in the DLQ (visible again after the timeout).
@@ -262,4 +304,20 @@ async fn copy(backend: &Backend, dlq_url: &str, queue_url: &str, max: usize) -> 
         }
     }
     Ok(report)
+}
+
+/// Sends `entries`; returns the ids of those that went. A refused batch goes one by one.
+async fn send_batch(backend: &Backend, queue_url: &str, entries: Vec<SendMessageBatchRequestEntry>) -> Vec<String> {
+    let sent = backend.sqs.send_message_batch().queue_url(queue_url).set_entries(Some(entries.clone())).send().await;
+    if let Ok(output) = sent {
+        return output.successful.into_iter().map(|s| s.id).collect();
+    }
+    let mut ids = Vec::new();
+    for entry in entries {
+        let single = backend.sqs.send_message().queue_url(queue_url).message_body(entry.message_body()).send().await;
+        if single.is_ok() {
+            ids.push(entry.id().to_string());
+        }
+    }
+    ids
 }

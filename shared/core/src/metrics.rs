@@ -13,8 +13,7 @@
 //!   `$default`) and `2xx`…`5xx`. Never the concrete path, which holds ids.
 //! - `ErrorCode`: for rejected events, one of the static codes (`SESSION_NOT_FOUND`, …).
 //!
-//! Tenant and stream are chosen by clients, so they are never dimensions: a record carries them
-//! as properties (searchable with CloudWatch Logs Insights, see README "Operating Argus").
+//! Tenant and stream are chosen by clients, so they are never dimensions.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,23 +106,51 @@ impl Record {
         Value::Object(root)
     }
 
-    /// Writes the record (nothing if it holds no metric).
+    /// Writes the record (nothing if it holds no metric). EMF takes at most 100 values per
+    /// metric in one record: more are written as several records.
     pub fn emit(self) {
-        if self.metrics.is_empty() {
+        let now = chrono::Utc::now().timestamp_millis();
+        for part in self.split(MAX_VALUES_PER_METRIC) {
+            write_line(part.to_json(now).to_string());
+        }
+    }
+
+    /// The record as records of at most `max` values per metric.
+    fn split(self, max: usize) -> Vec<Record> {
+        let longest = self.metrics.iter().map(|(_, _, values)| values.len()).max().unwrap_or(0);
+        if longest <= max {
+            return if self.metrics.is_empty() { Vec::new() } else { vec![self] };
+        }
+        (0..longest.div_ceil(max))
+            .map(|part| Record {
+                metrics: self
+                    .metrics
+                    .iter()
+                    .filter_map(|(name, unit, values)| {
+                        let slice: Vec<f64> = values.iter().skip(part * max).take(max).copied().collect();
+                        (!slice.is_empty()).then_some((*name, *unit, slice))
+                    })
+                    .collect(),
+                ..self.clone()
+            })
+            .collect()
+    }
+}
+
+/// EMF's limit on the values of one metric in one record.
+pub const MAX_VALUES_PER_METRIC: usize = 100;
+
+fn write_line(line: String) {
+    if let Ok(mut captured) = CAPTURED.lock() {
+        if let Some(lines) = captured.as_mut() {
+            lines.push(line);
             return;
         }
-        let line = self.to_json(chrono::Utc::now().timestamp_millis()).to_string();
-        if let Ok(mut captured) = CAPTURED.lock() {
-            if let Some(lines) = captured.as_mut() {
-                lines.push(line);
-                return;
-            }
-        }
-        if enabled() {
-            // One write per line: concurrent records never interleave.
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(format!("{line}\n").as_bytes());
-        }
+    }
+    if enabled() {
+        // One write per line: concurrent records never interleave.
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(format!("{line}\n").as_bytes());
     }
 }
 
@@ -246,6 +273,22 @@ impl EventCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_than_100_values_are_split_across_records() {
+        let record = Record::new("argus-processor").count("EventsStored", 250).metric(
+            "IngestionLag",
+            Unit::Milliseconds,
+            (0..250).map(f64::from).collect(),
+        );
+        let parts = record.split(MAX_VALUES_PER_METRIC);
+        let lags: Vec<usize> =
+            parts.iter().map(|p| p.metrics.iter().find(|m| m.0 == "IngestionLag").unwrap().2.len()).collect();
+        assert_eq!(lags, [100, 100, 50]);
+        let counts = parts.iter().filter(|p| p.metrics.iter().any(|m| m.0 == "EventsStored")).count();
+        assert_eq!(counts, 1, "a count is written once");
+        assert!(Record::new("f").split(100).is_empty());
+    }
 
     #[test]
     fn a_record_is_emf_with_three_dimension_levels() {

@@ -121,7 +121,9 @@ async fn run(args: &[String]) -> Result<(), String> {
                 }
                 return Ok(());
             }
-            println!("{} message(s) in {dlq_url}", letters.len());
+            let depth = dlq::depth(&backend, &dlq_url).await.map_err(|e| e.to_string())?;
+            println!("about {depth} message(s) in {dlq_url}; showing {}", letters.len());
+            println!("(receive counts include earlier listings: each look is a receive)");
             for letter in &letters {
                 let error = letter
                     .first_error
