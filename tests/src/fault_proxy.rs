@@ -50,12 +50,35 @@ pub struct FaultStats {
     pub server_errors: u64,
     pub forwarded_calls: u64,
     pub transaction_conflicts: u64,
+    /// The most calls that were in the proxy at once (how concurrent the caller was).
+    pub max_in_flight: u64,
 }
 
 struct State {
     faults: Faults,
     rng: fastrand::Rng,
     stats: FaultStats,
+    in_flight: u64,
+}
+
+/// Counts one call in flight for as long as it lives.
+struct InFlight<'a>(&'a Mutex<State>);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Mutex<State>) -> Self {
+        let mut guard = state.lock().expect("proxy state");
+        guard.in_flight += 1;
+        guard.stats.max_in_flight = guard.stats.max_in_flight.max(guard.in_flight);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self.0.lock() {
+            guard.in_flight -= 1;
+        }
+    }
 }
 
 pub struct FaultProxy {
@@ -72,6 +95,7 @@ impl FaultProxy {
             rng: fastrand::Rng::with_seed(faults.seed),
             faults,
             stats: FaultStats::default(),
+            in_flight: 0,
         }));
         let upstream = upstream.to_string();
         let client = reqwest::Client::new();
@@ -140,6 +164,7 @@ async fn handle(
     };
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let operation = target.rsplit('.').next().unwrap_or("").to_string();
+    let _in_flight = InFlight::enter(state);
 
     let latency = state.lock().expect("proxy state").faults.latency;
     if !latency.is_zero() {
@@ -149,7 +174,7 @@ async fn handle(
     let mut held_back: Option<(String, Vec<Value>)> = None;
     {
         let mut state = state.lock().expect("proxy state");
-        let State { faults, rng, stats } = &mut *state;
+        let State { faults, rng, stats, .. } = &mut *state;
         let targeted = faults.targets.is_empty() || faults.targets.contains(&operation);
         if let Some(marker) = &faults.always_fail_marker {
             if body.windows(marker.len()).any(|w| w == marker.as_bytes()) {

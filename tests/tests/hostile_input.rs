@@ -317,3 +317,30 @@ async fn answers_the_fuzzer_found_inconsistent() {
     let (status, body) = raw(&stack.base_url, &request("POST", "/sessions", &headers, ""));
     assert_envelope(status, &body, 400, "INVALID_IDEMPOTENCY_KEY");
 }
+
+/// One batch holds at most `MAX_CONCURRENT_SUB_REQUESTS` sub-requests in flight: counted at a
+/// slow DynamoDB (each read held 100 ms), not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_at_most_eight_sub_requests_at_once() {
+    use argus_tests::fault_proxy::{FaultProxy, Faults};
+    let stack = TestStack::start().await;
+    let key = stack.key("hostile").await;
+    let proxy = FaultProxy::start(
+        &std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").expect("ARGUS_TEST_DYNAMODB_ENDPOINT"),
+        Faults { latency: std::time::Duration::from_millis(100), ..Faults::default() },
+    )
+    .await;
+    let mut backend = stack.backend.clone();
+    backend.dynamodb = proxy.dynamodb_client();
+    let slow = TestStack::serve(backend, stack.provisioned.clone(), stack.template.clone()).await;
+    let requests: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("g{i}"), "method": "GET", "path": format!("/sessions/0190f0a2-5f5e-7c3a-9a1b-{i:012}")}))
+        .collect();
+    let (status, body) = slow.post("/batch", &key, json!({ "requests": requests })).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["responses"].as_array().unwrap().iter().all(|r| r["status"] == 404), "{body}");
+    let most = proxy.stats().max_in_flight;
+    let bound = argus_api::multi::MAX_CONCURRENT_SUB_REQUESTS as u64;
+    assert!(most <= bound, "{most} DynamoDB calls at once from one batch (bound {bound})");
+    assert!(most >= 2, "sub-requests run concurrently: {most}");
+}
