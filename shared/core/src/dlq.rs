@@ -20,21 +20,30 @@ fn sqs_error<E: std::fmt::Debug>(err: E) -> ServiceError {
     ServiceError::Unavailable { component: "sqs", message: format!("{err:?}") }
 }
 
-/// The DLQ of `queue_url`, from its redrive policy.
-pub async fn dead_letter_queue_url(backend: &Backend, queue_url: &str) -> Result<String, ServiceError> {
+/// One attribute of a queue (`None` when the queue does not have it).
+async fn queue_attribute(
+    backend: &Backend,
+    queue_url: &str,
+    name: QueueAttributeName,
+) -> Result<Option<String>, ServiceError> {
     let attributes = backend
         .sqs
         .get_queue_attributes()
         .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .attribute_names(name.clone())
         .send()
         .await
         .map_err(sqs_error)?
         .attributes
         .unwrap_or_default();
-    let policy: Value = attributes
-        .get(&QueueAttributeName::RedrivePolicy)
-        .and_then(|p| serde_json::from_str(p).ok())
+    Ok(attributes.get(&name).cloned())
+}
+
+/// The DLQ of `queue_url`, from its redrive policy.
+pub async fn dead_letter_queue_url(backend: &Backend, queue_url: &str) -> Result<String, ServiceError> {
+    let policy: Value = queue_attribute(backend, queue_url, QueueAttributeName::RedrivePolicy)
+        .await?
+        .and_then(|p| serde_json::from_str(&p).ok())
         .ok_or_else(|| ServiceError::Internal(format!("{queue_url} has no redrive policy")))?;
     let arn = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
     let name = arn.rsplit(':').next().unwrap_or_default();
@@ -88,17 +97,8 @@ fn describe(message_id: String, body: &str, receive_count: u32, sent_at_ms: Opti
 
 /// How many messages the DLQ holds (SQS's approximate count: a listing samples, this counts).
 pub async fn depth(backend: &Backend, dlq_url: &str) -> Result<usize, ServiceError> {
-    let attributes = backend
-        .sqs
-        .get_queue_attributes()
-        .queue_url(dlq_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .map_err(sqs_error)?
-        .attributes
-        .unwrap_or_default();
-    Ok(attributes.get(&QueueAttributeName::ApproximateNumberOfMessages).and_then(|n| n.parse().ok()).unwrap_or(0))
+    let count = queue_attribute(backend, dlq_url, QueueAttributeName::ApproximateNumberOfMessages).await?;
+    Ok(count.and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 /// Up to `max` messages of the DLQ, without taking them: each is received with a visibility
@@ -173,22 +173,9 @@ pub async fn redrive(
 
 /// `StartMessageMoveTask`, waited for. `None` when the endpoint does not offer it.
 async fn move_task(backend: &Backend, dlq_url: &str, queue_url: &str) -> Result<Option<RedriveReport>, ServiceError> {
-    let arn = |url: &str| {
-        let url = url.to_string();
-        async move {
-            backend
-                .sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .ok()
-                .and_then(|o| o.attributes)
-                .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        }
-    };
-    let (Some(source), Some(destination)) = (arn(dlq_url).await, arn(queue_url).await) else { return Ok(None) };
+    let source = queue_attribute(backend, dlq_url, QueueAttributeName::QueueArn).await.ok().flatten();
+    let destination = queue_attribute(backend, queue_url, QueueAttributeName::QueueArn).await.ok().flatten();
+    let (Some(source), Some(destination)) = (source, destination) else { return Ok(None) };
     let started = backend.sqs.start_message_move_task().source_arn(&source).destination_arn(&destination).send().await;
     let handle = match started {
         Ok(output) => output.task_handle,
