@@ -66,6 +66,9 @@ pub fn steady_faults() -> Option<fault_proxy::Faults> {
     }
 }
 
+/// Streams whose test events may carry 2021 timestamps (`TestStack::key`).
+pub const HISTORIC_STREAMS: [&str; 2] = ["default", "mobile"];
+
 impl TestStack {
     pub async fn start() -> Self {
         let settings = test_settings();
@@ -161,8 +164,18 @@ impl TestStack {
     }
 
     /// A new API key for `tenant`.
+    /// A new API key of `tenant`. the_eye's sample payloads (and most tests) date from 2021: the
+    /// tenant's `default` and `mobile` streams keep events the longest retention (3,650 days) so
+    /// those timestamps are stored, as after `PATCH /streams/{id}` (tests of retention itself
+    /// use streams of their own, with the default 90 days).
     pub async fn key(&self, tenant: &str) -> String {
-        seed_tenant(&self.backend, tenant, None).await.expect("seeding tenant").secret
+        let secret = seed_tenant(&self.backend, tenant, None).await.expect("seeding tenant").secret;
+        let longest =
+            argus_models::stream::StreamChanges { retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS) };
+        for stream in HISTORIC_STREAMS {
+            argus_core::streams::update(&self.backend, tenant, stream, &longest).await.expect("stream retention");
+        }
+        secret
     }
 
     /// Sends a request and returns the status and the JSON body (`Null` when empty).

@@ -201,7 +201,11 @@ async fn every_bulk_path_answers_by_its_deadline_under_throttling_and_latency() 
     }
     let started = Instant::now();
     let deadline = Some(started + deadline_in);
-    let outcome = scope(deadline, bulk::create_events(&backend, "acme", &fresh[..200], Mode::Partial, deadline)).await;
+    let outcome = scope(
+        deadline,
+        bulk::create_events(&backend, "acme", &fresh[..200], Mode::Partial, deadline, bulk::Dialect::Argus),
+    )
+    .await;
     within(started, "create");
     all_503(outcome, 200, "create");
 

@@ -30,6 +30,10 @@ async fn every_fixture_invokes_its_function() {
     argus_core::sessions::create_with_id(&stack.backend, "fixtures", fixture_session, Default::default())
         .await
         .unwrap();
+    // the_eye's sample (in the processor's fixture) dates from 2021: within 10 years' retention.
+    let longest =
+        argus_models::stream::StreamChanges { retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS) };
+    argus_core::streams::update(&stack.backend, "fixtures", "default", &longest).await.unwrap();
     let events = repo_root().join("events");
     let expected: serde_json::Map<String, Value> =
         serde_json::from_str(&std::fs::read_to_string(events.join("expected.json")).unwrap()).unwrap();

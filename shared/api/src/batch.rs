@@ -1,8 +1,9 @@
-//! `/batch/events` routes: bulk create, update, soft delete and restore.
+//! `/batch/*` routes (bulk create, update, soft delete, restore; jobs; the generic batch) and
+//! DataStream's bulk create, `POST /ingest/batch`.
 
 use std::time::Instant;
 
-use argus_core::bulk::{self, BulkOutcome, BulkReport, Mode, MAX_BYTES, MAX_ITEMS};
+use argus_core::bulk::{self, BulkOutcome, BulkReport, Dialect, Mode, MAX_BYTES, MAX_ITEMS};
 use argus_core::Backend;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -73,6 +74,18 @@ fn outcome_response(failures_only: bool, outcome: BulkOutcome, atomic_status: u1
     }
 }
 
+/// The answer of a bulk create (its metrics emitted): per-item report, or 201 with the ids.
+fn created_response(failures_only: bool, outcome: BulkOutcome) -> Response<Body> {
+    let counts = match &outcome {
+        BulkOutcome::Report(report) => argus_core::metrics::EventCounts::from_results(&report.results),
+        BulkOutcome::Atomic { ids } => {
+            argus_core::metrics::EventCounts { accepted: ids.len(), stored: ids.len(), ..Default::default() }
+        }
+    };
+    counts.emit("argus-batch");
+    outcome_response(failures_only, outcome, 201)
+}
+
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
     let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
@@ -110,17 +123,26 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
                 let failures_only = return_failures_only(req)?;
                 let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
-                let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req)).await?;
-                let counts = match &outcome {
-                    BulkOutcome::Report(report) => argus_core::metrics::EventCounts::from_results(&report.results),
-                    BulkOutcome::Atomic { ids } => argus_core::metrics::EventCounts {
-                        accepted: ids.len(),
-                        stored: ids.len(),
-                        ..Default::default()
-                    },
+                let outcome =
+                    bulk::create_events(backend, &tenant, &items, mode, deadline(req), Dialect::Argus).await?;
+                Ok(created_response(failures_only, outcome))
+            })
+            .await
+        }
+        "POST /ingest/batch" => {
+            idempotent::run(backend, &tenant, req, "POST /ingest/batch", || async {
+                let failures_only = return_failures_only(req)?;
+                let mut body = bulk_body(req)?;
+                let stream = argus_models::datastream::parse_batch(&body)?.0;
+                let mode = Mode::parse(body.get("mode"))?;
+                // A bulk body is megabytes: the items move out of it, no copy.
+                let items = match body.get_mut("events") {
+                    Some(Value::Array(items)) => std::mem::take(items),
+                    _ => Vec::new(),
                 };
-                counts.emit("argus-batch");
-                Ok(outcome_response(failures_only, outcome, 201))
+                let dialect = Dialect::DataStream { stream: &stream };
+                let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req), dialect).await?;
+                Ok(created_response(failures_only, outcome))
             })
             .await
         }

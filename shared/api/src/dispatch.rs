@@ -12,6 +12,7 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
         "argus-health" => crate::health::handle(backend, req).await,
         "argus-events" => crate::events::handle(backend, req).await,
         "argus-errors" => crate::errors::handle(backend, req).await,
+        "argus-streams" => crate::streams::handle(backend, req).await,
         "argus-batch" => crate::batch::handle(backend, req).await,
         _ => return None,
     })

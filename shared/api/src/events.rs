@@ -1,4 +1,4 @@
-//! `/events` routes.
+//! `/events` routes, and DataStream's single-event ingestion `POST /ingest/events`.
 
 use argus_core::events::{self, EventFilter};
 use argus_core::{page::parse_limit, pipeline, Backend};
@@ -34,6 +34,23 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
                 argus_core::metrics::EventCounts { accepted: 1, ..Default::default() }.emit("argus-events");
                 Ok(response::json(202, &json!({"status": "accepted", "id": id})))
+            })
+            .await
+        }
+        "POST /ingest/events" => {
+            let started = std::time::Instant::now();
+            idempotent::run(backend, &tenant, req, "POST /ingest/events", || async {
+                let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
+                let input = argus_models::datastream::parse_event(&payload, None, &argus_models::time::now())?;
+                let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
+                argus_core::metrics::EventCounts { accepted: 1, ..Default::default() }.emit("argus-events");
+                // DataStream's answer: `event_id`, and the time this request took to accept it.
+                let processing_time_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let processing_time_ms = (processing_time_ms * 1000.0).round() / 1000.0;
+                Ok(response::json(
+                    202,
+                    &json!({"status": "accepted", "event_id": id, "processing_time_ms": processing_time_ms}),
+                ))
             })
             .await
         }

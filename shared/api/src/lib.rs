@@ -25,6 +25,7 @@ pub mod processor;
 pub mod response;
 pub mod routes;
 pub mod sessions;
+pub mod streams;
 pub mod sweeper;
 pub mod telemetry;
 

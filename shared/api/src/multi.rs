@@ -99,8 +99,15 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
             }
         };
         let route_path = path.split('?').next().unwrap_or_default();
-        if route_path.starts_with("/batch") || crate::routes::normalize(route_path) == "/health" {
-            return Err(invalid(index, Some(&id), "path", "batches cannot contain /batch or /health requests"));
+        // Bulk inside a batch would step around the bulk limits: bulk calls go on their own.
+        let normalized = crate::routes::normalize(route_path);
+        if route_path.starts_with("/batch") || normalized == "/ingest/batch" || normalized == "/health" {
+            return Err(invalid(
+                index,
+                Some(&id),
+                "path",
+                "batches cannot contain /batch, /ingest/batch or /health requests",
+            ));
         }
         match match_route(&method, route_path) {
             RouteMatch::Found { .. } => {}

@@ -14,6 +14,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("PATCH", "/events/{id}", "argus-events"),
     ("DELETE", "/events/{id}", "argus-events"),
     ("POST", "/events/{id}/restore", "argus-events"),
+    ("POST", "/ingest/events", "argus-events"),
     ("POST", "/batch", "argus-batch"),
     ("POST", "/batch/jobs", "argus-batch"),
     ("GET", "/batch/jobs/{id}", "argus-batch"),
@@ -22,8 +23,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("PATCH", "/batch/events", "argus-batch"),
     ("DELETE", "/batch/events", "argus-batch"),
     ("POST", "/batch/events/restore", "argus-batch"),
+    ("POST", "/ingest/batch", "argus-batch"),
     ("GET", "/errors", "argus-errors"),
     ("GET", "/errors/{id}", "argus-errors"),
+    ("GET", "/streams", "argus-streams"),
+    ("GET", "/streams/{id}", "argus-streams"),
+    ("PATCH", "/streams/{id}", "argus-streams"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

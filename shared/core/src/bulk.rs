@@ -163,6 +163,57 @@ fn failures_details(results: &[ItemResult]) -> Map<String, Value> {
     Map::from_iter([("failures".to_string(), Value::Array(failures))])
 }
 
+/// How the items of a create are spelled: Argus's own event shape (the_eye's, sessions
+/// required) or DataStream Pro's (`crate::datastream`), with the batch's `stream_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect<'a> {
+    Argus,
+    DataStream { stream: &'a str },
+}
+
+impl Dialect<'_> {
+    fn parse(&self, raw: &Value, received: &chrono::DateTime<chrono::Utc>) -> Result<EventInput, ValidationError> {
+        match self {
+            Dialect::Argus => EventInput::parse(raw),
+            Dialect::DataStream { stream } => argus_models::datastream::parse_event(raw, Some(stream), received),
+        }
+    }
+}
+
+/// The content rules every new event meets, wherever it arrives (single, bulk, job): the_eye's
+/// rules, its session's existence (when it names one), and its stream's retention at `now` (the
+/// time it is stored: a queued event that expired while it waited becomes an error record, not
+/// an event stored already invisible).
+pub(crate) fn new_event_violations(
+    input: &EventInput,
+    received: &chrono::DateTime<chrono::Utc>,
+    now: &chrono::DateTime<chrono::Utc>,
+    sessions_found: &HashSet<Uuid>,
+    retention: &HashMap<String, u32>,
+) -> Vec<FieldError> {
+    let mut violations = content_violations(&input.data, &input.timestamp, received);
+    if let Some(session) = input.session_id {
+        if !sessions_found.contains(&session) {
+            violations.push(FieldError::new(
+                "session_id",
+                codes::SESSION_NOT_FOUND,
+                format!("session {session} does not exist"),
+            ));
+        }
+    }
+    let days = retention.get(&input.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+    violations.extend(argus_models::stream::retention_violation(&input.timestamp, days, now));
+    violations
+}
+
+/// The distinct stream ids among some events', for `streams::retention_days`.
+pub(crate) fn distinct_streams<'a>(streams: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut streams: Vec<&str> = streams.collect();
+    streams.sort_unstable();
+    streams.dedup();
+    streams
+}
+
 /// An item that passed every check, ready to write.
 pub(crate) struct Ready {
     pub(crate) index: usize,
@@ -181,39 +232,38 @@ pub(crate) async fn prepare_creates(
     tenant: &str,
     items: &[Value],
     server_ids: &HashSet<usize>,
+    dialect: Dialect<'_>,
 ) -> Result<(Vec<Option<ItemResult>>, Vec<Ready>), ServiceError> {
     let received = time::now();
     let received_at = time::format(&received);
     let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
     let mut parsed: Vec<(usize, EventInput)> = Vec::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
-        match EventInput::parse(raw) {
+        match dialect.parse(raw, &received) {
             Ok(input) => parsed.push((index, input)),
             Err(err) => results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err))),
         }
     }
-    // One BatchGetItem per 100 distinct sessions, and per 100 client-supplied ids.
-    let session_ids: Vec<Uuid> = parsed.iter().map(|(_, e)| e.session_id).collect::<HashSet<_>>().into_iter().collect();
+    // One BatchGetItem per 100 distinct sessions, per 100 client-supplied ids, and per 100
+    // streams not in the settings cache.
+    let session_ids: Vec<Uuid> =
+        parsed.iter().filter_map(|(_, e)| e.session_id).collect::<HashSet<_>>().into_iter().collect();
     let client_ids: Vec<Uuid> = parsed.iter().filter_map(|(_, e)| e.id).collect::<HashSet<_>>().into_iter().collect();
-    let (found_sessions, existing) = tokio::join!(
+    let streams = distinct_streams(parsed.iter().map(|(_, e)| e.stream.as_str()));
+    let (found_sessions, existing, retention) = tokio::join!(
         sessions::existing(backend, tenant, &session_ids),
-        events::existing_hashes(backend, tenant, &client_ids)
+        events::existing_hashes(backend, tenant, &client_ids),
+        crate::streams::retention_days(backend, tenant, &streams)
     );
     let found_sessions: HashSet<Uuid> = found_sessions?.into_iter().collect();
     let existing = existing?;
+    let retention = retention?;
 
     let now = received_at.clone();
     let mut seen_in_request: HashMap<Uuid, String> = HashMap::new();
     let mut ready = Vec::with_capacity(parsed.len());
     for (index, mut input) in parsed {
-        let mut violations = content_violations(&input.data, &input.timestamp, &received);
-        if !found_sessions.contains(&input.session_id) {
-            violations.push(FieldError::new(
-                "session_id",
-                codes::SESSION_NOT_FOUND,
-                format!("session {} does not exist", input.session_id),
-            ));
-        }
+        let violations = new_event_violations(&input, &received, &received, &found_sessions, &retention);
         if !violations.is_empty() {
             let err = ValidationError { errors: violations };
             results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err)));
@@ -241,24 +291,27 @@ pub(crate) async fn prepare_creates(
         }
         let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
-        ready.push(Ready { index, id, item: events::event_item(tenant, &id, &input, &received_at, &now)?, client_id });
+        let days = retention.get(&input.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+        let item = events::event_item(tenant, &id, &input, &received_at, &now, days)?;
+        ready.push(Ready { index, id, item, client_id });
     }
     Ok((results, ready))
 }
 
-/// `POST /batch/events`.
+/// `POST /batch/events` (`Dialect::Argus`) and `POST /ingest/batch` (`Dialect::DataStream`).
 pub async fn create_events(
     backend: &Backend,
     tenant: &str,
     items: &[Value],
     mode: Mode,
     deadline: Option<Instant>,
+    dialect: Dialect<'_>,
 ) -> Result<BulkOutcome, ServiceError> {
     check_count(items.len())?;
     if mode == Mode::Atomic && items.len() > MAX_ATOMIC_ITEMS {
         return Err(atomic_limit(items.len()));
     }
-    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new()).await?;
+    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new(), dialect).await?;
     match mode {
         Mode::Partial => {
             let config = backend.writer_for(deadline, std::time::Duration::from_secs(2));
@@ -483,13 +536,16 @@ pub async fn update_events(
     let keys = wanted.iter().map(|(_, id, _, _)| key(event_pk(tenant, id), META)).collect();
     let stored = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, None).await?;
     let mut current: HashMap<Uuid, argus_models::event::Event> = HashMap::new();
+    let read_at = time::now();
     for item in &stored {
-        if item.contains_key("deleted_at") {
+        if !events::is_visible(item, false, &read_at) {
             continue;
         }
         let event = events::event_from_item(item)?;
         current.insert(event.id, event);
     }
+    let streams = distinct_streams(current.values().map(|e| e.stream.as_str()));
+    let retention = crate::streams::retention_days(backend, tenant, &streams).await?;
     let mut changed: Vec<(usize, Uuid, Item, String)> = Vec::new();
     let now = time::format(&time::now());
     for (index, id, raw_id, changes) in &wanted {
@@ -498,7 +554,8 @@ pub async fn update_events(
             continue;
         };
         // The single PATCH's own path: same content rules, same size limit.
-        match events::changed_event(tenant, event, changes, &now) {
+        let days = retention.get(&event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+        match events::changed_event(tenant, event, changes, &now, days) {
             Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
             Err(err) => results[*index] = Some(item_failure(*index, err)),
         }

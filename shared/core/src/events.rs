@@ -2,9 +2,10 @@
 
 use argus_models::event::{content_violations, Event, EventChanges, EventInput};
 use argus_models::ids::{parse_uuid, shard_of};
+use argus_models::stream::{expires_at, is_expired, retention_violation};
 use argus_models::time;
 use argus_models::{FieldError, ValidationError};
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,13 +18,16 @@ use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
 
 /// The stored item of a new event. Index keys: GSI1 by session, GSI2 by category (sharded),
-/// GSI3 by tenant (sharded); all sorted by `<timestamp>#<id>`.
+/// GSI3 by tenant (sharded); all sorted by `<timestamp>#<id>`. An event without a session or
+/// category is simply absent from that index (sparse). `expires_at` (TTL) is the timestamp plus
+/// its stream's `retention_days`.
 pub fn event_item(
     tenant: &str,
     id: &Uuid,
     input: &EventInput,
     received_at: &str,
     now: &str,
+    retention_days: u32,
 ) -> Result<Item, ServiceError> {
     let timestamp = time::format(&input.timestamp);
     let sort = time_sk(&timestamp, id);
@@ -31,16 +35,10 @@ pub fn event_item(
     let mut item = Item::from([
         (PK.into(), s(event_pk(tenant, id))),
         (SK.into(), s(META)),
-        (GSI1PK.into(), s(session_events_pk(tenant, &input.session_id))),
-        (GSI1SK.into(), s(&sort)),
-        (GSI2PK.into(), s(category_events_pk(tenant, &input.category, shard_of(id, EVENT_CATEGORY_SHARDS)))),
-        (GSI2SK.into(), s(&sort)),
         (GSI3PK.into(), s(tenant_events_pk(tenant, shard_of(id, EVENT_TENANT_SHARDS)))),
         (GSI3SK.into(), s(&sort)),
         ("entity".into(), s("event")),
         ("id".into(), s(id.to_string())),
-        ("session_id".into(), s(input.session_id.to_string())),
-        ("category".into(), s(&input.category)),
         ("name".into(), s(&input.name)),
         ("stream".into(), s(&input.stream)),
         ("data".into(), s(data)),
@@ -49,13 +47,38 @@ pub fn event_item(
         ("created_at".into(), s(now)),
         ("updated_at".into(), s(now)),
         ("content_hash".into(), s(content_hash(input))),
+        (EXPIRES_AT.into(), AttributeValue::N(expires_at(&input.timestamp, retention_days).to_string())),
     ]);
+    if let Some(session) = &input.session_id {
+        item.insert(GSI1PK.into(), s(session_events_pk(tenant, session)));
+        item.insert(GSI1SK.into(), s(&sort));
+        item.insert("session_id".into(), s(session.to_string()));
+    }
+    if let Some(category) = &input.category {
+        item.insert(GSI2PK.into(), s(category_events_pk(tenant, category, shard_of(id, EVENT_CATEGORY_SHARDS))));
+        item.insert(GSI2SK.into(), s(&sort));
+        item.insert("category".into(), s(category));
+    }
     if let Some(metadata) = &input.metadata {
         let json = serde_json::to_string(metadata).map_err(|e| ServiceError::Internal(e.to_string()))?;
         item.insert("metadata".into(), s(json));
     }
     Ok(item)
 }
+
+/// Whether a stored event item is readable now: not soft-deleted (unless asked for) and not
+/// past its retention (DynamoDB's TTL deletes it later; until then it is hidden).
+pub fn is_visible(item: &Item, include_deleted: bool, now: &DateTime<Utc>) -> bool {
+    let expired = match item.get(EXPIRES_AT) {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().is_ok_and(|at| is_expired(at, now)),
+        _ => false,
+    };
+    !expired && (include_deleted || !item.contains_key("deleted_at"))
+}
+
+/// The condition that a stored event is not past its retention at `now` (`:epoch`), for
+/// filter and condition expressions; `#expires` names `expires_at`.
+pub const NOT_EXPIRED: &str = "(attribute_not_exists(#expires) OR #expires > :epoch)";
 
 /// A digest of what the client sent (not server fields): tells a retried duplicate (same id,
 /// same content) from a conflicting reuse of an id.
@@ -77,14 +100,18 @@ pub fn event_from_item(item: &Item) -> Result<Event, ServiceError> {
     let uuid = |name: &str| -> Result<Uuid, ServiceError> {
         Uuid::try_parse(get_s(item, name)?).map_err(|e| internal(e.to_string()))
     };
+    let session_id = match get_opt_s(item, "session_id") {
+        Some(raw) => Some(Uuid::try_parse(raw).map_err(|e| internal(e.to_string()))?),
+        None => None,
+    };
     let metadata = match get_opt_s(item, "metadata") {
         Some(json) => Some(serde_json::from_str::<Map<String, Value>>(json).map_err(|e| internal(e.to_string()))?),
         None => None,
     };
     Ok(Event {
         id: uuid("id")?,
-        session_id: uuid("session_id")?,
-        category: get_s(item, "category")?.to_string(),
+        session_id,
+        category: get_opt_s(item, "category").map(str::to_string),
         name: get_s(item, "name")?.to_string(),
         data: serde_json::from_str(get_s(item, "data")?).map_err(|e| internal(e.to_string()))?,
         timestamp: get_s(item, "timestamp")?.to_string(),
@@ -135,7 +162,7 @@ async fn get_item(backend: &Backend, tenant: &str, id: &Uuid) -> Result<Option<I
 pub async fn get(backend: &Backend, tenant: &str, raw_id: &str, include_deleted: bool) -> Result<Event, ServiceError> {
     let id = event_id(raw_id)?;
     match get_item(backend, tenant, &id).await? {
-        Some(item) if include_deleted || !item.contains_key("deleted_at") => event_from_item(&item),
+        Some(item) if is_visible(&item, include_deleted, &time::now()) => event_from_item(&item),
         _ => Err(ServiceError::not_found("event", raw_id)),
     }
 }
@@ -247,6 +274,7 @@ pub async fn list(
     if !filter.include_deleted {
         expression.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
     }
+    expression.and(NOT_EXPIRED).name("#expires", EXPIRES_AT).value(":epoch", epoch_now());
     // `<timestamp>#<id>`: everything at or after `from` sorts at or after "<from>", everything up
     // to and including `to` sorts before "<to>$" ('$' follows '#').
     let range_end = filter.to.map(|to| format!("{}$", time::format(&to)));
@@ -271,10 +299,17 @@ pub async fn list(
     })
 }
 
-/// Content rules for a changed event, judged against now.
-fn check_content(event: &Event) -> Result<(), ServiceError> {
+/// `now` as the number DynamoDB compares `expires_at` with.
+pub fn epoch_now() -> AttributeValue {
+    AttributeValue::N(time::now().timestamp().to_string())
+}
+
+/// Content rules for a changed event, judged against now, its stream's retention included.
+fn check_content(event: &Event, retention_days: u32) -> Result<(), ServiceError> {
     let timestamp = time::parse("timestamp", &event.timestamp)?;
-    let violations = content_violations(&event.data, &timestamp, &time::now());
+    let now = time::now();
+    let mut violations = content_violations(&event.data, &timestamp, &now);
+    violations.extend(retention_violation(&timestamp, retention_days, &now));
     if violations.is_empty() {
         Ok(())
     } else {
@@ -292,19 +327,23 @@ pub async fn update(
 ) -> Result<Event, ServiceError> {
     let id = event_id(raw_id)?;
     let item = match get_item(backend, tenant, &id).await? {
-        Some(item) if !item.contains_key("deleted_at") => item,
+        Some(item) if is_visible(&item, false, &time::now()) => item,
         _ => return Err(ServiceError::not_found("event", raw_id)),
     };
     let current = event_from_item(&item)?;
-    let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()))?;
+    let retention = crate::streams::retention_days(backend, tenant, &[current.stream.as_str()]).await?;
+    let retention = retention.get(&current.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+    let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()), retention)?;
     let result = crate::deadline::bounded(
         backend
             .dynamodb
             .put_item()
             .table_name(&backend.table)
             .set_item(Some(new_item))
-            .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
+            .condition_expression(format!("updated_at = :seen AND attribute_not_exists(deleted_at) AND {NOT_EXPIRED}"))
+            .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":seen", s(&current.updated_at))
+            .expression_attribute_values(":epoch", epoch_now())
             .send(),
     )
     .await?;
@@ -312,7 +351,7 @@ pub async fn update(
         Ok(_) => Ok(next),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
             match get_item(backend, tenant, &id).await? {
-                Some(item) if !item.contains_key("deleted_at") => Err(ServiceError::Conflict {
+                Some(item) if is_visible(&item, false, &time::now()) => Err(ServiceError::Conflict {
                     code: "CONCURRENT_UPDATE",
                     message: "the event changed while this update was applied; read it and retry".into(),
                     details: Map::from_iter([("id".to_string(), Value::from(raw_id))]),
@@ -325,15 +364,17 @@ pub async fn update(
 }
 
 /// The one update path, for single and bulk PUT/PATCH: `current` after `changes`, checked as
-/// any stored event is (content rules, size limit), and the item that stores it.
+/// any stored event is (content rules, its stream's retention, size limit), and the item that
+/// stores it (with its TTL from the new timestamp).
 pub fn changed_event(
     tenant: &str,
     current: &Event,
     changes: &EventChanges,
     now: &str,
+    retention_days: u32,
 ) -> Result<(Event, Item), ServiceError> {
     let mut next = changes.apply(current);
-    check_content(&next)?;
+    check_content(&next, retention_days)?;
     if serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX) > argus_models::event::MAX_EVENT_BYTES + 1024 {
         return Err(FieldError::new("data", "TOO_LARGE", "the changed event exceeds the event size limit").into());
     }
@@ -348,7 +389,7 @@ pub fn changed_event(
         stream: next.stream.clone(),
         metadata: next.metadata.clone(),
     };
-    let mut item = event_item(tenant, &current.id, &input, &current.received_at, &current.created_at)?;
+    let mut item = event_item(tenant, &current.id, &input, &current.received_at, &current.created_at, retention_days)?;
     item.insert("updated_at".into(), s(now));
     Ok((next, item))
 }
@@ -370,7 +411,9 @@ async fn set_deleted(
             .key(PK, s(event_pk(tenant, id)))
             .key(SK, s(META))
             .update_expression(update)
-            .condition_expression(condition)
+            .condition_expression(format!("{condition} AND {NOT_EXPIRED}"))
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":epoch", epoch_now())
             .expression_attribute_values(":now", s(time::format(&time::now())))
             .return_values(ReturnValue::AllNew)
             .send(),

@@ -525,7 +525,8 @@ pub async fn process_chunk(
         return complete_if_done(backend, &pk).await.map(|_| crate::metrics::EventCounts::default());
     }
     let server_ids: std::collections::HashSet<usize> = chunk.server_ids.iter().copied().collect();
-    let (mut decided, ready) = bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids).await?;
+    let (mut decided, ready) =
+        bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids, bulk::Dialect::Argus).await?;
     let final_attempt = receive_count >= FINAL_RECEIVE;
     let (client_chosen, ready): (Vec<bulk::Ready>, Vec<bulk::Ready>) = ready.into_iter().partition(|r| r.client_id);
     for result in crate::client_ids::create(backend, client_chosen, config).await {

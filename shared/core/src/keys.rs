@@ -88,3 +88,13 @@ pub fn error_list_pk(tenant: &str, shard: u32) -> String {
 pub fn session_errors_pk(tenant: &str, session: &Uuid) -> String {
     format!("T#{tenant}#S#{session}#ERRORS")
 }
+
+/// A stream's own item (settings). Stream ids cannot contain `#` (`argus_models::stream`).
+pub fn stream_pk(tenant: &str, stream: &str) -> String {
+    format!("T#{tenant}#STREAM#{stream}")
+}
+
+/// GSI1 partition of a tenant's streams (written once per stream and per settings change).
+pub fn stream_list_pk(tenant: &str) -> String {
+    format!("T#{tenant}#STREAMS")
+}

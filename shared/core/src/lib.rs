@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod page;
 pub mod pipeline;
 pub mod sessions;
+pub mod streams;
 
 pub use aws::{Backend, Endpoints};
 pub use error::ServiceError;

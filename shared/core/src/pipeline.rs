@@ -6,7 +6,7 @@ use crate::deadline::WithinDeadline;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use argus_models::error_record::{codes, ErrorRecord};
-use argus_models::event::{content_violations, EventInput};
+use argus_models::event::EventInput;
 use argus_models::tenant::validate_tenant_id;
 use argus_models::{time, FieldError};
 use serde::{Deserialize, Serialize};
@@ -165,24 +165,32 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
         decoded.push(decode(message, &now));
     }
 
-    // What already exists, per tenant: sessions referenced, and events with these ids.
-    let mut by_tenant: BTreeMap<&str, (HashSet<Uuid>, Vec<Uuid>)> = BTreeMap::new();
+    // What already exists, per tenant: sessions referenced, events with these ids, and the
+    // settings (retention) of the streams named.
+    let mut by_tenant: BTreeMap<&str, Named> = BTreeMap::new();
     for queued in decoded.iter().flatten() {
         let entry = by_tenant.entry(queued.tenant.as_str()).or_default();
-        entry.0.insert(queued.event.session_id);
-        entry.1.extend(queued.event.id);
+        entry.sessions.extend(queued.event.session_id);
+        entry.events.extend(queued.event.id);
+        entry.streams.push(queued.event.stream.as_str());
     }
-    let mut known_sessions: HashMap<&str, Result<HashSet<Uuid>, ()>> = HashMap::new();
-    let mut known_events: HashMap<&str, Result<HashMap<Uuid, String>, ()>> = HashMap::new();
+    let mut known: HashMap<&str, Result<Known, ()>> = HashMap::new();
     let mut recorded_errors: HashSet<String> = HashSet::new();
-    for (tenant, (session_ids, event_ids)) in &by_tenant {
-        let session_ids: Vec<Uuid> = session_ids.iter().copied().collect();
-        let (found_sessions, found_events) = tokio::join!(
+    for (tenant, named) in &by_tenant {
+        let session_ids: Vec<Uuid> = named.sessions.iter().copied().collect();
+        let streams = crate::bulk::distinct_streams(named.streams.iter().copied());
+        let (found_sessions, found_events, retention) = tokio::join!(
             sessions::existing(backend, tenant, &session_ids),
-            events::existing_hashes(backend, tenant, event_ids)
+            events::existing_hashes(backend, tenant, &named.events),
+            crate::streams::retention_days(backend, tenant, &streams)
         );
-        known_sessions.insert(tenant, found_sessions.map(|ids| ids.into_iter().collect()).map_err(|_| ()));
-        known_events.insert(tenant, found_events.map_err(|_| ()));
+        let tenant_known = match (found_sessions, found_events, retention) {
+            (Ok(sessions), Ok(events), Ok(retention)) => {
+                Ok(Known { sessions: sessions.into_iter().collect(), events, retention })
+            }
+            _ => Err(()),
+        };
+        known.insert(tenant, tenant_known);
     }
 
     let mut report = ProcessReport::default();
@@ -191,13 +199,13 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
         let outcome = match item {
             Err(draft) => Outcome::Error(Box::new(draft.to_item())),
             Ok(queued) => {
-                let outcome = decide(queued, &known_sessions, &known_events, &now);
+                let outcome = decide(queued, known.get(queued.tenant.as_str()), &now);
                 // One event id twice in a batch (a client or SDK retry): the first decides, a
                 // later copy is a duplicate of it, or an ID_CONFLICT if its content differs.
-                if let (Outcome::Event(_), Some(Ok(existing)), Some(id)) =
-                    (&outcome, known_events.get_mut(queued.tenant.as_str()), queued.event.id)
+                if let (Outcome::Event(_), Some(Ok(tenant_known)), Some(id)) =
+                    (&outcome, known.get_mut(queued.tenant.as_str()), queued.event.id)
                 {
-                    existing.insert(id, events::content_hash(&queued.event));
+                    tenant_known.events.insert(id, events::content_hash(&queued.event));
                 }
                 outcome
             }
@@ -308,14 +316,24 @@ fn lag_ms(received_at: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn decide(
-    queued: &QueuedEvent,
-    known_sessions: &HashMap<&str, Result<HashSet<Uuid>, ()>>,
-    known_events: &HashMap<&str, Result<HashMap<Uuid, String>, ()>>,
-    now: &str,
-) -> Outcome {
+/// What a batch's messages of one tenant name: sessions, event ids, streams.
+#[derive(Default)]
+struct Named<'a> {
+    sessions: HashSet<Uuid>,
+    events: Vec<Uuid>,
+    streams: Vec<&'a str>,
+}
+
+/// What a batch's tenant already has: its sessions and events named, its streams' retention.
+struct Known {
+    sessions: HashSet<Uuid>,
+    events: HashMap<Uuid, String>,
+    retention: HashMap<String, u32>,
+}
+
+fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) -> Outcome {
     let tenant = queued.tenant.as_str();
-    let (Some(Ok(sessions)), Some(Ok(existing))) = (known_sessions.get(tenant), known_events.get(tenant)) else {
+    let Some(Ok(Known { sessions, events: existing, retention })) = known else {
         return Outcome::Retry;
     };
     let id = queued.event.id.unwrap_or_default();
@@ -331,16 +349,16 @@ fn decide(
         None => {}
     }
     let received_at = time::parse("received_at", &queued.received_at).unwrap_or_else(|_| time::now());
-    violations.extend(content_violations(&queued.event.data, &queued.event.timestamp, &received_at));
-    if !sessions.contains(&queued.event.session_id) {
-        violations.push(FieldError::new(
-            "session_id",
-            codes::SESSION_NOT_FOUND,
-            format!("session {} does not exist", queued.event.session_id),
-        ));
-    }
+    violations.extend(crate::bulk::new_event_violations(
+        &queued.event,
+        &received_at,
+        &time::now(),
+        sessions,
+        retention,
+    ));
     if violations.is_empty() {
-        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now) {
+        let days = retention.get(&queued.event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, days) {
             Ok(item) => Outcome::Event(Box::new(item)),
             Err(_) => Outcome::Retry,
         };
@@ -350,7 +368,7 @@ fn decide(
         record: ErrorRecord {
             id: errors::error_id_for_event(tenant, &id),
             event_id: Some(id),
-            session_id: Some(queued.event.session_id),
+            session_id: queued.event.session_id,
             code: violations[0].code.to_string(),
             message: violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("; "),
             details: errors::violation_details(&violations),
@@ -372,7 +390,7 @@ fn id_conflict_record(queued: &QueuedEvent, now: &str) -> crate::ddb::Item {
         record: ErrorRecord {
             id: errors::error_id_for_event(tenant, &id),
             event_id: Some(id),
-            session_id: Some(queued.event.session_id),
+            session_id: queued.event.session_id,
             code: codes::ID_CONFLICT.to_string(),
             message: violations[0].message.clone(),
             details: errors::violation_details(&violations),

@@ -27,6 +27,8 @@ pub mod codes {
     pub const DATA_NOT_OBJECT: &str = "DATA_NOT_OBJECT";
     pub const TIMESTAMP_IN_FUTURE: &str = "TIMESTAMP_IN_FUTURE";
     pub const SESSION_NOT_FOUND: &str = "SESSION_NOT_FOUND";
+    /// The timestamp is older than its stream's `retention_days`.
+    pub const TIMESTAMP_BEYOND_RETENTION: &str = "TIMESTAMP_BEYOND_RETENTION";
     /// The id was already used by an event with different content.
     pub const ID_CONFLICT: &str = "ID_CONFLICT";
     /// A queue message that is not an Argus event message.

@@ -17,7 +17,7 @@ use crate::validation::{check_depth, json_type_name, FieldError, ValidationError
 
 pub const MAX_CATEGORY_LEN: usize = 50;
 pub const MAX_NAME_LEN: usize = 150;
-pub const MAX_STREAM_LEN: usize = 100;
+pub const MAX_STREAM_LEN: usize = crate::stream::MAX_STREAM_ID_LEN;
 pub const DEFAULT_STREAM: &str = "default";
 /// Largest event we store (its JSON form): far below DynamoDB's 400 KB item limit, and small
 /// enough that SQS messages and 10,000-item bulk requests stay within their limits.
@@ -31,8 +31,12 @@ pub struct EventInput {
     /// Client-supplied id (idempotent retries), else assigned at ingestion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
-    pub session_id: Uuid,
-    pub category: String,
+    /// Required on the_eye's routes (`parse`); DataStream's events have none (`crate::datastream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
+    /// Required on the_eye's routes; optional on DataStream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub name: String,
     /// Any JSON value here: whether it is a non-empty object is a content rule.
     pub data: Value,
@@ -46,8 +50,10 @@ pub struct EventInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: Uuid,
-    pub session_id: Uuid,
-    pub category: String,
+    /// `null` for an event that arrived without a session (DataStream's routes).
+    pub session_id: Option<Uuid>,
+    /// `null` for an event that arrived without a category.
+    pub category: Option<String>,
     pub name: String,
     pub data: Value,
     pub timestamp: String,
@@ -88,7 +94,7 @@ impl EventInput {
         let session_id = session_id(fields, &mut errors);
         let category = bounded_string(fields, "category", MAX_CATEGORY_LEN, true, &mut errors);
         let name = bounded_string(fields, "name", MAX_NAME_LEN, true, &mut errors);
-        let stream = bounded_string(fields, "stream", MAX_STREAM_LEN, false, &mut errors);
+        let stream = stream_field(fields, "stream", false, &mut errors);
         let data = match fields.get("data") {
             None => {
                 errors.push(FieldError::new("data", "REQUIRED", "data is required"));
@@ -112,23 +118,17 @@ impl EventInput {
         if errors.is_empty() {
             let event = Self {
                 id,
-                session_id: session_id.unwrap_or_default(),
-                category: category.unwrap_or_default(),
+                session_id,
+                category,
                 name: name.unwrap_or_default(),
                 data: data.unwrap_or(Value::Null),
                 timestamp: timestamp.unwrap_or_default(),
                 stream: stream.unwrap_or_else(|| DEFAULT_STREAM.to_string()),
                 metadata,
             };
-            let size = event.stored_size();
-            if size > MAX_EVENT_BYTES {
-                errors.push(FieldError::new(
-                    "data",
-                    "TOO_LARGE",
-                    format!("the event is {size} bytes as JSON; the limit is {MAX_EVENT_BYTES}"),
-                ));
-            } else {
-                return Ok(event);
+            match check_size(&event) {
+                Ok(()) => return Ok(event),
+                Err(err) => errors.push(err),
             }
         }
         Err(errors)
@@ -137,6 +137,41 @@ impl EventInput {
     /// Bytes of the event's JSON form, the measure of `MAX_EVENT_BYTES`.
     pub fn stored_size(&self) -> usize {
         serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX)
+    }
+}
+
+/// `MAX_EVENT_BYTES`, measured on the event's JSON form.
+pub(crate) fn check_size(event: &EventInput) -> Result<(), FieldError> {
+    let size = event.stored_size();
+    if size > MAX_EVENT_BYTES {
+        return Err(FieldError::new(
+            "data",
+            "TOO_LARGE",
+            format!("the event is {size} bytes as JSON; the limit is {MAX_EVENT_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A stream id field: optional or required, checked by `crate::stream::check_stream_id`.
+pub(crate) fn stream_field(
+    fields: &Map<String, Value>,
+    field: &str,
+    required: bool,
+    errors: &mut ValidationError,
+) -> Option<String> {
+    match fields.get(field) {
+        None | Some(Value::Null) => {
+            if required {
+                errors.push(FieldError::new(field, "REQUIRED", format!("{field} is required")));
+            }
+            None
+        }
+        Some(Value::String(raw)) => crate::stream::check_stream_id(field, raw).map_err(|e| errors.push(e)).ok(),
+        Some(other) => {
+            errors.push(type_error(field, "a string", other));
+            None
+        }
     }
 }
 
@@ -173,6 +208,7 @@ pub fn content_violations(data: &Value, timestamp: &DateTime<Utc>, received_at: 
 /// clear it), `PATCH` any subset. Identity (`id`, `session_id`) and server fields cannot change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventChanges {
+    /// Sets the category (none can be cleared: the_eye's events always have one).
     pub category: Option<String>,
     pub name: Option<String>,
     pub data: Option<Value>,
@@ -238,7 +274,7 @@ impl EventChanges {
     pub fn apply(&self, event: &Event) -> Event {
         let mut next = event.clone();
         if let Some(category) = &self.category {
-            next.category = category.clone();
+            next.category = Some(category.clone());
         }
         if let Some(name) = &self.name {
             next.name = name.clone();
@@ -256,7 +292,7 @@ impl EventChanges {
     }
 }
 
-fn type_error(field: &str, expected: &str, got: &Value) -> FieldError {
+pub(crate) fn type_error(field: &str, expected: &str, got: &Value) -> FieldError {
     FieldError::new(field, "INVALID_TYPE", format!("expected {expected}, got {}", json_type_name(got)))
 }
 
@@ -291,7 +327,7 @@ fn session_id(fields: &Map<String, Value>, errors: &mut ValidationError) -> Opti
     }
 }
 
-fn bounded_string(
+pub(crate) fn bounded_string(
     fields: &Map<String, Value>,
     field: &str,
     max_chars: usize,
@@ -332,7 +368,7 @@ fn bounded_string(
     }
 }
 
-fn check_depths(fields: &Map<String, Value>, errors: &mut ValidationError) {
+pub(crate) fn check_depths(fields: &Map<String, Value>, errors: &mut ValidationError) {
     for (key, value) in fields {
         if let Err(err) = check_depth(key, value) {
             errors.push(err);
@@ -340,7 +376,7 @@ fn check_depths(fields: &Map<String, Value>, errors: &mut ValidationError) {
     }
 }
 
-fn optional_object(
+pub(crate) fn optional_object(
     fields: &Map<String, Value>,
     field: &str,
     errors: &mut ValidationError,
@@ -372,7 +408,7 @@ mod tests {
             "timestamp": "2021-06-15 00:00:00"
         }))
         .unwrap();
-        assert_eq!(event.session_id.to_string(), SID);
+        assert_eq!(event.session_id.map(|s| s.to_string()).as_deref(), Some(SID));
         assert_eq!(crate::time::format(&event.timestamp), "2021-06-15T00:00:00.000Z");
         assert_eq!(event.stream, "default");
         assert_eq!(event.id, None);

@@ -164,7 +164,15 @@ async fn raw_batch_write(bench: &Bench, tenant: &str, items: &[Value]) -> Result
     for payload in items {
         let input = argus_models::event::EventInput::parse(payload).map_err(|e| e.message())?;
         let id = argus_models::ids::new_id();
-        let item = argus_core::events::event_item(tenant, &id, &input, &now, &now).map_err(|e| e.to_string())?;
+        let item = argus_core::events::event_item(
+            tenant,
+            &id,
+            &input,
+            &now,
+            &now,
+            argus_models::stream::DEFAULT_RETENTION_DAYS,
+        )
+        .map_err(|e| e.to_string())?;
         requests.push(Write::Put(item));
     }
     let concurrency = argus_core::batch_writer::BatchWriterConfig::default().concurrency;

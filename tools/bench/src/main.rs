@@ -311,9 +311,16 @@ async fn writer_concurrency() -> Result<Value, String> {
                 .map(|payload| {
                     let input = argus_models::event::EventInput::parse(payload).map_err(|e| e.message())?;
                     let id = argus_models::ids::new_id();
-                    argus_core::events::event_item(&tenant, &id, &input, &now, &now)
-                        .map(Write::Put)
-                        .map_err(|e| e.to_string())
+                    argus_core::events::event_item(
+                        &tenant,
+                        &id,
+                        &input,
+                        &now,
+                        &now,
+                        argus_models::stream::DEFAULT_RETENTION_DAYS,
+                    )
+                    .map(Write::Put)
+                    .map_err(|e| e.to_string())
                 })
                 .collect::<Result<_, String>>()?;
             let config = BatchWriterConfig { concurrency, ..BatchWriterConfig::default() };

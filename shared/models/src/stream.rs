@@ -1,0 +1,172 @@
+//! Streams: named groups of events with their own settings (DataStream Pro's streams). Every
+//! event belongs to one; a stream exists once an event names it or its settings are set.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::validation::{json_type_name, FieldError, ValidationError};
+
+pub const MAX_STREAM_ID_LEN: usize = 100;
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+pub const MIN_RETENTION_DAYS: u32 = 1;
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// A stream id: 1 to 100 of `A-Z a-z 0-9 _ - . :`. Ids appear in URL paths
+/// (`/streams/{id}`) and in keys, so the set is one that needs no escaping anywhere.
+pub fn check_stream_id(field: &str, raw: &str) -> Result<String, FieldError> {
+    let chars = raw.chars().count();
+    if chars == 0 || chars > MAX_STREAM_ID_LEN {
+        return Err(FieldError::new(
+            field,
+            "INVALID_LENGTH",
+            format!("{field} must be 1 to {MAX_STREAM_ID_LEN} characters, got {chars}"),
+        ));
+    }
+    if !raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')) {
+        return Err(FieldError::new(
+            field,
+            "INVALID_CHARACTERS",
+            format!("{field} may only contain letters, digits, '_', '-', '.' and ':'"),
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+/// A stream's settings as the API returns them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stream {
+    pub stream_id: String,
+    pub retention_days: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `PATCH /streams/{id}`: the settings to change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamChanges {
+    pub retention_days: Option<u32>,
+}
+
+const CHANGEABLE: [&str; 1] = ["retention_days"];
+
+impl StreamChanges {
+    pub fn parse(value: &Value) -> Result<Self, ValidationError> {
+        let Value::Object(fields) = value else {
+            return Err(FieldError::new(
+                "body",
+                "INVALID_TYPE",
+                format!("expected a JSON object, got {}", json_type_name(value)),
+            )
+            .into());
+        };
+        let mut errors = ValidationError::default();
+        for key in fields.keys() {
+            if !CHANGEABLE.contains(&key.as_str()) {
+                errors.push(FieldError::new(
+                    key.clone(),
+                    "NOT_CHANGEABLE",
+                    format!("only {} can be changed", CHANGEABLE.join(", ")),
+                ));
+            }
+        }
+        if fields.is_empty() {
+            errors.push(FieldError::new("body", "EMPTY_PATCH", "name at least one setting to change"));
+        }
+        let retention_days = retention_days(fields, &mut errors);
+        errors.into_result()?;
+        Ok(Self { retention_days })
+    }
+}
+
+fn retention_days(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<u32> {
+    let value = fields.get("retention_days")?;
+    let range = MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS;
+    match value.as_u64() {
+        Some(days) if days <= u64::from(MAX_RETENTION_DAYS) && range.contains(&(days as u32)) => Some(days as u32),
+        _ => {
+            let (code, message) = if value.is_number() {
+                (
+                    "OUT_OF_RANGE",
+                    format!(
+                        "retention_days is a whole number of days from {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, got {value}"
+                    ),
+                )
+            } else {
+                ("INVALID_TYPE", format!("expected an integer, got {}", json_type_name(value)))
+            };
+            errors.push(FieldError::new("retention_days", code, message));
+            None
+        }
+    }
+}
+
+/// The DynamoDB TTL (epoch seconds) of an event: `retention_days` after its timestamp.
+pub fn expires_at(timestamp: &DateTime<Utc>, retention_days: u32) -> i64 {
+    timestamp.timestamp().saturating_add(i64::from(retention_days) * SECONDS_PER_DAY)
+}
+
+/// Whether a stored event with this TTL is past it at `now` (hidden before DynamoDB deletes it).
+pub fn is_expired(expires_at: i64, now: &DateTime<Utc>) -> bool {
+    expires_at <= now.timestamp()
+}
+
+/// An event already past its stream's retention when it arrives would be stored invisible and
+/// deleted by TTL: it is refused instead, so that it ends as an error, never silently.
+pub fn retention_violation(timestamp: &DateTime<Utc>, retention_days: u32, now: &DateTime<Utc>) -> Option<FieldError> {
+    is_expired(expires_at(timestamp, retention_days), now).then(|| {
+        FieldError::new(
+            "timestamp",
+            crate::error_record::codes::TIMESTAMP_BEYOND_RETENTION,
+            format!(
+                "timestamp {} is older than the stream's retention of {retention_days} days",
+                crate::time::format(timestamp)
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stream_ids() {
+        assert_eq!(check_stream_id("s", "user-events.v2:eu_1").unwrap(), "user-events.v2:eu_1");
+        assert_eq!(check_stream_id("s", &"a".repeat(100)).unwrap().len(), 100);
+        assert_eq!(check_stream_id("s", &"a".repeat(101)).unwrap_err().code, "INVALID_LENGTH");
+        assert_eq!(check_stream_id("s", "").unwrap_err().code, "INVALID_LENGTH");
+        for bad in ["a b", "a/b", "a#b", "é", "a%2F", "a\u{0}"] {
+            assert_eq!(check_stream_id("s", bad).unwrap_err().code, "INVALID_CHARACTERS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn changes() {
+        assert_eq!(StreamChanges::parse(&json!({"retention_days": 7})).unwrap().retention_days, Some(7));
+        assert_eq!(StreamChanges::parse(&json!({"retention_days": 3650})).unwrap().retention_days, Some(3650));
+        let code = |v: Value| StreamChanges::parse(&v).unwrap_err().errors[0].code;
+        assert_eq!(code(json!({"retention_days": 0})), "OUT_OF_RANGE");
+        assert_eq!(code(json!({"retention_days": 3651})), "OUT_OF_RANGE");
+        assert_eq!(code(json!({"retention_days": 1.5})), "OUT_OF_RANGE");
+        assert_eq!(code(json!({"retention_days": -1})), "OUT_OF_RANGE");
+        assert_eq!(code(json!({"retention_days": 4294967297u64})), "OUT_OF_RANGE");
+        assert_eq!(code(json!({"retention_days": "7"})), "INVALID_TYPE");
+        assert_eq!(code(json!({})), "EMPTY_PATCH");
+        assert_eq!(code(json!({"name": "x"})), "NOT_CHANGEABLE");
+        assert_eq!(code(json!([])), "INVALID_TYPE");
+    }
+
+    #[test]
+    fn retention() {
+        let now = crate::time::parse("t", "2026-03-01T00:00:00Z").unwrap();
+        let day = chrono::Duration::days(1);
+        assert_eq!(expires_at(&now, 1), now.timestamp() + 86_400);
+        assert!(retention_violation(&(now - day * 7), 7, &now).is_some());
+        assert!(retention_violation(&(now - day * 7 + chrono::Duration::seconds(1)), 7, &now).is_none());
+        assert!(is_expired(now.timestamp(), &now));
+        assert!(!is_expired(now.timestamp() + 1, &now));
+    }
+}
