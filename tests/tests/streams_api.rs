@@ -101,15 +101,19 @@ async fn a_datastream_event_is_accepted_stored_without_session_and_listed() {
 
     // Without timestamp: the time received. Content errors and an unknown session (sessions are
     // optional, but a session named must exist) become error records.
-    let (status, no_time) =
-        stack.post("/ingest/events", &key, json!({"stream_id": "user-events", "event_type": "x", "data": {"a": 1}})).await;
+    let (status, no_time) = stack
+        .post("/ingest/events", &key, json!({"stream_id": "user-events", "event_type": "x", "data": {"a": 1}}))
+        .await;
     assert_eq!(status, 202);
     let stored = stored_event(&stack, &key, no_time["event_id"].as_str().unwrap()).await;
     assert!((epoch_of(stored["timestamp"].as_str().unwrap()) - Utc::now().timestamp()).abs() < 60, "{stored}");
     let unknown_session = uuid::Uuid::now_v7().to_string();
     for (body, code) in [
         (json!({"stream_id": "s", "event_type": "x", "data": {}}), "DATA_EMPTY"),
-        (json!({"stream_id": "s", "event_type": "x", "data": {"a": 1}, "session_id": unknown_session}), "SESSION_NOT_FOUND"),
+        (
+            json!({"stream_id": "s", "event_type": "x", "data": {"a": 1}, "session_id": unknown_session}),
+            "SESSION_NOT_FOUND",
+        ),
     ] {
         let (status, accepted) = stack.post("/ingest/events", &key, body).await;
         assert_eq!(status, 202, "{accepted}");
@@ -118,7 +122,11 @@ async fn a_datastream_event_is_accepted_stored_without_session_and_listed() {
     // An existing session links the event to it.
     let session = stack.session(&key).await;
     let (_, accepted) = stack
-        .post("/ingest/events", &key, json!({"stream_id": "s", "event_type": "x", "data": {"a": 1}, "session_id": session}))
+        .post(
+            "/ingest/events",
+            &key,
+            json!({"stream_id": "s", "event_type": "x", "data": {"a": 1}, "session_id": session}),
+        )
         .await;
     let stored = stored_event(&stack, &key, accepted["event_id"].as_str().unwrap()).await;
     assert_eq!(stored["session_id"], session.as_str());
@@ -129,7 +137,8 @@ async fn a_datastream_event_is_accepted_stored_without_session_and_listed() {
         .post("/ingest/events", &key, json!({"stream_id": "a b", "event_type": "", "timestamp": 5, "event_id": "x"}))
         .await;
     let details = assert_envelope(status, &body, 400, "VALIDATION_FAILED");
-    let fields: Vec<&str> = details["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        details["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["event_id", "stream_id", "event_type", "data", "timestamp"], "{body}");
     let (status, body) = stack.post("/ingest/events", &key, json!({"event_type": "x", "data": {"a": 1}})).await;
     assert_eq!(assert_envelope(status, &body, 400, "VALIDATION_FAILED")["field"], "stream_id");
@@ -150,7 +159,8 @@ async fn ingest_batch_answers_per_item_like_batch_events_and_is_idempotent() {
     ]});
     let (status, report) = stack.post("/ingest/batch", &key, batch.clone()).await;
     assert_eq!(status, 200, "{report}");
-    let statuses: Vec<u64> = report["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> =
+        report["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 400, 400, 201, 400], "{report}");
     assert_eq!(report["results"][1]["error"]["details"]["field"], "event_type");
     assert_eq!(report["results"][2]["error"]["details"]["fields"][0]["code"], "DATA_EMPTY");
@@ -180,7 +190,11 @@ async fn ingest_batch_answers_per_item_like_batch_events_and_is_idempotent() {
     assert_envelope(status, &body, 400, "VALIDATION_FAILED");
     assert!(stack.all_pages("/events?stream=atomic", &key, 10).await.is_empty());
     let (status, body) = stack
-        .post("/ingest/batch", &key, json!({"stream_id": "atomic", "mode": "atomic", "events": [{"event_type": "a", "data": {"x": 1}}]}))
+        .post(
+            "/ingest/batch",
+            &key,
+            json!({"stream_id": "atomic", "mode": "atomic", "events": [{"event_type": "a", "data": {"x": 1}}]}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
 
@@ -237,16 +251,28 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), epoch_of(&day_old) + 7 * DAY);
 
     // Through the queue, the same rule ends as an error record.
-    let (_, accepted) =
-        stack.post("/ingest/events", &key, json!({"stream_id": "short", "event_type": "late", "timestamp": too_old, "data": {"a": 1}})).await;
-    assert_eq!(error_code_for(&stack, &key, accepted["event_id"].as_str().unwrap()).await, "TIMESTAMP_BEYOND_RETENTION");
+    let (_, accepted) = stack
+        .post(
+            "/ingest/events",
+            &key,
+            json!({"stream_id": "short", "event_type": "late", "timestamp": too_old, "data": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(
+        error_code_for(&stack, &key, accepted["event_id"].as_str().unwrap()).await,
+        "TIMESTAMP_BEYOND_RETENTION"
+    );
 
     // A longer retention applies to events stored from now on; stored ones keep their expiry,
     // until an update stores them again.
     let (_, stream) = patch(&stack, "/streams/short/", &key, json!({"retention_days": 30})).await;
     assert_eq!(stream["retention_days"], 30);
     let (_, report) = stack
-        .post("/ingest/batch", &key, json!({"stream_id": "short", "events": [{"event_type": "new", "timestamp": too_old, "data": {"a": 1}}]}))
+        .post(
+            "/ingest/batch",
+            &key,
+            json!({"stream_id": "short", "events": [{"event_type": "new", "timestamp": too_old, "data": {"a": 1}}]}),
+        )
         .await;
     assert_eq!(report["results"][0]["status"], 201, "{report}");
     let newer = report["results"][0]["id"].as_str().unwrap().to_string();
@@ -256,8 +282,12 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     assert_eq!(status, 200);
     assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), epoch_of(&day_old) + 30 * DAY);
     // A PATCH moving the timestamp past retention is refused like a new event.
-    let (status, body) = patch(&stack, &format!("/events/{kept}"), &key, json!({"timestamp": ts(Duration::days(31))})).await;
-    assert_eq!(assert_envelope(status, &body, 400, "VALIDATION_FAILED")["fields"][0]["code"], "TIMESTAMP_BEYOND_RETENTION");
+    let (status, body) =
+        patch(&stack, &format!("/events/{kept}"), &key, json!({"timestamp": ts(Duration::days(31))})).await;
+    assert_eq!(
+        assert_envelope(status, &body, 400, "VALIDATION_FAILED")["fields"][0]["code"],
+        "TIMESTAMP_BEYOND_RETENTION"
+    );
 
     // Time passes: TTL deletion lags, so an item past `expires_at` is still in the table. Every
     // read and change treats it as gone.
@@ -292,7 +322,12 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     let (status, _) = stack.call(Method::POST, &format!("/events/{kept}/restore"), Some(&key), None).await;
     assert_eq!(status, 404);
     let (_, bulk) = stack
-        .call(Method::PATCH, "/batch/events", Some(&key), Some(json!([{"id": kept, "changes": {"name": "x"}}]).to_string()))
+        .call(
+            Method::PATCH,
+            "/batch/events",
+            Some(&key),
+            Some(json!([{"id": kept, "changes": {"name": "x"}}]).to_string()),
+        )
         .await;
     assert_eq!(bulk["results"][0]["status"], 404, "{bulk}");
     let (_, bulk) = stack.call(Method::DELETE, "/batch/events", Some(&key), Some(json!([kept]).to_string())).await;
@@ -334,8 +369,12 @@ async fn stream_settings_are_validated_listed_by_page_and_kept_per_tenant() {
         assert_eq!(status, 200, "{answer}");
     }
     // (The test key's tenant also has `TestStack::key`'s historic streams, set up first.)
-    let listed: Vec<String> =
-        stack.all_pages("/streams", &key, 2).await.iter().map(|s| s["stream_id"].as_str().unwrap().to_string()).collect();
+    let listed: Vec<String> = stack
+        .all_pages("/streams", &key, 2)
+        .await
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap().to_string())
+        .collect();
     let mut expected: Vec<&str> = names.iter().rev().copied().collect();
     expected.extend(argus_tests::HISTORIC_STREAMS.iter().rev());
     assert_eq!(listed, expected);
@@ -347,7 +386,11 @@ async fn stream_settings_are_validated_listed_by_page_and_kept_per_tenant() {
     assert_eq!(stack.all_pages("/streams", &key, 100).await.len(), expected.len());
 
     // Another tenant has none of these.
-    assert!(stack.all_pages("/streams", &other, 10).await.iter().all(|s| !names.contains(&s["stream_id"].as_str().unwrap())));
+    assert!(stack
+        .all_pages("/streams", &other, 10)
+        .await
+        .iter()
+        .all(|s| !names.contains(&s["stream_id"].as_str().unwrap())));
     let (status, answer) = stack.get("/streams/s1", &other).await;
     assert_envelope(status, &answer, 404, "NOT_FOUND");
 
@@ -395,9 +438,7 @@ async fn first_use_races_and_redelivery_store_one_stream_and_one_event() {
         client_id: false,
     };
     let body = serde_json::to_string(&message).unwrap();
-    let record = |n: usize| {
-        json!({"messageId": format!("m{n}"), "receiptHandle": format!("rh{n}"), "body": body, "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:q", "awsRegion": "us-east-1"})
-    };
+    let record = |n: usize| json!({"messageId": format!("m{n}"), "receiptHandle": format!("rh{n}"), "body": body, "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:q", "awsRegion": "us-east-1"});
     let twice_in_one_batch: aws_lambda_events::sqs::SqsEvent =
         serde_json::from_value(json!({"Records": [record(1), record(2)]})).unwrap();
     let once: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [record(3)]})).unwrap();

@@ -156,6 +156,7 @@ impl Bench {
 
 /// The same `count` events for every variant (only the session differs).
 pub fn events(session: &str, count: usize) -> Vec<Value> {
+    let now = argus_models::time::now();
     (0..count)
         .map(|i| {
             let category = ["page", "click", "purchase", "error"][i % 4];
@@ -164,7 +165,9 @@ pub fn events(session: &str, count: usize) -> Vec<Value> {
                 "category": category,
                 "name": format!("event-{}", i % 97),
                 "data": {"i": i, "path": format!("/products/{}", i % 500), "value": (i * 7) % 1000},
-                "timestamp": format!("2026-11-{:02}T{:02}:{:02}:{:02}Z", 1 + i % 20, (i / 3600) % 24, (i / 60) % 60, i % 60),
+                // Within the last 20 days, so inside the default stream's 90-day retention whenever the
+                // bench runs.
+                "timestamp": argus_models::time::format(&(now - chrono::Duration::seconds((i % (20 * 86_400)) as i64))),
             })
         })
         .collect()

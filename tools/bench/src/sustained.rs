@@ -16,7 +16,35 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub async fn run(bench: &Bench, rate: usize, seconds: usize) -> Result<Value, String> {
+/// Which ingestion route the events take: the_eye's `POST /events`, or DataStream Pro's
+/// `POST /ingest/events` (the same events in DataStream's shape; each keeps its `session_id`, an
+/// optional field there, so the bench counts them stored the same way).
+#[derive(Debug, Clone, Copy)]
+pub enum Route {
+    Events,
+    IngestEvents,
+}
+
+impl Route {
+    fn path(self) -> &'static str {
+        match self {
+            Route::Events => "/events",
+            Route::IngestEvents => "/ingest/events",
+        }
+    }
+
+    fn body(self, event: Value) -> Value {
+        match self {
+            Route::Events => event,
+            Route::IngestEvents => json!({
+                "stream_id": "bench", "event_type": event["name"], "timestamp": event["timestamp"],
+                "data": event["data"], "session_id": event["session_id"], "category": event["category"],
+            }),
+        }
+    }
+}
+
+pub async fn run(bench: &Bench, rate: usize, seconds: usize, route: Route) -> Result<Value, String> {
     let (tenant, key, session) = bench.tenant("sustained").await?;
     let total = rate * seconds;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -25,7 +53,8 @@ pub async fn run(bench: &Bench, rate: usize, seconds: usize) -> Result<Value, St
     let mut sends = Vec::with_capacity(total);
     for item in events(&session, total) {
         ticker.tick().await;
-        let (http, url, key) = (bench.http.clone(), format!("{}/events", bench.api_url), key.clone());
+        let (http, url, key) = (bench.http.clone(), format!("{}{}", bench.api_url, route.path()), key.clone());
+        let item = route.body(item);
         sends.push(tokio::spawn(async move {
             let sent = Instant::now();
             let status = http
@@ -72,6 +101,7 @@ pub async fn run(bench: &Bench, rate: usize, seconds: usize) -> Result<Value, St
     lags.sort_by(f64::total_cmp);
     answer_ms.sort_by(f64::total_cmp);
     let result = json!({
+        "route": route.path(),
         "offered_per_s": rate, "seconds": seconds, "sent": total, "accepted": accepted,
         "accepted_per_s": (accepted as f64 / all_answered.as_secs_f64()).round(),
         "answer_ms": {"p50": percentile(&answer_ms, 0.5), "p95": percentile(&answer_ms, 0.95), "max": percentile(&answer_ms, 1.0)},
@@ -80,8 +110,8 @@ pub async fn run(bench: &Bench, rate: usize, seconds: usize) -> Result<Value, St
         "drain_pollers": argus_local::drain::pollers(),
     });
     println!(
-        "  offered {rate}/s for {seconds} s: {accepted}/{total} accepted ({}/s), answer p50 {} ms p95 {} ms; accepted → stored p50 {} ms, p95 {} ms, max {} ms; all stored {} s after the first send",
-        result["accepted_per_s"], result["answer_ms"]["p50"], result["answer_ms"]["p95"],
+        "  {}: offered {rate}/s for {seconds} s: {accepted}/{total} accepted ({}/s), answer p50 {} ms p95 {} ms; accepted → stored p50 {} ms, p95 {} ms, max {} ms; all stored {} s after the first send",
+        route.path(), result["accepted_per_s"], result["answer_ms"]["p50"], result["answer_ms"]["p95"],
         result["stored_lag_ms"]["p50"], result["stored_lag_ms"]["p95"], result["stored_lag_ms"]["max"], result["all_stored_after_s"]
     );
     Ok(result)
