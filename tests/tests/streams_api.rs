@@ -313,7 +313,7 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(listed, [newer.clone()]);
+    assert_eq!(listed, vec![newer]);
     assert_eq!(stack.all_pages("/events", &key, 10).await.len(), 1);
     let (status, _) = patch(&stack, &format!("/events/{kept}"), &key, json!({"name": "x"})).await;
     assert_eq!(status, 404);
