@@ -26,6 +26,7 @@ _LOCK = threading.Lock()
 STATE_FIELD_CODES = {
     "SESSION_NOT_FOUND",  # the session must exist in the tenant
     "TIMESTAMP_IN_FUTURE",  # at most 60 s after now
+    "TIMESTAMP_BEYOND_RETENTION",  # within the stream's retention_days before now
     "ID_CONFLICT",  # the id is taken by another event
     "NOT_FOUND",  # (atomic bulk update) the event must exist
     "DUPLICATE_ID",  # unique by a property across items: no JSON Schema keyword says so
@@ -88,6 +89,9 @@ def _inexpressible(case: Any, response: Any) -> bool:
         return bool(codes) and all(c in STATE_FIELD_CODES for c in codes)
     if status == 400 and code == "INVALID_BATCH":
         return str(error.get("message", "")).startswith(BATCH_CROSS_REFERENCES)
+    # The key was used before, on another route or with another body (state, not shape).
+    if status == 422 and code == "IDEMPOTENCY_KEY_REUSED":
+        return True
     # The reads of all GET sub-requests together (a sum over array items).
     if status == 413 and code == "BATCH_TOO_COSTLY":
         return True

@@ -142,6 +142,15 @@ async fn a_datastream_event_is_accepted_stored_without_session_and_listed() {
     assert_eq!(fields, ["event_id", "stream_id", "event_type", "data", "timestamp"], "{body}");
     let (status, body) = stack.post("/ingest/events", &key, json!({"event_type": "x", "data": {"a": 1}})).await;
     assert_eq!(assert_envelope(status, &body, 400, "VALIDATION_FAILED")["field"], "stream_id");
+    // A client id without a timestamp: each retry would be another event (its arrival time).
+    let (status, body) = stack
+        .post(
+            "/ingest/events",
+            &key,
+            json!({"stream_id": "s", "event_id": uuid::Uuid::now_v7(), "event_type": "x", "data": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(assert_envelope(status, &body, 400, "VALIDATION_FAILED")["field"], "timestamp");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,6 +217,10 @@ async fn ingest_batch_answers_per_item_like_batch_events_and_is_idempotent() {
         let (status, answer) = stack.post("/ingest/batch", &key, body).await;
         assert_eq!(assert_envelope(status, &answer, 400, "VALIDATION_FAILED")["field"], field, "{answer}");
     }
+    let spread: Vec<Value> =
+        (0..101).map(|i| json!({"stream_id": format!("s{i}"), "event_type": "x", "data": {"a": 1}})).collect();
+    let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "s", "events": spread})).await;
+    assert_eq!(assert_envelope(status, &answer, 400, "TOO_MANY_STREAMS")["max_streams"], 100);
     let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "s", "events": []})).await;
     assert_eq!(assert_envelope(status, &answer, 400, "VALIDATION_FAILED")["fields"][0]["code"], "EMPTY_BATCH");
     let many: Vec<Value> = (0..10_001).map(|_| json!(1)).collect();
@@ -332,6 +345,48 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     assert_eq!(bulk["results"][0]["status"], 404, "{bulk}");
     let (_, bulk) = stack.call(Method::DELETE, "/batch/events", Some(&key), Some(json!([kept]).to_string())).await;
     assert_eq!(bulk["results"][0]["status"], 404, "{bulk}");
+
+    // The expired event's id is free again: a new event may take it, even before TTL runs.
+    let reuse = json!({"stream_id": "short", "events": [{"event_id": kept, "event_type": "again", "timestamp": ts(Duration::hours(1)), "data": {"b": 2}}]});
+    let (_, report) = stack.post("/ingest/batch", &key, reuse.clone()).await;
+    assert_eq!(report["results"][0]["status"], 201, "{report}");
+    let (status, again) = stack.get(&format!("/events/{kept}"), &key).await;
+    assert_eq!((status, again["name"].as_str()), (200, Some("again")));
+    let (_, report) = stack.post("/ingest/batch", &key, reuse).await;
+    assert_eq!(report["results"][0]["duplicate"], true, "{report}");
+}
+
+/// Events stored before streams had settings have no `expires_at`: they never expire, and a
+/// change keeps it so (no retention check, no TTL added), single and bulk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_without_an_expiry_keep_none_when_changed() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let session = stack.session(&key).await;
+    let payload = json!({"session_id": session, "category": "c", "name": "old", "data": {"a": 1}, "timestamp": "2016-01-01T00:00:00Z", "stream": "legacy"});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let input = argus_models::event::EventInput::parse(&payload).unwrap();
+        let id = argus_models::ids::new_id();
+        let now = argus_models::time::format(&Utc::now());
+        let item = argus_core::events::event_item("acme", &id, &input, &now, &now, None).unwrap();
+        stack.backend.dynamodb.put_item().table_name(&stack.backend.table).set_item(Some(item)).send().await.unwrap();
+        ids.push(id.to_string());
+    }
+    let (status, changed) = patch(&stack, &format!("/events/{}", ids[0]), &key, json!({"name": "renamed"})).await;
+    assert_eq!(status, 200, "{changed}");
+    let (_, bulk) = stack
+        .call(
+            Method::PATCH,
+            "/batch/events",
+            Some(&key),
+            Some(json!([{"id": ids[1], "changes": {"name": "renamed"}}]).to_string()),
+        )
+        .await;
+    assert_eq!(bulk["results"][0]["status"], 200, "{bulk}");
+    for id in &ids {
+        assert!(!event_item(&stack, "acme", id).await.contains_key("expires_at"), "{id} was given an expiry");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

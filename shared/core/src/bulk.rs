@@ -32,6 +32,9 @@ pub const MAX_BYTES: usize = 5 * 1024 * 1024;
 /// DynamoDB's TransactWriteItems limits.
 pub const MAX_ATOMIC_ITEMS: usize = 100;
 pub const MAX_ATOMIC_BYTES: usize = 4 * 1024 * 1024;
+/// Distinct streams one bulk create may name: each new one is a write to the tenant's one
+/// stream listing partition, and a request is not how streams are meant to be made by thousands.
+pub const MAX_STREAMS_PER_REQUEST: usize = 100;
 /// Concurrent single-item calls for bulk update/delete/restore.
 const ITEM_CONCURRENCY: usize = 16;
 
@@ -250,6 +253,19 @@ pub(crate) async fn prepare_creates(
         parsed.iter().filter_map(|(_, e)| e.session_id).collect::<HashSet<_>>().into_iter().collect();
     let client_ids: Vec<Uuid> = parsed.iter().filter_map(|(_, e)| e.id).collect::<HashSet<_>>().into_iter().collect();
     let streams = distinct_streams(parsed.iter().map(|(_, e)| e.stream.as_str()));
+    if streams.len() > MAX_STREAMS_PER_REQUEST {
+        return Err(ServiceError::BadRequest {
+            code: "TOO_MANY_STREAMS",
+            message: format!(
+                "the items name {} streams; one request may name at most {MAX_STREAMS_PER_REQUEST}",
+                streams.len()
+            ),
+            details: Map::from_iter([
+                ("max_streams".to_string(), json!(MAX_STREAMS_PER_REQUEST)),
+                ("streams".to_string(), json!(streams.len())),
+            ]),
+        });
+    }
     let (found_sessions, existing, retention) = tokio::join!(
         sessions::existing(backend, tenant, &session_ids),
         events::existing_hashes(backend, tenant, &client_ids),
@@ -263,12 +279,8 @@ pub(crate) async fn prepare_creates(
     let mut seen_in_request: HashMap<Uuid, String> = HashMap::new();
     let mut ready = Vec::with_capacity(parsed.len());
     for (index, mut input) in parsed {
-        let violations = new_event_violations(&input, &received, &received, &found_sessions, &retention);
-        if !violations.is_empty() {
-            let err = ValidationError { errors: violations };
-            results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err)));
-            continue;
-        }
+        // A retry of a stored event is a duplicate whatever changed since (the processor decides
+        // in the same order): identity first, then the content rules.
         let hash = events::content_hash(&input);
         if let Some(id) = input.id {
             let previous = existing.get(&id).or_else(|| seen_in_request.get(&id));
@@ -284,15 +296,22 @@ pub(crate) async fn prepare_creates(
                     results[index] = Some(ItemResult::failed(index, 409, error));
                     continue;
                 }
-                None => {
-                    seen_in_request.insert(id, hash);
-                }
+                None => {}
             }
+        }
+        let violations = new_event_violations(&input, &received, &received, &found_sessions, &retention);
+        if !violations.is_empty() {
+            let err = ValidationError { errors: violations };
+            results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err)));
+            continue;
+        }
+        if let Some(id) = input.id {
+            seen_in_request.insert(id, hash);
         }
         let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
         let days = retention.get(&input.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
-        let item = events::event_item(tenant, &id, &input, &received_at, &now, days)?;
+        let item = events::event_item(tenant, &id, &input, &received_at, &now, Some(days))?;
         ready.push(Ready { index, id, item, client_id });
     }
     Ok((results, ready))
@@ -362,7 +381,8 @@ pub async fn create_events(
                 });
             }
             let puts: Vec<(usize, Item)> = ready.iter().map(|r| (r.index, r.item.clone())).collect();
-            transact_puts(backend, &puts, "attribute_not_exists(PK)", &[]).await?;
+            // An expired item that TTL has not deleted yet is gone for every read: its id is free.
+            transact_puts(backend, &puts, "attribute_not_exists(PK) OR #expires <= :epoch", &[]).await?;
             let mut ids: Vec<Option<String>> = results.iter().map(|r| r.as_ref().and_then(|r| r.id.clone())).collect();
             for r in &ready {
                 ids[r.index] = Some(r.id.to_string());
@@ -436,6 +456,11 @@ async fn transact_puts(
         for (position, (_, item)) in puts.iter().enumerate() {
             let mut put =
                 Put::builder().table_name(&backend.table).set_item(Some(item.clone())).condition_expression(condition);
+            if condition.contains("#expires") {
+                put = put
+                    .expression_attribute_names("#expires", crate::keys::EXPIRES_AT)
+                    .expression_attribute_values(":epoch", events::epoch_now());
+            }
             for (_, placeholder, value) in values.iter().filter(|(p, _, _)| *p == position) {
                 put = put.expression_attribute_values(*placeholder, s(value));
             }
@@ -536,12 +561,17 @@ pub async fn update_events(
     let keys = wanted.iter().map(|(_, id, _, _)| key(event_pk(tenant, id), META)).collect();
     let stored = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, None).await?;
     let mut current: HashMap<Uuid, argus_models::event::Event> = HashMap::new();
+    // Events stored before streams had settings: they never expire, and a change keeps it so.
+    let mut without_expiry: HashSet<Uuid> = HashSet::new();
     let read_at = time::now();
     for item in &stored {
         if !events::is_visible(item, false, &read_at) {
             continue;
         }
         let event = events::event_from_item(item)?;
+        if !item.contains_key(crate::keys::EXPIRES_AT) {
+            without_expiry.insert(event.id);
+        }
         current.insert(event.id, event);
     }
     let streams = distinct_streams(current.values().map(|e| e.stream.as_str()));
@@ -554,7 +584,12 @@ pub async fn update_events(
             continue;
         };
         // The single PATCH's own path: same content rules, same size limit.
-        let days = retention.get(&event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+        let days = match without_expiry.contains(id) {
+            true => None,
+            false => {
+                Some(retention.get(&event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS))
+            }
+        };
         match events::changed_event(tenant, event, changes, &now, days) {
             Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
             Err(err) => results[*index] = Some(item_failure(*index, err)),
@@ -579,7 +614,9 @@ pub async fn update_events(
                 .enumerate()
                 .map(|(position, (_, _, _, seen))| (position, ":seen", seen.clone()))
                 .collect();
-            transact_puts(backend, &puts, "updated_at = :seen AND attribute_not_exists(deleted_at)", &values).await?;
+            let condition =
+                format!("updated_at = :seen AND attribute_not_exists(deleted_at) AND {}", events::NOT_EXPIRED);
+            transact_puts(backend, &puts, &condition, &values).await?;
             Ok(BulkOutcome::Atomic { ids: changed.iter().map(|(_, id, _, _)| id.to_string()).collect() })
         }
         Mode::Partial => {
@@ -590,8 +627,13 @@ pub async fn update_events(
                         .put_item()
                         .table_name(&backend.table)
                         .set_item(Some(item))
-                        .condition_expression("updated_at = :seen AND attribute_not_exists(deleted_at)")
+                        .condition_expression(format!(
+                            "updated_at = :seen AND attribute_not_exists(deleted_at) AND {}",
+                            events::NOT_EXPIRED
+                        ))
+                        .expression_attribute_names("#expires", crate::keys::EXPIRES_AT)
                         .expression_attribute_values(":seen", s(seen))
+                        .expression_attribute_values(":epoch", events::epoch_now())
                         .send();
                     let Ok(result) = crate::deadline::bounded(put).await else {
                         return (index, id, Err(crate::deadline::out_of_time()));

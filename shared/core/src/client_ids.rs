@@ -77,7 +77,10 @@ async fn create_group(backend: &Backend, mut pending: Vec<Ready>, config: &Batch
             let put = Put::builder()
                 .table_name(&backend.table)
                 .set_item(Some(ready.item.clone()))
-                .condition_expression("attribute_not_exists(PK)")
+                // An expired item that TTL has not deleted yet is gone for every read: its id is free.
+                .condition_expression("attribute_not_exists(PK) OR #expires <= :epoch")
+                .expression_attribute_names("#expires", crate::keys::EXPIRES_AT)
+                .expression_attribute_values(":epoch", crate::events::epoch_now())
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .build();
             match put {

@@ -20,14 +20,15 @@ use crate::{cursor, Backend, ServiceError};
 /// The stored item of a new event. Index keys: GSI1 by session, GSI2 by category (sharded),
 /// GSI3 by tenant (sharded); all sorted by `<timestamp>#<id>`. An event without a session or
 /// category is simply absent from that index (sparse). `expires_at` (TTL) is the timestamp plus
-/// its stream's `retention_days`.
+/// its stream's `retention_days`; `None` only for an event stored before streams had settings,
+/// which keeps never expiring when it is changed.
 pub fn event_item(
     tenant: &str,
     id: &Uuid,
     input: &EventInput,
     received_at: &str,
     now: &str,
-    retention_days: u32,
+    retention_days: Option<u32>,
 ) -> Result<Item, ServiceError> {
     let timestamp = time::format(&input.timestamp);
     let sort = time_sk(&timestamp, id);
@@ -47,8 +48,10 @@ pub fn event_item(
         ("created_at".into(), s(now)),
         ("updated_at".into(), s(now)),
         ("content_hash".into(), s(content_hash(input))),
-        (EXPIRES_AT.into(), AttributeValue::N(expires_at(&input.timestamp, retention_days).to_string())),
     ]);
+    if let Some(days) = retention_days {
+        item.insert(EXPIRES_AT.into(), AttributeValue::N(expires_at(&input.timestamp, days).to_string()));
+    }
     if let Some(session) = &input.session_id {
         item.insert(GSI1PK.into(), s(session_events_pk(tenant, session)));
         item.insert(GSI1SK.into(), s(&sort));
@@ -131,9 +134,13 @@ pub async fn existing_hashes(
     ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, String>, ServiceError> {
     let keys = ids.iter().map(|id| crate::ddb::key(event_pk(tenant, id), META)).collect();
-    let items = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, Some("id, content_hash")).await?;
+    let items =
+        crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, Some("id, content_hash, expires_at")).await?;
+    let now = time::now();
+    // An expired item (TTL deletes it later) is gone for every read: its id is free again.
     Ok(items
         .iter()
+        .filter(|item| is_visible(item, true, &now))
         .filter_map(|item| {
             let id = Uuid::try_parse(get_opt_s(item, "id")?).ok()?;
             Some((id, get_opt_s(item, "content_hash").unwrap_or_default().to_string()))
@@ -305,11 +312,13 @@ pub fn epoch_now() -> AttributeValue {
 }
 
 /// Content rules for a changed event, judged against now, its stream's retention included.
-fn check_content(event: &Event, retention_days: u32) -> Result<(), ServiceError> {
+fn check_content(event: &Event, retention_days: Option<u32>) -> Result<(), ServiceError> {
     let timestamp = time::parse("timestamp", &event.timestamp)?;
     let now = time::now();
     let mut violations = content_violations(&event.data, &timestamp, &now);
-    violations.extend(retention_violation(&timestamp, retention_days, &now));
+    if let Some(days) = retention_days {
+        violations.extend(retention_violation(&timestamp, days, &now));
+    }
     if violations.is_empty() {
         Ok(())
     } else {
@@ -331,8 +340,14 @@ pub async fn update(
         _ => return Err(ServiceError::not_found("event", raw_id)),
     };
     let current = event_from_item(&item)?;
-    let retention = crate::streams::retention_days(backend, tenant, &[current.stream.as_str()]).await?;
-    let retention = retention.get(&current.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+    let retention = match item.contains_key(EXPIRES_AT) {
+        true => crate::streams::retention_days(backend, tenant, &[current.stream.as_str()])
+            .await?
+            .get(&current.stream)
+            .copied(),
+        // Stored before streams had settings: it never expires, and a change keeps it so.
+        false => None,
+    };
     let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()), retention)?;
     let result = crate::deadline::bounded(
         backend
@@ -365,13 +380,14 @@ pub async fn update(
 
 /// The one update path, for single and bulk PUT/PATCH: `current` after `changes`, checked as
 /// any stored event is (content rules, its stream's retention, size limit), and the item that
-/// stores it (with its TTL from the new timestamp).
+/// stores it (with its TTL from the new timestamp). `retention_days` is `None` for an event
+/// stored without an expiry (before streams had settings): it keeps having none.
 pub fn changed_event(
     tenant: &str,
     current: &Event,
     changes: &EventChanges,
     now: &str,
-    retention_days: u32,
+    retention_days: Option<u32>,
 ) -> Result<(Event, Item), ServiceError> {
     let mut next = changes.apply(current);
     check_content(&next, retention_days)?;

@@ -358,7 +358,7 @@ fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) ->
     ));
     if violations.is_empty() {
         let days = retention.get(&queued.event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
-        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, days) {
+        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, Some(days)) {
             Ok(item) => Outcome::Event(Box::new(item)),
             Err(_) => Outcome::Retry,
         };

@@ -78,8 +78,11 @@ fn stream_from_item(item: &Item) -> Result<Stream, ServiceError> {
     })
 }
 
-/// The retention of each of `streams` (distinct ids, already validated), creating the streams
-/// that do not exist yet with the default settings.
+/// Stream items created at once by one call (first use of many streams).
+const CREATE_CONCURRENCY: usize = 16;
+
+/// The retention of each of `streams` (distinct ids), creating the streams that do not exist
+/// yet with the default settings.
 pub async fn retention_days(
     backend: &Backend,
     tenant: &str,
@@ -88,6 +91,12 @@ pub async fn retention_days(
     let mut found = HashMap::new();
     let mut missing = Vec::new();
     for stream in streams {
+        // A stream id from before ids were restricted (in an old queue message or job chunk)
+        // cannot have a settings item or be set: it keeps the default retention.
+        if check_stream_id("stream", stream).is_err() {
+            found.insert(stream.to_string(), DEFAULT_RETENTION_DAYS);
+            continue;
+        }
         match cached(&cache_key(backend, tenant, stream)) {
             Some(days) => {
                 found.insert(stream.to_string(), days);
@@ -106,7 +115,11 @@ pub async fn retention_days(
         found.insert(stream, days);
     }
     let new: Vec<&str> = missing.into_iter().filter(|stream| !found.contains_key(*stream)).collect();
-    let created = futures::future::try_join_all(new.iter().map(|stream| create(backend, tenant, stream))).await?;
+    let mut created = Vec::with_capacity(new.len());
+    for group in new.chunks(CREATE_CONCURRENCY) {
+        created
+            .extend(futures::future::try_join_all(group.iter().map(|stream| create(backend, tenant, stream))).await?);
+    }
     for (stream, days) in new.into_iter().zip(created) {
         remember(cache_key(backend, tenant, stream), days);
         found.insert(stream.to_string(), days);

@@ -53,6 +53,16 @@ pub fn parse_event(
         Some(value) => Some(value.clone()),
     };
     let timestamp = match fields.get("timestamp") {
+        // A client id makes retries idempotent only if a retry is the same event: a timestamp
+        // taken from each retry's arrival would make it another (ID_CONFLICT).
+        None | Some(Value::Null) if id.is_some() => {
+            errors.push(FieldError::new(
+                "timestamp",
+                "REQUIRED",
+                "timestamp is required with event_id (a retry must be the same event)",
+            ));
+            None
+        }
         None | Some(Value::Null) => Some(*received),
         Some(Value::String(raw)) => crate::time::parse("timestamp", raw).map_err(|e| errors.push(e)).ok(),
         Some(other) => {
@@ -147,18 +157,20 @@ mod tests {
     fn optional_fields_and_batch_stream() {
         let id = "0190f0a2-5f5e-7c3a-9a1b-2c3d4e5f6a7b";
         let event = parse_event(
-            &json!({"event_type": "click", "data": {"a": 1}, "event_id": id, "session_id": id, "category": "ui"}),
+            &json!({"event_type": "click", "data": {"a": 1}, "event_id": id, "session_id": id, "category": "ui", "timestamp": "2026-02-01T00:00:00Z"}),
             Some("batch-stream"),
             &received(),
         )
         .unwrap();
         assert_eq!(event.stream, "batch-stream");
-        assert_eq!(event.timestamp, received());
         assert_eq!(event.id.unwrap().to_string(), id);
         assert_eq!(event.session_id.unwrap().to_string(), id);
         assert_eq!(event.category.as_deref(), Some("ui"));
         let own = parse_event(&json!({"stream_id": "own", "event_type": "x", "data": {}}), Some("b"), &received());
-        assert_eq!(own.unwrap().stream, "own");
+        let own = own.unwrap();
+        assert_eq!((own.stream.as_str(), own.timestamp), ("own", received()), "no timestamp: the time received");
+        let retry = parse_event(&json!({"event_id": id, "event_type": "x", "data": {}}), Some("b"), &received());
+        assert_eq!(retry.unwrap_err().errors[0].field, "timestamp", "a client id needs a fixed timestamp");
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub fn check_stream_id(field: &str, raw: &str) -> Result<String, FieldError> {
             format!("{field} may only contain letters, digits, '_', '-', '.' and ':'"),
         ));
     }
+    if raw == "." || raw == ".." {
+        return Err(FieldError::new(
+            field,
+            "INVALID_CHARACTERS",
+            format!("{field} cannot be '.' or '..' (path segments)"),
+        ));
+    }
     Ok(raw.to_string())
 }
 
@@ -83,7 +90,14 @@ impl StreamChanges {
 fn retention_days(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<u32> {
     let value = fields.get("retention_days")?;
     let range = MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS;
-    match value.as_u64() {
+    // JSON has one number type: 30.0 is the whole number 30 (as JSON Schema's `integer` says).
+    let whole = value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(MAX_RETENTION_DAYS)).contains(f))
+            .map(|f| f as u64)
+    });
+    match whole {
         Some(days) if days <= u64::from(MAX_RETENTION_DAYS) && range.contains(&(days as u32)) => Some(days as u32),
         _ => {
             let (code, message) = if value.is_number() {
@@ -138,6 +152,8 @@ mod tests {
         assert_eq!(check_stream_id("s", &"a".repeat(100)).unwrap().len(), 100);
         assert_eq!(check_stream_id("s", &"a".repeat(101)).unwrap_err().code, "INVALID_LENGTH");
         assert_eq!(check_stream_id("s", "").unwrap_err().code, "INVALID_LENGTH");
+        assert_eq!(check_stream_id("s", "..").unwrap_err().code, "INVALID_CHARACTERS");
+        assert!(check_stream_id("s", "...").is_ok());
         for bad in ["a b", "a/b", "a#b", "é", "a%2F", "a\u{0}"] {
             assert_eq!(check_stream_id("s", bad).unwrap_err().code, "INVALID_CHARACTERS", "{bad}");
         }
@@ -147,6 +163,7 @@ mod tests {
     fn changes() {
         assert_eq!(StreamChanges::parse(&json!({"retention_days": 7})).unwrap().retention_days, Some(7));
         assert_eq!(StreamChanges::parse(&json!({"retention_days": 3650})).unwrap().retention_days, Some(3650));
+        assert_eq!(StreamChanges::parse(&json!({"retention_days": 209.0})).unwrap().retention_days, Some(209));
         let code = |v: Value| StreamChanges::parse(&v).unwrap_err().errors[0].code;
         assert_eq!(code(json!({"retention_days": 0})), "OUT_OF_RANGE");
         assert_eq!(code(json!({"retention_days": 3651})), "OUT_OF_RANGE");

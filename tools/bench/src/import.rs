@@ -170,7 +170,7 @@ async fn raw_batch_write(bench: &Bench, tenant: &str, items: &[Value]) -> Result
             &input,
             &now,
             &now,
-            argus_models::stream::DEFAULT_RETENTION_DAYS,
+            Some(argus_models::stream::DEFAULT_RETENTION_DAYS),
         )
         .map_err(|e| e.to_string())?;
         requests.push(Write::Put(item));

@@ -326,7 +326,7 @@ async fn writer_concurrency() -> Result<Value, String> {
                         &input,
                         &now,
                         &now,
-                        argus_models::stream::DEFAULT_RETENTION_DAYS,
+                        Some(argus_models::stream::DEFAULT_RETENTION_DAYS),
                     )
                     .map(Write::Put)
                     .map_err(|e| e.to_string())
