@@ -387,6 +387,19 @@ async fn events_stored_without_an_expiry_keep_none_when_changed() {
     for id in &ids {
         assert!(!event_item(&stack, "acme", id).await.contains_key("expires_at"), "{id} was given an expiry");
     }
+    // An event with an expiry whose stream this process never looked up: the events function
+    // reads (BatchGetItem) and here creates the stream's settings, as each Lambda's cold cache does.
+    let mut input = argus_models::event::EventInput::parse(&payload).unwrap();
+    input.stream = "never-cached".into();
+    input.timestamp = Utc::now();
+    let id = argus_models::ids::new_id();
+    let now = argus_models::time::format(&Utc::now());
+    let item = argus_core::events::event_item("acme", &id, &input, &now, &now, Some(90)).unwrap();
+    stack.backend.dynamodb.put_item().table_name(&stack.backend.table).set_item(Some(item)).send().await.unwrap();
+    let (status, changed) = patch(&stack, &format!("/events/{id}"), &key, json!({"name": "renamed"})).await;
+    assert_eq!(status, 200, "{changed}");
+    let (status, stream) = stack.get("/streams/never-cached", &key).await;
+    assert_eq!((status, stream["retention_days"].as_u64()), (200, Some(90)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
