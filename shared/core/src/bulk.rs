@@ -192,7 +192,7 @@ pub(crate) fn new_event_violations(
     received: &chrono::DateTime<chrono::Utc>,
     now: &chrono::DateTime<chrono::Utc>,
     sessions_found: &HashSet<Uuid>,
-    retention: &HashMap<String, u32>,
+    retention: &crate::streams::Retention,
 ) -> Vec<FieldError> {
     let mut violations = content_violations(&input.data, &input.timestamp, received);
     if let Some(session) = input.session_id {
@@ -204,8 +204,7 @@ pub(crate) fn new_event_violations(
             ));
         }
     }
-    let days = retention.get(&input.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
-    violations.extend(argus_models::stream::retention_violation(&input.timestamp, days, now));
+    violations.extend(argus_models::stream::retention_violation(&input.timestamp, retention.days(&input.stream), now));
     violations
 }
 
@@ -310,8 +309,7 @@ pub(crate) async fn prepare_creates(
         }
         let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
-        let days = retention.get(&input.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
-        let item = events::event_item(tenant, &id, &input, &received_at, &now, Some(days))?;
+        let item = events::event_item(tenant, &id, &input, &received_at, &now, Some(retention.days(&input.stream)))?;
         ready.push(Ready { index, id, item, client_id });
     }
     Ok((results, ready))
@@ -421,7 +419,9 @@ fn atomic_limit(count: usize) -> ServiceError {
 }
 
 /// One `TransactWriteItems` of conditional puts; `(index, item)` pairs keep request indexes for
-/// the cancellation reasons. `values` are the condition's placeholders, per item.
+/// the cancellation reasons. `values` are the condition's placeholders, per item. Every
+/// condition tests the stored item's expiry, as `#expires` against `:epoch` (now): an expired
+/// item is gone for creates and updates alike.
 async fn transact_puts(
     backend: &Backend,
     puts: &[(usize, Item)],
@@ -456,11 +456,9 @@ async fn transact_puts(
         for (position, (_, item)) in puts.iter().enumerate() {
             let mut put =
                 Put::builder().table_name(&backend.table).set_item(Some(item.clone())).condition_expression(condition);
-            if condition.contains("#expires") {
-                put = put
-                    .expression_attribute_names("#expires", crate::keys::EXPIRES_AT)
-                    .expression_attribute_values(":epoch", events::epoch_now());
-            }
+            put = put
+                .expression_attribute_names("#expires", crate::keys::EXPIRES_AT)
+                .expression_attribute_values(":epoch", events::epoch_now());
             for (_, placeholder, value) in values.iter().filter(|(p, _, _)| *p == position) {
                 put = put.expression_attribute_values(*placeholder, s(value));
             }
@@ -584,12 +582,7 @@ pub async fn update_events(
             continue;
         };
         // The single PATCH's own path: same content rules, same size limit.
-        let days = match without_expiry.contains(id) {
-            true => None,
-            false => {
-                Some(retention.get(&event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS))
-            }
-        };
+        let days = (!without_expiry.contains(id)).then(|| retention.days(&event.stream));
         match events::changed_event(tenant, event, changes, &now, days) {
             Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
             Err(err) => results[*index] = Some(item_failure(*index, err)),

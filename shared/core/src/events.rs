@@ -340,13 +340,12 @@ pub async fn update(
         _ => return Err(ServiceError::not_found("event", raw_id)),
     };
     let current = event_from_item(&item)?;
-    let retention = match item.contains_key(EXPIRES_AT) {
-        true => crate::streams::retention_days(backend, tenant, &[current.stream.as_str()])
-            .await?
-            .get(&current.stream)
-            .copied(),
-        // Stored before streams had settings: it never expires, and a change keeps it so.
-        false => None,
+    // Stored before streams had settings (no `expires_at`): it never expires, and a change keeps it so.
+    let retention = if item.contains_key(EXPIRES_AT) {
+        let streams = [current.stream.as_str()];
+        Some(crate::streams::retention_days(backend, tenant, &streams).await?.days(&current.stream))
+    } else {
+        None
     };
     let (next, new_item) = changed_event(tenant, &current, changes, &time::format(&time::now()), retention)?;
     let result = crate::deadline::bounded(

@@ -328,7 +328,7 @@ struct Named<'a> {
 struct Known {
     sessions: HashSet<Uuid>,
     events: HashMap<Uuid, String>,
-    retention: HashMap<String, u32>,
+    retention: crate::streams::Retention,
 }
 
 fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) -> Outcome {
@@ -357,7 +357,7 @@ fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) ->
         retention,
     ));
     if violations.is_empty() {
-        let days = retention.get(&queued.event.stream).copied().unwrap_or(argus_models::stream::DEFAULT_RETENTION_DAYS);
+        let days = retention.days(&queued.event.stream);
         return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, Some(days)) {
             Ok(item) => Outcome::Event(Box::new(item)),
             Err(_) => Outcome::Retry,

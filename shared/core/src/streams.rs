@@ -78,16 +78,23 @@ fn stream_from_item(item: &Item) -> Result<Stream, ServiceError> {
     })
 }
 
+/// The retention of the streams a batch of writes names (`retention_days`).
+#[derive(Debug, Clone, Default)]
+pub struct Retention(HashMap<String, u32>);
+
+impl Retention {
+    /// Days the events of `stream` live (the default for a stream not looked up).
+    pub fn days(&self, stream: &str) -> u32 {
+        self.0.get(stream).copied().unwrap_or(DEFAULT_RETENTION_DAYS)
+    }
+}
+
 /// Stream items created at once by one call (first use of many streams).
 const CREATE_CONCURRENCY: usize = 16;
 
 /// The retention of each of `streams` (distinct ids), creating the streams that do not exist
 /// yet with the default settings.
-pub async fn retention_days(
-    backend: &Backend,
-    tenant: &str,
-    streams: &[&str],
-) -> Result<HashMap<String, u32>, ServiceError> {
+pub async fn retention_days(backend: &Backend, tenant: &str, streams: &[&str]) -> Result<Retention, ServiceError> {
     let mut found = HashMap::new();
     let mut missing = Vec::new();
     for stream in streams {
@@ -105,7 +112,7 @@ pub async fn retention_days(
         }
     }
     if missing.is_empty() {
-        return Ok(found);
+        return Ok(Retention(found));
     }
     let keys = missing.iter().map(|stream| key(stream_pk(tenant, stream), META)).collect();
     for item in batch_get(&backend.dynamodb, &backend.table, keys, Some("stream_id, retention_days")).await? {
@@ -124,7 +131,7 @@ pub async fn retention_days(
         remember(cache_key(backend, tenant, stream), days);
         found.insert(stream.to_string(), days);
     }
-    Ok(found)
+    Ok(Retention(found))
 }
 
 /// Creates a stream with the default settings; returns its retention (another writer's, when

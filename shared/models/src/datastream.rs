@@ -19,7 +19,7 @@ use crate::event::{
     MAX_NAME_LEN,
 };
 use crate::ids::parse_uuid;
-use crate::validation::{json_type_name, FieldError, ValidationError};
+use crate::validation::{body_object, FieldError, ValidationError};
 
 /// Parses one DataStream event. `default_stream`: the `stream_id` of a batch, used when the
 /// item names none (an item's own `stream_id` wins). `received`: the timestamp of an event
@@ -29,14 +29,7 @@ pub fn parse_event(
     default_stream: Option<&str>,
     received: &DateTime<Utc>,
 ) -> Result<EventInput, ValidationError> {
-    let Value::Object(fields) = value else {
-        return Err(FieldError::new(
-            "body",
-            "INVALID_TYPE",
-            format!("an event is a JSON object, got {}", json_type_name(value)),
-        )
-        .into());
-    };
+    let fields = body_object(value, "an event is a JSON object")?;
     let mut errors = ValidationError::default();
     check_depths(fields, &mut errors);
     let id = optional_uuid(fields, "event_id", &mut errors);
@@ -99,14 +92,7 @@ fn optional_uuid(fields: &Map<String, Value>, field: &str, errors: &mut Validati
 
 /// A DataStream batch body, `{"stream_id", "events": [...]}`: the batch's stream and its items.
 pub fn parse_batch(body: &Value) -> Result<(String, &[Value]), ValidationError> {
-    let Value::Object(fields) = body else {
-        return Err(FieldError::new(
-            "body",
-            "INVALID_TYPE",
-            format!("expected a JSON object, got {}", json_type_name(body)),
-        )
-        .into());
-    };
+    let fields = body_object(body, "expected a JSON object")?;
     let mut errors = ValidationError::default();
     let stream = stream_field(fields, "stream_id", true, &mut errors);
     let events = match fields.get("events") {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::ids::parse_uuid;
-use crate::validation::{check_depth, json_type_name, FieldError, ValidationError};
+use crate::validation::{body_object, check_depth, json_type_name, reject_unchangeable, FieldError, ValidationError};
 
 pub const MAX_CATEGORY_LEN: usize = 50;
 pub const MAX_NAME_LEN: usize = 150;
@@ -71,14 +71,7 @@ impl EventInput {
     /// Checks the shape of one event. Reports every problem, each naming its field.
     /// Accepts the_eye's `"session": {"id": …}` as well as `"session_id"`.
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
-        let Value::Object(fields) = value else {
-            return Err(FieldError::new(
-                "body",
-                "INVALID_TYPE",
-                format!("an event is a JSON object, got {}", json_type_name(value)),
-            )
-            .into());
-        };
+        let fields = body_object(value, "an event is a JSON object")?;
         let mut errors = ValidationError::default();
         // Every field, unknown ones too: the whole event travels in the queue message.
         check_depths(fields, &mut errors);
@@ -221,25 +214,10 @@ const CHANGEABLE: [&str; 5] = ["category", "name", "data", "timestamp", "metadat
 
 impl EventChanges {
     pub fn parse(value: &Value, replace: bool) -> Result<Self, ValidationError> {
-        let Value::Object(fields) = value else {
-            return Err(FieldError::new(
-                "body",
-                "INVALID_TYPE",
-                format!("expected a JSON object, got {}", json_type_name(value)),
-            )
-            .into());
-        };
+        let fields = body_object(value, "expected a JSON object")?;
         let mut errors = ValidationError::default();
         check_depths(fields, &mut errors);
-        for key in fields.keys() {
-            if !CHANGEABLE.contains(&key.as_str()) {
-                errors.push(FieldError::new(
-                    key.clone(),
-                    "NOT_CHANGEABLE",
-                    format!("only {} can be changed", CHANGEABLE.join(", ")),
-                ));
-            }
-        }
+        reject_unchangeable(fields, &CHANGEABLE, &mut errors);
         let mut changes = Self {
             category: bounded_string(fields, "category", MAX_CATEGORY_LEN, replace, &mut errors),
             name: bounded_string(fields, "name", MAX_NAME_LEN, replace, &mut errors),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::validation::{json_type_name, FieldError, ValidationError};
+use crate::validation::{body_object, json_type_name, reject_unchangeable, FieldError, ValidationError};
 
 pub const MAX_STREAM_ID_LEN: usize = 100;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
@@ -60,24 +60,9 @@ const CHANGEABLE: [&str; 1] = ["retention_days"];
 
 impl StreamChanges {
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
-        let Value::Object(fields) = value else {
-            return Err(FieldError::new(
-                "body",
-                "INVALID_TYPE",
-                format!("expected a JSON object, got {}", json_type_name(value)),
-            )
-            .into());
-        };
+        let fields = body_object(value, "expected a JSON object")?;
         let mut errors = ValidationError::default();
-        for key in fields.keys() {
-            if !CHANGEABLE.contains(&key.as_str()) {
-                errors.push(FieldError::new(
-                    key.clone(),
-                    "NOT_CHANGEABLE",
-                    format!("only {} can be changed", CHANGEABLE.join(", ")),
-                ));
-            }
-        }
+        reject_unchangeable(fields, &CHANGEABLE, &mut errors);
         if fields.is_empty() {
             errors.push(FieldError::new("body", "EMPTY_PATCH", "name at least one setting to change"));
         }

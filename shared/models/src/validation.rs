@@ -17,6 +17,30 @@ impl FieldError {
     }
 }
 
+/// A request body (or bulk item) as a JSON object, or the one `body` error saying what it is:
+/// `"{expected}, got <type>"`.
+pub fn body_object<'a>(value: &'a Value, expected: &str) -> Result<&'a Map<String, Value>, ValidationError> {
+    match value {
+        Value::Object(fields) => Ok(fields),
+        other => {
+            Err(FieldError::new("body", "INVALID_TYPE", format!("{expected}, got {}", json_type_name(other))).into())
+        }
+    }
+}
+
+/// A `NOT_CHANGEABLE` error for each key of a change (PATCH body) outside `changeable`.
+pub fn reject_unchangeable(fields: &Map<String, Value>, changeable: &[&str], errors: &mut ValidationError) {
+    for key in fields.keys() {
+        if !changeable.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                key.clone(),
+                "NOT_CHANGEABLE",
+                format!("only {} can be changed", changeable.join(", ")),
+            ));
+        }
+    }
+}
+
 /// All problems found in one input (we report every one, not only the first).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ValidationError {
