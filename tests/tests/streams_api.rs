@@ -222,7 +222,11 @@ async fn ingest_batch_answers_per_item_like_batch_events_and_is_idempotent() {
     let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "s", "events": spread})).await;
     assert_eq!(assert_envelope(status, &answer, 400, "TOO_MANY_STREAMS")["max_streams"], 100);
     let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "s", "events": []})).await;
-    assert_eq!(assert_envelope(status, &answer, 400, "VALIDATION_FAILED")["fields"][0]["code"], "EMPTY_BATCH");
+    let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    assert_eq!(
+        (details["field"].as_str(), details["fields"][0]["code"].as_str()),
+        (Some("events"), Some("EMPTY_BATCH"))
+    );
     let many: Vec<Value> = (0..10_001).map(|_| json!(1)).collect();
     let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "s", "events": many})).await;
     assert_envelope(status, &answer, 413, "BATCH_TOO_LARGE");

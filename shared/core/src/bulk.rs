@@ -175,6 +175,13 @@ pub enum Dialect<'a> {
 }
 
 impl Dialect<'_> {
+    /// The body's field holding the items.
+    fn list_field(&self) -> &'static str {
+        match self {
+            Dialect::Argus => "items",
+            Dialect::DataStream { .. } => "events",
+        }
+    }
     fn parse(&self, raw: &Value, received: &chrono::DateTime<chrono::Utc>) -> Result<EventInput, ValidationError> {
         match self {
             Dialect::Argus => EventInput::parse(raw),
@@ -324,7 +331,7 @@ pub async fn create_events(
     deadline: Option<Instant>,
     dialect: Dialect<'_>,
 ) -> Result<BulkOutcome, ServiceError> {
-    check_count(items.len())?;
+    check_count(items.len(), dialect.list_field())?;
     if mode == Mode::Atomic && items.len() > MAX_ATOMIC_ITEMS {
         return Err(atomic_limit(items.len()));
     }
@@ -390,9 +397,10 @@ pub async fn create_events(
     }
 }
 
-fn check_count(count: usize) -> Result<(), ServiceError> {
+/// `list_field`: the body's field holding the items, named in the error.
+fn check_count(count: usize, list_field: &str) -> Result<(), ServiceError> {
     if count == 0 {
-        return Err(FieldError::new("items", "EMPTY_BATCH", "send at least one item").into());
+        return Err(FieldError::new(list_field, "EMPTY_BATCH", "send at least one item").into());
     }
     if count > MAX_ITEMS {
         return Err(ServiceError::TooLarge {
@@ -528,7 +536,7 @@ pub async fn update_events(
     items: &[Value],
     mode: Mode,
 ) -> Result<BulkOutcome, ServiceError> {
-    check_count(items.len())?;
+    check_count(items.len(), "items")?;
     if mode == Mode::Atomic && items.len() > MAX_ATOMIC_ITEMS {
         return Err(atomic_limit(items.len()));
     }
@@ -711,7 +719,7 @@ pub async fn delete_or_restore(
     ids: &[Value],
     restore: bool,
 ) -> Result<BulkReport, ServiceError> {
-    check_count(ids.len())?;
+    check_count(ids.len(), "ids")?;
     let (mut results, wanted) = ids_of(ids);
     let done: Vec<(usize, ItemResult)> = stream::iter(wanted)
         .map(|(index, raw_id)| async move {
