@@ -33,6 +33,13 @@ STATE_FIELD_CODES = {
     "TOO_LARGE",  # serialized size in bytes (stored event, session metadata)
     "TOO_DEEP",  # nesting depth of any JSON value
     "INVALID_RANGE",  # timestamp__gte after timestamp__lte: a relation between two parameters
+    "WINDOW_END_BEFORE_START",  # a window's end after its start: a relation between two fields
+    "WINDOW_TOO_LARGE",  # a window's length (end - start) in days
+    "TOO_MANY_BUCKETS",  # the window's length divided by the interval
+    "OFFSET_WITH_CURSOR",  # offset and cursor are exclusive: a relation between two parameters
+    "FIELD_NOT_NUMERIC",  # (aggregate) a stored event's value at the path is not a number
+    "TOO_MANY_GROUPS",  # distinct values stored in the window
+    "TOO_MANY_ROWS",  # groups × intervals stored in the window
 }
 
 # INVALID_BATCH answers about how sub-requests refer to each other (details.field, message start).
@@ -89,6 +96,9 @@ def _inexpressible(case: Any, response: Any) -> bool:
         return bool(codes) and all(c in STATE_FIELD_CODES for c in codes)
     if status == 400 and code == "INVALID_BATCH":
         return str(error.get("message", "")).startswith(BATCH_CROSS_REFERENCES)
+    # How many events the stored window holds, against the raw-fold cap.
+    if status == 400 and code == "WINDOW_TOO_LARGE_FOR_RAW":
+        return True
     # The reads of all GET sub-requests together (a sum over array items).
     if status == 413 and code == "BATCH_TOO_COSTLY":
         return True

@@ -57,7 +57,7 @@ fn template_routes_handler_table_and_openapi_agree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioned_resources_match_the_template() {
-    let stack = TestStack::start().await;
+    let stack = TestStack::start_with_changes().await;
     let template = &stack.template;
     let described = stack.backend.dynamodb.describe_table().table_name(&stack.backend.table).send().await.unwrap();
     let table = described.table.unwrap();
@@ -113,6 +113,15 @@ async fn provisioned_resources_match_the_template() {
         .collect();
     template_indexes.sort();
     assert_eq!(indexes, template_indexes);
+
+    // The change stream the aggregator reads: enabled, with the view the template names.
+    let stream = table.stream_specification().expect("the table has a stream");
+    assert!(stream.stream_enabled());
+    assert_eq!(
+        stream.stream_view_type().map(|v| v.as_str()),
+        template.table["StreamSpecification"]["StreamViewType"].as_str()
+    );
+    assert!(table.latest_stream_arn().is_some());
 
     let ttl = stack.backend.dynamodb.describe_time_to_live().table_name(&stack.backend.table).send().await.unwrap();
     assert_eq!(
@@ -212,19 +221,23 @@ fn the_alarms_exist_with_their_thresholds() {
         .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
         .map(|(id, _)| id.as_str().unwrap())
         .collect();
-    for (id, metric) in [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")] {
-        let metrics = text(&alarm(id)["Metrics"]);
-        assert!(metrics.contains(&format!("MetricName: {metric}")), "{id}");
+    // CloudWatch takes 10 metrics per alarm: API and background functions have one alarm each.
+    for metric in ["Errors", "Throttles"] {
+        let ids = [format!("Function{metric}Alarm"), format!("BackgroundFunction{metric}Alarm")];
+        let metrics: String = ids.iter().map(|id| text(&alarm(id)["Metrics"])).collect();
+        assert_eq!(metrics.matches(&format!("MetricName: {metric}")).count(), functions.len(), "{metric}");
         for function in &functions {
-            assert!(metrics.contains(function), "{id} does not watch {function}");
+            assert!(metrics.contains(function), "no {metric} alarm watches {function}");
         }
     }
+    let age = alarm("AggregatorIteratorAgeAlarm");
+    assert_eq!(age["MetricName"].as_str(), Some("IteratorAge"));
     let throttles = text(&alarm("DynamoDbThrottlesAlarm")["Metrics"]);
     for needed in ["ReadThrottleEvents", "WriteThrottleEvents", "ArgusTable"] {
         assert!(throttles.contains(needed), "DynamoDB throttle alarm lacks {needed}");
     }
     let index_throttles = text(&alarm("DynamoDbIndexThrottlesAlarm")["Metrics"]);
-    for index in ["GSI1", "GSI2", "GSI3"] {
+    for index in ["GSI1", "GSI2", "GSI3", "GSI4"] {
         for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
             let pair = format!("MetricName: {metric}\n      Dimensions:\n      - Name: TableName\n        Value: !Ref ArgusTable\n      - Name: GlobalSecondaryIndexName\n        Value: {index}");
             assert!(index_throttles.contains(&pair), "index alarm lacks {metric} of {index}:\n{index_throttles}");
@@ -297,7 +310,7 @@ fn every_function_binary_is_a_workspace_binary() {
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
     let template = argus_stack::Template::load_repo().unwrap();
-    assert_eq!(template.functions.len(), 9);
+    assert_eq!(template.functions.len(), 10);
     for function in &template.functions {
         assert!(
             binaries.contains(&function.binary),

@@ -14,6 +14,11 @@ fn ts(ago: Duration) -> String {
     argus_models::time::format(&(Utc::now() - ago))
 }
 
+/// Events expire counted from the end of their timestamp's minute.
+fn minute_end(timestamp: &str) -> i64 {
+    epoch_of(timestamp).div_euclid(60) * 60 + 60
+}
+
 fn epoch_of(timestamp: &str) -> i64 {
     argus_models::time::parse("t", timestamp).unwrap().timestamp()
 }
@@ -90,7 +95,7 @@ async fn a_datastream_event_is_accepted_stored_without_session_and_listed() {
     for absent in ["GSI1PK", "GSI2PK", "session_id", "category"] {
         assert!(!item.contains_key(absent), "{absent} is set on a sessionless event");
     }
-    assert_eq!(number(&item, "expires_at"), epoch_of(&timestamp) + 90 * DAY, "the default retention");
+    assert_eq!(number(&item, "expires_at"), minute_end(&timestamp) + 90 * DAY, "the default retention");
 
     // The stream exists now, with the default settings.
     let (status, stream) = stack.get("/streams/user-events", &key).await;
@@ -250,7 +255,7 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     assert_eq!((stream["stream_id"].as_str(), stream["retention_days"].as_u64()), (Some("short"), Some(7)));
 
     let day_old = ts(Duration::days(1));
-    let too_old = ts(Duration::days(7) + Duration::seconds(5));
+    let too_old = ts(Duration::days(7) + Duration::minutes(2));
     let (_, report) = stack
         .post(
             "/ingest/batch",
@@ -265,7 +270,7 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
     assert_eq!(report["results"][1]["status"], 400);
     assert_eq!(report["results"][1]["error"]["details"]["fields"][0]["code"], "TIMESTAMP_BEYOND_RETENTION");
     let kept = report["results"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), epoch_of(&day_old) + 7 * DAY);
+    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), minute_end(&day_old) + 7 * DAY);
 
     // Through the queue, the same rule ends as an error record.
     let (_, accepted) = stack
@@ -293,11 +298,11 @@ async fn retention_sets_the_ttl_hides_expired_events_and_refuses_events_past_it(
         .await;
     assert_eq!(report["results"][0]["status"], 201, "{report}");
     let newer = report["results"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(number(&event_item(&stack, "acme", &newer).await, "expires_at"), epoch_of(&too_old) + 30 * DAY);
-    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), epoch_of(&day_old) + 7 * DAY);
+    assert_eq!(number(&event_item(&stack, "acme", &newer).await, "expires_at"), minute_end(&too_old) + 30 * DAY);
+    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), minute_end(&day_old) + 7 * DAY);
     let (status, _) = patch(&stack, &format!("/events/{kept}"), &key, json!({"name": "renamed"})).await;
     assert_eq!(status, 200);
-    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), epoch_of(&day_old) + 30 * DAY);
+    assert_eq!(number(&event_item(&stack, "acme", &kept).await, "expires_at"), minute_end(&day_old) + 30 * DAY);
     // A PATCH moving the timestamp past retention is refused like a new event.
     let (status, body) =
         patch(&stack, &format!("/events/{kept}"), &key, json!({"timestamp": ts(Duration::days(31))})).await;

@@ -38,6 +38,10 @@ pub async fn invoke_json(
         let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
         return crate::sweeper::handle(backend, &event, deadline).await;
     }
+    if binary == "argus-aggregator" {
+        let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
+        return Ok(crate::aggregator::handle(backend, &event, deadline).await);
+    }
     if binary == "argus-processor" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;
         let response = crate::processor::handle(backend, event, deadline).await;

@@ -7,6 +7,7 @@
 // tests, a failure is an error value, never an unwrap, expect or panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aggregator;
 pub mod apigw;
 pub mod authorizer;
 pub mod batch;

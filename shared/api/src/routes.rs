@@ -29,6 +29,9 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/streams", "argus-streams"),
     ("GET", "/streams/{id}", "argus-streams"),
     ("PATCH", "/streams/{id}", "argus-streams"),
+    ("GET", "/streams/{id}/status", "argus-streams"),
+    ("GET", "/query/events", "argus-streams"),
+    ("POST", "/query/aggregate", "argus-streams"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

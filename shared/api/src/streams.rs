@@ -1,6 +1,9 @@
-//! `/streams` routes: a tenant's streams and their settings.
+//! `/streams` and `/query` routes: a tenant's streams, their settings and status, and
+//! DataStream's queries and aggregations over a stream's events.
 
+use argus_core::analytics::{self, EventQuery};
 use argus_core::{page::parse_limit, streams, Backend};
+use argus_models::analytics::AggregateRequest;
 use argus_models::stream::StreamChanges;
 use lambda_http::{Body, Request, Response};
 
@@ -31,6 +34,19 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
             let changes = StreamChanges::parse(&body)?;
             let stream = streams::update(backend, &tenant, &path_param(req, "id")?, &changes).await?;
             Ok(response::json(200, &stream))
+        }
+        "GET /streams/{id}/status" => {
+            Ok(response::json(200, &analytics::status(backend, &tenant, &path_param(req, "id")?).await?))
+        }
+        "GET /query/events" => {
+            let query = EventQuery::parse(|name| query(req, name))?;
+            Ok(response::json(200, &analytics::query_events(backend, &tenant, &query).await?))
+        }
+        "POST /query/aggregate" => {
+            let body = json_body(req, MAX_BODY_BYTES)?
+                .ok_or_else(|| ApiError::invalid_field("body", "INVALID_TYPE", "a JSON object is required"))?;
+            let request = AggregateRequest::parse(&body)?;
+            Ok(response::json(200, &analytics::aggregate(backend, &tenant, &request).await?))
         }
         _ => Err(fallback::unmatched(req)),
     }

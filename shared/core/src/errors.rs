@@ -42,6 +42,7 @@ pub fn error_item(tenant: &str, record: &ErrorRecord) -> Result<Item, ServiceErr
         ("payload".into(), s(to_json(&record.payload)?)),
         ("created_at".into(), s(&record.created_at)),
     ]);
+    item.insert("stream".into(), s(error_stream(&record.payload)));
     if let Some(event_id) = record.event_id {
         item.insert("event_id".into(), s(event_id.to_string()));
     }
@@ -51,6 +52,17 @@ pub fn error_item(tenant: &str, record: &ErrorRecord) -> Result<Item, ServiceErr
         item.insert(GSI2SK.into(), s(sort));
     }
     Ok(item)
+}
+
+/// The stream an error record counts against in the stream's status: the one its payload names
+/// (`stream`, or DataStream's `stream_id`) when that is a valid stream id, else `default`.
+pub fn error_stream(payload: &serde_json::Value) -> String {
+    ["stream", "stream_id"]
+        .iter()
+        .filter_map(|field| payload.get(*field).and_then(|v| v.as_str()))
+        .find(|id| argus_models::stream::check_stream_id("stream", id).is_ok())
+        .unwrap_or(argus_models::event::DEFAULT_STREAM)
+        .to_string()
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, ServiceError> {

@@ -18,7 +18,7 @@ use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
 
 /// The stored item of a new event. Index keys: GSI1 by session, GSI2 by category (sharded),
-/// GSI3 by tenant (sharded); all sorted by `<timestamp>#<id>`. An event without a session or
+/// GSI3 by tenant (sharded), GSI4 by stream (sharded); all sorted by `<timestamp>#<id>`. An event without a session or
 /// category is simply absent from that index (sparse). `expires_at` (TTL) is the timestamp plus
 /// its stream's `retention_days`; `None` only for an event stored before streams had settings,
 /// which keeps never expiring when it is changed.
@@ -38,6 +38,8 @@ pub fn event_item(
         (SK.into(), s(META)),
         (GSI3PK.into(), s(tenant_events_pk(tenant, shard_of(id, EVENT_TENANT_SHARDS)))),
         (GSI3SK.into(), s(&sort)),
+        (GSI4PK.into(), s(stream_events_pk(tenant, &input.stream, shard_of(id, STREAM_EVENT_SHARDS)))),
+        (GSI4SK.into(), s(&sort)),
         ("entity".into(), s("event")),
         ("id".into(), s(id.to_string())),
         ("name".into(), s(&input.name)),

@@ -2,6 +2,7 @@
 //! `T#<tenant>#`, so a lookup with another tenant's id lands in a different partition and
 //! answers "not found", exactly like a missing id. See docs/data-model.md.
 
+use argus_models::rollup::{DimKind, Level};
 use uuid::Uuid;
 
 pub const PK: &str = "PK";
@@ -49,6 +50,17 @@ pub const GSI3SK: &str = "GSI3SK";
 pub const EVENT_CATEGORY_SHARDS: u32 = 4;
 /// Write shards of the per-tenant event time index: ≈ 16,000 events/s per tenant.
 pub const EVENT_TENANT_SHARDS: u32 = 16;
+pub const GSI4: &str = "GSI4";
+pub const GSI4PK: &str = "GSI4PK";
+pub const GSI4SK: &str = "GSI4SK";
+/// Write shards of a stream's event time index (GSI4): ≈ 8,000 events/s per stream.
+pub const STREAM_EVENT_SHARDS: u32 = 8;
+
+/// GSI4 partition of one shard of a stream's events.
+pub fn stream_events_pk(tenant: &str, stream: &str, shard: u32) -> String {
+    format!("T#{tenant}#ST#{stream}#{shard:02}")
+}
+
 /// Write shards of the per-tenant error listing: ≈ 4,000 error records/s per tenant.
 pub const ERROR_LIST_SHARDS: u32 = 4;
 
@@ -97,4 +109,48 @@ pub fn stream_pk(tenant: &str, stream: &str) -> String {
 /// GSI1 partition of a tenant's streams (written once per stream and per settings change).
 pub fn stream_list_pk(tenant: &str) -> String {
     format!("T#{tenant}#STREAMS")
+}
+
+/// Partition of a stream's rollup cells of one level and dimension kind: minute cells by day,
+/// hour cells by month, so that a window reads few partitions and a partition stays bounded.
+pub fn rollup_pk(tenant: &str, stream: &str, level: Level, kind: DimKind, bucket: i64) -> String {
+    let period = match level {
+        Level::Minute => epoch_format(bucket, "%Y-%m-%d"),
+        Level::Hour => epoch_format(bucket, "%Y-%m"),
+    };
+    format!("T#{tenant}#RU#{stream}#{}{}#{period}", level.tag(), kind.tag())
+}
+
+/// The sort key prefix of a bucket: fixed width, so a range of buckets is a range of keys.
+pub fn rollup_bucket_sk(level: Level, bucket: i64) -> String {
+    match level {
+        Level::Minute => epoch_format(bucket, "%Y-%m-%dT%H:%M"),
+        Level::Hour => epoch_format(bucket, "%Y-%m-%dT%H"),
+    }
+}
+
+/// `<bucket>#R<retention>#<group value>`: retention `----` for events that never expire.
+pub fn rollup_sk(level: Level, bucket: i64, retention_days: Option<u32>, value: &str) -> String {
+    let retention = retention_days.map_or("----".to_string(), |days| format!("{days:04}"));
+    format!("{}#R{retention}#{value}", rollup_bucket_sk(level, bucket))
+}
+
+/// A stream's arrival statistics: `M#<minute>` items (stored, errors, lag histogram) and `TOTAL`.
+pub fn stream_stats_pk(tenant: &str, stream: &str) -> String {
+    format!("T#{tenant}#STAT#{stream}")
+}
+
+pub fn stream_stats_minute_sk(minute: i64) -> String {
+    format!("M#{}", epoch_format(minute, "%Y-%m-%dT%H:%M"))
+}
+
+pub const STATS_TOTAL: &str = "TOTAL";
+
+/// The aggregator's record that it applied one change record (DynamoDB Streams `eventID`).
+pub fn applied_change_pk(event_id: &str) -> String {
+    format!("AGG#{event_id}")
+}
+
+fn epoch_format(epoch: i64, format: &str) -> String {
+    chrono::DateTime::from_timestamp(epoch, 0).unwrap_or_default().format(format).to_string()
 }

@@ -5,6 +5,8 @@
 // tests, a failure is an error value, never an unwrap, expect or panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aggregator;
+pub mod analytics;
 pub mod apikeys;
 pub mod aws;
 pub mod batch_writer;
@@ -26,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod page;
 pub mod pipeline;
+pub mod rollups;
 pub mod sessions;
 pub mod streams;
 

@@ -5,11 +5,13 @@
 // tests, a failure is an error value, never an unwrap, expect or panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod analytics;
 pub mod datastream;
 pub mod envelope;
 pub mod error_record;
 pub mod event;
 pub mod ids;
+pub mod rollup;
 pub mod session;
 pub mod stream;
 pub mod tenant;

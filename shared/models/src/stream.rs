@@ -101,9 +101,13 @@ fn retention_days(fields: &Map<String, Value>, errors: &mut ValidationError) -> 
     }
 }
 
-/// The DynamoDB TTL (epoch seconds) of an event: `retention_days` after its timestamp.
+/// The DynamoDB TTL (epoch seconds) of an event: `retention_days` after the end of its
+/// timestamp's minute. Aligned to minutes so that every event of one minute and one retention
+/// expires at the same second: a per-minute rollup is then either wholly visible or wholly
+/// expired, and aggregates stay exact across the retention boundary.
 pub fn expires_at(timestamp: &DateTime<Utc>, retention_days: u32) -> i64 {
-    timestamp.timestamp().saturating_add(i64::from(retention_days) * SECONDS_PER_DAY)
+    let minute_end = timestamp.timestamp().div_euclid(60).saturating_mul(60).saturating_add(60);
+    minute_end.saturating_add(i64::from(retention_days) * SECONDS_PER_DAY)
 }
 
 /// Whether a stored event with this TTL is past it at `now` (hidden before DynamoDB deletes it).
@@ -165,9 +169,13 @@ mod tests {
     fn retention() {
         let now = crate::time::parse("t", "2026-03-01T00:00:00Z").unwrap();
         let day = chrono::Duration::days(1);
-        assert_eq!(expires_at(&now, 1), now.timestamp() + 86_400);
-        assert!(retention_violation(&(now - day * 7), 7, &now).is_some());
-        assert!(retention_violation(&(now - day * 7 + chrono::Duration::seconds(1)), 7, &now).is_none());
+        let second = chrono::Duration::seconds(1);
+        // Counted from the end of the timestamp's minute.
+        assert_eq!(expires_at(&now, 1), now.timestamp() + 60 + 86_400);
+        assert_eq!(expires_at(&(now + second * 59), 1), now.timestamp() + 60 + 86_400);
+        assert_eq!(expires_at(&(now - second), 1), now.timestamp() + 86_400);
+        assert!(retention_violation(&(now - day * 7 - second), 7, &now).is_some());
+        assert!(retention_violation(&(now - day * 7), 7, &now).is_none());
         assert!(is_expired(now.timestamp(), &now));
         assert!(!is_expired(now.timestamp() + 1, &now));
     }

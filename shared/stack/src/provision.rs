@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml_ng::Value;
@@ -113,6 +113,15 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, props: &Value, table_na
                     .map_err(|e| e.to_string())?,
             );
         }
+    }
+    if let Some(stream) = props.get("StreamSpecification") {
+        create = create.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(text(stream, "StreamViewType")?))
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
     }
     match props.get("BillingMode").and_then(Value::as_str) {
         Some("PAY_PER_REQUEST") => create = create.billing_mode(BillingMode::PayPerRequest),

@@ -35,6 +35,14 @@ pub struct PolicyStatement {
     pub resources: Vec<String>,
 }
 
+/// A DynamoDB Streams event source of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSource {
+    pub batch_size: i64,
+    /// `FilterCriteria` patterns: a record is delivered when it matches any (all when none).
+    pub filters: Vec<serde_json::Value>,
+}
+
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
     pub logical_id: String,
@@ -62,6 +70,8 @@ pub struct Template {
     pub schedules: BTreeMap<String, u64>,
     /// Function binary → the batch size of its SQS event source (the processor).
     pub sqs_consumers: BTreeMap<String, (String, i64)>,
+    /// Function binary → its DynamoDB Streams event source on the table.
+    pub stream_consumers: BTreeMap<String, StreamSource>,
 }
 
 impl Template {
@@ -89,6 +99,7 @@ impl Template {
         let mut table = None;
         let mut queues = Vec::new();
         let mut sqs_consumers = BTreeMap::new();
+        let mut stream_consumers = BTreeMap::new();
         let mut schedules = BTreeMap::new();
         for (logical_id, resource) in resources {
             let logical_id = logical_id.as_str().ok_or("non-string resource id")?.to_string();
@@ -134,6 +145,11 @@ impl Template {
                                 let batch = event_props.get("BatchSize").and_then(Value::as_i64).unwrap_or(10);
                                 sqs_consumers.insert(binary.clone(), (queue, batch));
                             }
+                            Some("DynamoDB") => {
+                                let batch_size = event_props.get("BatchSize").and_then(Value::as_i64).unwrap_or(100);
+                                let filters = stream_filters(event_props.get("FilterCriteria"))?;
+                                stream_consumers.insert(binary.clone(), StreamSource { batch_size, filters });
+                            }
                             _ => {}
                         }
                     }
@@ -169,12 +185,36 @@ impl Template {
             }
         }
         let (table_id, table) = table.ok_or("template.yaml defines no table")?;
-        Ok(Self { routes, functions, table, table_id, queues, authorizer_ttl_seconds, schedules, sqs_consumers })
+        Ok(Self {
+            routes,
+            functions,
+            table,
+            table_id,
+            queues,
+            authorizer_ttl_seconds,
+            schedules,
+            sqs_consumers,
+            stream_consumers,
+        })
     }
 
     pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
         self.functions.iter().find(|f| f.binary == binary)
     }
+}
+
+/// The `FilterCriteria` patterns of an event source, parsed (each `Pattern` is JSON text).
+fn stream_filters(criteria: Option<&Value>) -> Result<Vec<serde_json::Value>, String> {
+    let Some(filters) = criteria.and_then(|c| c.get("Filters")).and_then(Value::as_sequence) else {
+        return Ok(Vec::new());
+    };
+    filters
+        .iter()
+        .map(|f| {
+            let pattern = f.get("Pattern").and_then(Value::as_str).ok_or("a filter without a Pattern")?;
+            serde_json::from_str(pattern).map_err(|e| format!("FilterCriteria pattern {pattern}: {e}"))
+        })
+        .collect()
 }
 
 /// The inline statements of `Policies`. Only `Statement` documents are supported: a SAM policy

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod schedule;
 pub mod server;
 pub mod stack;
+pub mod table_stream;
 
 pub use server::{serve, LocalApi};
 pub use stack::{connect_local, seed_tenant, wait_for_emulators, StackSettings};

@@ -39,6 +39,12 @@ async fn run() -> Result<(), String> {
         tokio::spawn(consumer.run(backend.clone(), function));
     }
 
+    for consumer in argus_local::table_stream::consumers(&template, &provisioned.table, &settings.dynamodb_endpoint) {
+        println!("  feeding the table's change stream into {}", consumer.binary);
+        let function = api.functions.function(&consumer.binary)?.clone();
+        tokio::spawn(consumer.run(function));
+    }
+
     for (binary, every) in &template.schedules {
         println!("  running {binary} every {every} s");
         let function = api.functions.function(binary)?.clone();

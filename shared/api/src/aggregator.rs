@@ -1,0 +1,29 @@
+//! The DynamoDB Streams-triggered aggregator: change records in, rollups and stream statistics
+//! updated, partial batch failures out (`ReportBatchItemFailures`: Lambda retries from the
+//! reported sequence number; records already applied are recognised and skipped).
+
+use std::time::{Duration, Instant};
+
+use argus_core::{aggregator, Backend};
+use serde_json::{json, Value};
+
+/// Time kept in reserve before the Lambda deadline to answer.
+const DEADLINE_RESERVE: Duration = Duration::from_secs(2);
+
+pub async fn handle(backend: &Backend, event: &Value, deadline: Option<Instant>) -> Value {
+    let records = aggregator::parse_event(event);
+    let work_deadline = deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d));
+    let applied = argus_core::deadline::scope(work_deadline, Box::pin(aggregator::apply(backend, &records))).await;
+    tracing::info!(
+        records = records.len(),
+        applied = applied.applied,
+        duplicates = applied.duplicates,
+        unchanged = applied.unchanged,
+        transactions = applied.transactions,
+        retry_from = applied.retry_from.as_deref().unwrap_or(""),
+        "aggregated change records"
+    );
+    let failures: Vec<Value> =
+        applied.retry_from.into_iter().map(|sequence| json!({"itemIdentifier": sequence})).collect();
+    json!({ "batchItemFailures": failures })
+}

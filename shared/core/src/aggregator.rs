@@ -1,0 +1,555 @@
+//! The aggregator: applies the table's change stream (DynamoDB Streams, new and old images) to
+//! the rollup cells and the streams' arrival statistics.
+//!
+//! Exactly once: each change record is applied in one `TransactWriteItems` together with a
+//! marker item named by the record's `eventID` (created only if absent, expiring after two
+//! days, longer than a stream keeps records). A redelivered record, whether Lambda retries the
+//! batch, a batch arrives twice or two invocations race, finds its marker and adds nothing.
+//! The deltas are sums, so the order records are applied in does not matter.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use argus_models::rollup::{self, Cell, EventFacts, LAG_BUCKETS};
+use argus_models::time;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use serde_json::Value;
+
+use crate::batch_writer::{backoff, BatchWriterConfig};
+use crate::ddb::{get_opt_s, key, s, Item};
+use crate::deadline::WithinDeadline;
+use crate::keys::*;
+use crate::{Backend, ServiceError};
+
+/// DynamoDB's limit of actions per transaction.
+const MAX_TRANSACTION_ACTIONS: usize = 100;
+/// How long a record's "applied" marker is kept: longer than DynamoDB Streams keeps a record (24 h).
+const MARKER_TTL_SECONDS: i64 = 2 * 86_400;
+/// How long the per-minute arrival statistics are kept (status reads the last hour).
+const STATS_TTL_SECONDS: i64 = 2 * 86_400;
+/// Attempts per transaction on conflicts and throttling (each with full-jitter backoff).
+const MAX_ATTEMPTS: u32 = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Remove,
+}
+
+/// One record of a DynamoDB Streams event as Lambda delivers it.
+#[derive(Clone, Debug)]
+pub struct ChangeRecord {
+    pub event_id: String,
+    pub sequence_number: String,
+    pub kind: ChangeKind,
+    pub old: Option<Item>,
+    pub new: Option<Item>,
+    /// Deleted by DynamoDB's TTL (not by Argus).
+    pub by_ttl: bool,
+}
+
+/// The records of a Lambda DynamoDB Streams event. A record that cannot be read at all is
+/// returned as `Err(sequence number)`: it will be reported as a failure, never skipped.
+pub fn parse_event(event: &Value) -> Vec<Result<ChangeRecord, String>> {
+    event["Records"].as_array().into_iter().flatten().map(parse_record).collect()
+}
+
+fn parse_record(record: &Value) -> Result<ChangeRecord, String> {
+    let change = &record["dynamodb"];
+    let sequence_number = change["SequenceNumber"].as_str().unwrap_or_default().to_string();
+    let kind = match record["eventName"].as_str() {
+        Some("INSERT") => ChangeKind::Insert,
+        Some("MODIFY") => ChangeKind::Modify,
+        Some("REMOVE") => ChangeKind::Remove,
+        _ => return Err(sequence_number),
+    };
+    let event_id = match record["eventID"].as_str() {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => return Err(sequence_number),
+    };
+    let identity = &record["userIdentity"];
+    Ok(ChangeRecord {
+        event_id,
+        kind,
+        old: change.get("OldImage").map(image),
+        new: change.get("NewImage").map(image),
+        by_ttl: identity["type"] == "Service" && identity["principalId"] == "dynamodb.amazonaws.com",
+        sequence_number,
+    })
+}
+
+/// An image in DynamoDB's JSON; the aggregator reads only string and number attributes.
+fn image(value: &Value) -> Item {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, typed)| {
+            let value = if let Some(text) = typed["S"].as_str() {
+                AttributeValue::S(text.to_string())
+            } else if let Some(number) = typed["N"].as_str() {
+                AttributeValue::N(number.to_string())
+            } else {
+                return None;
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
+}
+
+/// The tenant of an entity's item key `T#<tenant>#<KIND>#<id>`.
+fn tenant_of(item: &Item, kind: &str) -> Option<String> {
+    let pk = get_opt_s(item, PK)?;
+    let rest = pk.strip_prefix("T#")?;
+    let (tenant, tail) = rest.split_once('#')?;
+    tail.starts_with(kind).then(|| tenant.to_string())
+}
+
+fn epoch_of(item: &Item, name: &str) -> Option<i64> {
+    Some(time::parse(name, get_opt_s(item, name)?).ok()?.timestamp())
+}
+
+fn millis_of(item: &Item, name: &str) -> Option<i64> {
+    Some(time::parse(name, get_opt_s(item, name)?).ok()?.timestamp_millis())
+}
+
+/// The rollup facts of an event item (`None`: not an event item).
+pub fn event_facts(item: &Item) -> Option<EventFacts> {
+    if get_opt_s(item, "entity") != Some("event") || get_opt_s(item, SK) != Some(META) {
+        return None;
+    }
+    let timestamp = epoch_of(item, "timestamp")?;
+    let expires_at = match item.get(EXPIRES_AT) {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+        _ => None,
+    };
+    Some(EventFacts {
+        tenant: tenant_of(item, "EVENT#")?,
+        stream: get_opt_s(item, "stream")?.to_string(),
+        event_type: get_opt_s(item, "name")?.to_string(),
+        category: get_opt_s(item, "category").map(str::to_string),
+        timestamp,
+        retention_days: rollup::retention_of(timestamp, expires_at),
+        deleted: item.contains_key("deleted_at"),
+    })
+}
+
+/// Additions to one item: `ADD` counters, and the `expires_at` it keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Additions {
+    counters: BTreeMap<String, i64>,
+    expires_at: Option<i64>,
+}
+
+type Changes = BTreeMap<(String, String), Additions>;
+
+fn add(changes: &mut Changes, pk: String, sk: String, counter: &str, delta: i64, expires_at: Option<i64>) {
+    let entry = changes.entry((pk, sk)).or_default();
+    *entry.counters.entry(counter.to_string()).or_insert(0) += delta;
+    if expires_at.is_some() {
+        entry.expires_at = expires_at.max(entry.expires_at);
+    }
+}
+
+/// A bound kept on a stream's `TOTAL` item outside the transactions, by a conditional `SET`
+/// that only moves it outward (so any order of deliveries ends at the same value): the latest
+/// arrival, and the earliest and latest event timestamp ever stored (readers clamp windows to
+/// them, so a long window reads only the cells where events can be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Bound {
+    LastReceived,
+    EarliestTimestamp,
+    LatestTimestamp,
+}
+
+impl Bound {
+    fn attribute(self) -> &'static str {
+        match self {
+            Bound::LastReceived => "last_received_at",
+            Bound::EarliestTimestamp => "earliest_timestamp",
+            Bound::LatestTimestamp => "latest_timestamp",
+        }
+    }
+
+    fn is_minimum(self) -> bool {
+        self == Bound::EarliestTimestamp
+    }
+}
+
+type Bounds = BTreeMap<(String, String, Bound), String>;
+
+fn widen(bounds: &mut Bounds, tenant: &str, stream: &str, bound: Bound, value: &str) {
+    let entry = bounds.entry((tenant.to_string(), stream.to_string(), bound)).or_insert_with(|| value.to_string());
+    let outward = if bound.is_minimum() { value < entry.as_str() } else { value > entry.as_str() };
+    if outward {
+        *entry = value.to_string();
+    }
+}
+
+/// What one change record does: counter changes, and the bounds it widens.
+fn record_changes(record: &ChangeRecord, bounds: &mut Bounds) -> Changes {
+    let mut changes = Changes::new();
+    // TTL deletes an event that every read already hides: its cells are expired, not changed.
+    let old = if record.by_ttl { None } else { record.old.as_ref().and_then(event_facts) };
+    let new = record.new.as_ref().and_then(event_facts);
+    for (cell, delta) in rollup::cell_deltas(old.as_ref(), new.as_ref()) {
+        let Cell { tenant, stream, level, bucket, retention_days, dim } = &cell;
+        add(
+            &mut changes,
+            rollup_pk(tenant, stream, *level, dim.kind(), *bucket),
+            rollup_sk(*level, *bucket, *retention_days, dim.value()),
+            "n",
+            delta,
+            cell.expires_at(),
+        );
+    }
+    if let (Some(facts), Some(timestamp)) = (&new, record.new.as_ref().and_then(|i| get_opt_s(i, "timestamp"))) {
+        widen(bounds, &facts.tenant, &facts.stream, Bound::EarliestTimestamp, timestamp);
+        widen(bounds, &facts.tenant, &facts.stream, Bound::LatestTimestamp, timestamp);
+    }
+    if record.kind == ChangeKind::Insert {
+        if let Some(item) = &record.new {
+            let stats = match get_opt_s(item, "entity") {
+                Some("event") => new.as_ref().map(|f| (f.tenant.clone(), f.stream.clone(), "stored")),
+                Some("error") => tenant_of(item, "ERROR#")
+                    .map(|tenant| (tenant, get_opt_s(item, "stream").unwrap_or("default").to_string(), "errors")),
+                _ => None,
+            };
+            if let (Some((tenant, stream, counter)), Some(created)) = (stats, epoch_of(item, "created_at")) {
+                let pk = stream_stats_pk(&tenant, &stream);
+                let minute = rollup::Level::Minute.bucket(created);
+                let minute_sk = stream_stats_minute_sk(minute);
+                let ttl = Some(minute + STATS_TTL_SECONDS);
+                add(&mut changes, pk.clone(), minute_sk.clone(), counter, 1, ttl);
+                add(&mut changes, pk.clone(), STATS_TOTAL.to_string(), counter, 1, None);
+                if counter == "stored" {
+                    if let (Some(received), Some(stored)) =
+                        (millis_of(item, "received_at"), millis_of(item, "created_at"))
+                    {
+                        let bucket = rollup::lag_bucket(stored - received);
+                        add(&mut changes, pk, minute_sk, &format!("lag_{bucket:02}"), 1, ttl);
+                    }
+                    if let Some(received_at) = get_opt_s(item, "received_at") {
+                        widen(bounds, &tenant, &stream, Bound::LastReceived, received_at);
+                    }
+                }
+            }
+        }
+    }
+    changes.retain(|_, a| {
+        a.counters.retain(|_, d| *d != 0);
+        !a.counters.is_empty()
+    });
+    changes
+}
+
+/// What the aggregator did with a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Records applied by this call.
+    pub applied: usize,
+    /// Records found already applied (redeliveries).
+    pub duplicates: usize,
+    /// Records with nothing to count (other entities, unchanged cells).
+    pub unchanged: usize,
+    /// The sequence number Lambda must retry from (`batchItemFailures`), if any.
+    pub retry_from: Option<String>,
+    pub transactions: usize,
+}
+
+struct Pending {
+    record_index: usize,
+    marker: String,
+    changes: Changes,
+}
+
+/// Applies a batch of change records. Records are packed into transactions of at most 100
+/// actions (a marker per record plus the summed changes); a transaction that cannot be written
+/// after bounded retries, or is not started before the deadline, makes its first record the
+/// point Lambda retries from (`ReportBatchItemFailures`), and later ones are not attempted.
+pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) -> Applied {
+    let mut result = Applied::default();
+    let mut bounds = Bounds::new();
+    let mut pending = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let record = match record {
+            Ok(record) => record,
+            Err(sequence) => {
+                tracing::error!(sequence = %sequence, "unreadable change record");
+                result.retry_from = Some(sequence.clone());
+                break;
+            }
+        };
+        let changes = record_changes(record, &mut bounds);
+        if changes.is_empty() {
+            result.unchanged += 1;
+            continue;
+        }
+        pending.push(Pending { record_index: index, marker: record.event_id.clone(), changes });
+    }
+    // Bounds first: a reader that clamps a window to them never misses a counted event.
+    for ((tenant, stream, bound), value) in &bounds {
+        if let Err(err) = widen_stored(backend, tenant, stream, *bound, value).await {
+            tracing::warn!(error = %err, "stream bounds not recorded; Lambda retries the batch");
+            let first = records.first().and_then(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
+            result.retry_from = first.or(result.retry_from);
+            return result;
+        }
+    }
+    let mut start = 0;
+    while start < pending.len() {
+        // Pack records while marker + distinct items fit in one transaction.
+        let mut merged = Changes::new();
+        let mut end = start;
+        while end < pending.len() {
+            let extra = pending[end].changes.keys().filter(|k| !merged.contains_key(*k)).count();
+            if end > start && (end - start) + 1 + merged.len() + extra > MAX_TRANSACTION_ACTIONS {
+                break;
+            }
+            for (k, a) in &pending[end].changes {
+                let entry = merged.entry(k.clone()).or_default();
+                for (counter, delta) in &a.counters {
+                    *entry.counters.entry(counter.clone()).or_insert(0) += delta;
+                }
+                entry.expires_at = entry.expires_at.max(a.expires_at);
+            }
+            end += 1;
+        }
+        match apply_group(backend, &pending[start..end]).await {
+            Ok((applied, duplicates)) => {
+                result.applied += applied;
+                result.duplicates += duplicates;
+                result.transactions += 1;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "rollup transaction not applied; Lambda retries from its first record");
+                let index = pending[start].record_index;
+                let sequence = records[index].as_ref().map(|r| r.sequence_number.clone()).unwrap_or_default();
+                // Earlier in the batch than an unreadable record that stopped the packing.
+                result.retry_from = Some(sequence);
+                return result;
+            }
+        }
+        start = end;
+    }
+    result
+}
+
+/// Writes one group of records (their markers and summed changes) in one transaction; records
+/// whose marker exists are dropped and the rest retried. Returns (applied, duplicates).
+async fn apply_group(backend: &Backend, group: &[Pending]) -> Result<(usize, usize), ServiceError> {
+    let mut remaining: Vec<&Pending> = group.iter().collect();
+    let mut duplicates = 0;
+    let config = BatchWriterConfig::default();
+    for attempt in 1..=MAX_ATTEMPTS {
+        if remaining.is_empty() {
+            return Ok((0, duplicates));
+        }
+        let items = transaction(backend, &remaining)?;
+        let sent =
+            backend.dynamodb.transact_write_items().set_transact_items(Some(items)).send().within_deadline().await?;
+        match sent {
+            Ok(_) => return Ok((remaining.len(), duplicates)),
+            Err(err) => {
+                let cancelled = err.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
+                if !cancelled && !crate::error::is_transient_sdk_error(&err) {
+                    return Err(ServiceError::from_sdk("dynamodb", err));
+                }
+                // Which of these records did another delivery apply meanwhile?
+                let keys = remaining.iter().map(|p| key(applied_change_pk(&p.marker), META)).collect();
+                let found = crate::ddb::batch_get(&backend.dynamodb, &backend.table, keys, Some("PK")).await?;
+                let applied: BTreeSet<String> =
+                    found.iter().filter_map(|item| get_opt_s(item, PK).map(str::to_string)).collect();
+                let before = remaining.len();
+                remaining.retain(|p| !applied.contains(&applied_change_pk(&p.marker)));
+                duplicates += before - remaining.len();
+                if before == remaining.len() {
+                    // A conflict or throttle, not a duplicate: back off.
+                    if !crate::deadline::sleep_within(backoff(&config, attempt)).await {
+                        return Err(crate::deadline::out_of_time());
+                    }
+                }
+            }
+        }
+    }
+    Err(ServiceError::Unavailable {
+        component: "dynamodb",
+        message: "rollup transaction kept conflicting or being throttled".into(),
+    })
+}
+
+fn transaction(backend: &Backend, records: &[&Pending]) -> Result<Vec<TransactWriteItem>, ServiceError> {
+    let internal = |e: aws_sdk_dynamodb::error::BuildError| ServiceError::Internal(e.to_string());
+    let now = chrono::Utc::now().timestamp();
+    let mut merged = Changes::new();
+    let mut items = Vec::new();
+    for record in records {
+        let mut marker = key(applied_change_pk(&record.marker), META);
+        marker.insert(EXPIRES_AT.into(), AttributeValue::N((now + MARKER_TTL_SECONDS).to_string()));
+        items.push(
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&backend.table)
+                        .set_item(Some(marker))
+                        .condition_expression("attribute_not_exists(PK)")
+                        .build()
+                        .map_err(internal)?,
+                )
+                .build(),
+        );
+        for (k, a) in &record.changes {
+            let entry = merged.entry(k.clone()).or_default();
+            for (counter, delta) in &a.counters {
+                *entry.counters.entry(counter.clone()).or_insert(0) += delta;
+            }
+            entry.expires_at = entry.expires_at.max(a.expires_at);
+        }
+    }
+    for ((pk, sk), additions) in merged {
+        let mut update = Update::builder().table_name(&backend.table).key(PK, s(pk)).key(SK, s(sk));
+        let mut adds = Vec::new();
+        for (i, (counter, delta)) in additions.counters.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), counter)
+                .expression_attribute_values(format!(":c{i}"), AttributeValue::N(delta.to_string()));
+        }
+        let mut expression = format!("ADD {}", adds.join(", "));
+        if let Some(expires_at) = additions.expires_at {
+            expression = format!("SET #expires = :expires {expression}");
+            update = update
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_values(":expires", AttributeValue::N(expires_at.to_string()));
+        }
+        items.push(
+            TransactWriteItem::builder()
+                .update(update.update_expression(expression).build().map_err(internal)?)
+                .build(),
+        );
+    }
+    Ok(items)
+}
+
+async fn widen_stored(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    bound: Bound,
+    value: &str,
+) -> Result<(), ServiceError> {
+    let condition =
+        if bound.is_minimum() { "attribute_not_exists(#b) OR #b > :v" } else { "attribute_not_exists(#b) OR #b < :v" };
+    let sent = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(stream_stats_pk(tenant, stream)))
+        .key(SK, s(STATS_TOTAL))
+        .update_expression("SET #b = :v")
+        .condition_expression(condition)
+        .expression_attribute_names("#b", bound.attribute())
+        .expression_attribute_values(":v", s(value))
+        .send()
+        .within_deadline()
+        .await?;
+    match sent {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+/// Reads the lag histogram counters of a stats minute item.
+pub fn lag_histogram(item: &Item) -> [u64; LAG_BUCKETS] {
+    let mut histogram = [0u64; LAG_BUCKETS];
+    for (bucket, slot) in histogram.iter_mut().enumerate() {
+        *slot = crate::ddb::get_n(item, &format!("lag_{bucket:02}"));
+    }
+    histogram
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event_image(deleted: bool) -> Value {
+        let mut image = json!({
+            "PK": {"S": "T#acme#EVENT#0190b5a0-0000-7000-8000-000000000001"},
+            "SK": {"S": "#META"},
+            "entity": {"S": "event"},
+            "stream": {"S": "web"},
+            "name": {"S": "click"},
+            "category": {"S": "ui"},
+            "timestamp": {"S": "2026-12-01T10:15:30.000Z"},
+            "received_at": {"S": "2026-12-01T10:15:31.000Z"},
+            "created_at": {"S": "2026-12-01T10:15:31.020Z"},
+            "expires_at": {"N": "1772446560"},
+            "data": {"S": "{}"},
+            "tags": {"L": []}
+        });
+        if deleted {
+            image["deleted_at"] = json!({"S": "2026-12-01T11:00:00.000Z"});
+        }
+        image
+    }
+
+    fn record(name: &str, old: Option<Value>, new: Option<Value>) -> ChangeRecord {
+        let mut change = json!({"SequenceNumber": "100"});
+        if let Some(old) = old {
+            change["OldImage"] = old;
+        }
+        if let Some(new) = new {
+            change["NewImage"] = new;
+        }
+        let event = json!({"Records": [{"eventID": "e1", "eventName": name, "dynamodb": change}]});
+        parse_event(&event).remove(0).unwrap()
+    }
+
+    #[test]
+    fn reads_lambda_records() {
+        let facts = event_facts(&record("INSERT", None, Some(event_image(false))).new.unwrap()).unwrap();
+        assert_eq!(facts.tenant, "acme");
+        assert_eq!(facts.category.as_deref(), Some("ui"));
+        let bad = json!({"Records": [{"eventName": "INSERT", "dynamodb": {"SequenceNumber": "7"}}, {}]});
+        let parsed = parse_event(&bad);
+        assert_eq!(parsed[0].as_ref().unwrap_err(), "7");
+        assert!(parsed[1].is_err());
+    }
+
+    #[test]
+    fn an_insert_counts_cells_and_arrival() {
+        let mut bounds = Bounds::new();
+        let changes = record_changes(&record("INSERT", None, Some(event_image(false))), &mut bounds);
+        // 2 levels × 3 dimensions, plus the minute and total statistics.
+        assert_eq!(changes.len(), 8);
+        let minute = changes.iter().find(|((_, sk), _)| sk.starts_with("M#")).unwrap().1;
+        assert_eq!(minute.counters["stored"], 1);
+        assert_eq!(minute.counters[&format!("lag_{:02}", rollup::lag_bucket(20))], 1);
+        let bound = |bounds: &Bounds, b| bounds[&("acme".to_string(), "web".to_string(), b)].clone();
+        assert_eq!(bound(&bounds, Bound::LastReceived), "2026-12-01T10:15:31.000Z");
+        assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
+        let mut later = event_image(false);
+        later["timestamp"] = json!({"S": "2026-12-01T11:00:00.000Z"});
+        record_changes(&record("MODIFY", Some(event_image(false)), Some(later)), &mut bounds);
+        assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
+        assert_eq!(bound(&bounds, Bound::LatestTimestamp), "2026-12-01T11:00:00.000Z");
+    }
+
+    #[test]
+    fn deletes_and_ttl_removals() {
+        let mut bounds = Bounds::new();
+        let delete = record("MODIFY", Some(event_image(false)), Some(event_image(true)));
+        let changes = record_changes(&delete, &mut bounds);
+        assert_eq!(changes.len(), 6);
+        assert!(changes.values().all(|a| a.counters["n"] == -1));
+        assert!(!bounds.keys().any(|(_, _, b)| *b == Bound::LastReceived));
+        let mut expired = record("REMOVE", Some(event_image(false)), None);
+        assert_eq!(record_changes(&expired, &mut bounds).len(), 6);
+        expired.by_ttl = true;
+        assert!(record_changes(&expired, &mut bounds).is_empty());
+        let unrelated = record("INSERT", None, Some(json!({"PK": {"S": "AGG#x"}, "SK": {"S": "#META"}})));
+        assert!(record_changes(&unrelated, &mut bounds).is_empty());
+    }
+}

@@ -1,0 +1,426 @@
+//! DataStream's analytics: `GET /streams/{id}/status`, `GET /query/events` and
+//! `POST /query/aggregate`, answered from the rollups and arrival statistics the aggregator
+//! keeps, and from a bounded read of raw events where those cannot answer.
+
+use std::collections::BTreeMap;
+
+use argus_models::analytics::{check_window, AggregateRequest, Fold, MAX_RAW_EVENTS, MAX_WINDOW_DAYS};
+use argus_models::rollup::{self, DimKind, Level, LAG_BUCKETS};
+use argus_models::stream::check_stream_id;
+use argus_models::{time, FieldError};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::aggregator::lag_histogram;
+use crate::ddb::{get_n, get_opt_s, key, query_sharded_desc, s, Filter, Item, ListQuery};
+use crate::deadline::WithinDeadline;
+use crate::events::{epoch_now, NOT_EXPIRED};
+use crate::keys::*;
+use crate::rollups::{cell_counts, edges, sum_cells, whole_minutes, CellQuery, RawWindow};
+use crate::{cursor, Backend, ServiceError};
+
+/// A stream is `active` when an event arrived within this many seconds.
+const ACTIVE_SECONDS: i64 = 300;
+/// Largest `offset` of `GET /query/events`: past it, the cursor pages on.
+pub const MAX_OFFSET: usize = 10_000;
+
+/// A stored event in DataStream's shape.
+pub fn datastream_event(item: &Item) -> Result<Value, ServiceError> {
+    let event = crate::events::event_from_item(item)?;
+    Ok(json!({
+        "event_id": event.id,
+        "stream_id": event.stream,
+        "timestamp": event.timestamp,
+        "event_type": event.name,
+        "category": event.category,
+        "session_id": event.session_id,
+        "data": event.data,
+        "metadata": event.metadata,
+    }))
+}
+
+fn epoch_of(event: &Value) -> i64 {
+    event["timestamp"].as_str().and_then(|t| time::parse("timestamp", t).ok()).map_or(0, |t| t.timestamp())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCounts {
+    pub total: u64,
+    pub last_hour: u64,
+}
+
+/// `GET /streams/{id}/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub stream_id: String,
+    /// `active` when an event arrived in the last 5 minutes, else `idle`.
+    pub status: &'static str,
+    /// Events stored in this stream, ever (exact: each stored event counted once).
+    pub events_processed: u64,
+    /// Events stored per second over the last 60 s.
+    pub processing_rate: f64,
+    /// When the latest event arrived (`received_at`).
+    pub last_event_timestamp: Option<String>,
+    /// p95 of received → stored over the last 5 minutes, as the upper bound of its
+    /// power-of-two millisecond bucket (at most twice the true value).
+    pub lag_seconds: Option<f64>,
+    pub errors: ErrorCounts,
+    pub measured_at: String,
+}
+
+/// Three reads: the stream's item (404 if no event named it), its totals, and its last hour
+/// of per-minute statistics.
+pub async fn status(backend: &Backend, tenant: &str, raw_id: &str) -> Result<StreamStatus, ServiceError> {
+    let stream = crate::streams::get(backend, tenant, raw_id).await?.stream_id;
+    let now = time::now();
+    let pk = stream_stats_pk(tenant, &stream);
+    let total = crate::ddb::get_item(&backend.dynamodb, &backend.table, key(pk.clone(), STATS_TOTAL)).await?;
+    let minute_now = Level::Minute.bucket(now.timestamp());
+    let hour_ago = minute_now - 59 * 60;
+    let out = backend
+        .dynamodb
+        .query()
+        .table_name(&backend.table)
+        .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+        .expression_attribute_values(":pk", s(&pk))
+        .expression_attribute_values(":from", s(stream_stats_minute_sk(hour_ago)))
+        .expression_attribute_values(":to", s(stream_stats_minute_sk(minute_now)))
+        .send()
+        .within_deadline()
+        .await?
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    let minutes: BTreeMap<i64, Item> = out
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|item| {
+            let minute = get_opt_s(&item, SK)?.strip_prefix("M#")?;
+            let minute = chrono::NaiveDateTime::parse_from_str(&format!("{minute}:00"), "%Y-%m-%dT%H:%M:%S").ok()?;
+            Some((minute.and_utc().timestamp(), item))
+        })
+        .collect();
+    let stored_in = |minute: i64| minutes.get(&minute).map_or(0, |item| get_n(item, "stored"));
+    // The last 60 s: this minute so far, and the part of the previous minute inside the window.
+    let elapsed = (now.timestamp_millis() - minute_now * 1000) as f64 / 60_000.0;
+    let last_minute = stored_in(minute_now) as f64 + stored_in(minute_now - 60) as f64 * (1.0 - elapsed);
+    let mut histogram = [0u64; LAG_BUCKETS];
+    for (_, item) in minutes.range(minute_now - 4 * 60..) {
+        for (slot, n) in histogram.iter_mut().zip(lag_histogram(item)) {
+            *slot += n;
+        }
+    }
+    let last = total.as_ref().and_then(|t| get_opt_s(t, "last_received_at")).map(str::to_string);
+    let active = last
+        .as_deref()
+        .and_then(|t| time::parse("last_received_at", t).ok())
+        .is_some_and(|t| now.timestamp() - t.timestamp() < ACTIVE_SECONDS);
+    Ok(StreamStatus {
+        stream_id: stream,
+        status: if active { "active" } else { "idle" },
+        events_processed: total.as_ref().map_or(0, |t| get_n(t, "stored")),
+        processing_rate: (last_minute / 60.0 * 1000.0).round() / 1000.0,
+        last_event_timestamp: last,
+        lag_seconds: rollup::lag_quantile_seconds(&histogram, 0.95),
+        errors: ErrorCounts {
+            total: total.as_ref().map_or(0, |t| get_n(t, "errors")),
+            last_hour: minutes.values().map(|item| get_n(item, "errors")).sum(),
+        },
+        measured_at: time::format(&now),
+    })
+}
+
+/// `GET /query/events` parameters.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub stream: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub event_type: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+    pub cursor: Option<String>,
+}
+
+impl EventQuery {
+    /// From query parameters. Without `start_time`, the window starts as far back as any
+    /// retention keeps events; without `end_time`, it ends a day from now.
+    pub fn parse(param: impl Fn(&str) -> Option<String>) -> Result<Self, ServiceError> {
+        let mut errors = argus_models::ValidationError::default();
+        let stream = match param("stream_id") {
+            Some(raw) => check_stream_id("stream_id", &raw).map_err(|e| errors.push(e)).ok(),
+            None => {
+                errors.push(FieldError::new("stream_id", "REQUIRED", "stream_id is required"));
+                None
+            }
+        };
+        let now = time::now();
+        let instant = |name: &str, default: DateTime<Utc>, errors: &mut argus_models::ValidationError| match param(name)
+        {
+            Some(raw) => time::parse(name, &raw).map_err(|e| errors.push(e)).ok(),
+            None => Some(default),
+        };
+        let start = instant("start_time", now - Duration::days(MAX_WINDOW_DAYS - 1), &mut errors);
+        let end = instant("end_time", now + Duration::days(1), &mut errors);
+        if let (Some(start), Some(end)) = (start, end) {
+            if let Err(err) = check_window("start_time", "end_time", &start, &end) {
+                errors.push(err);
+            }
+        }
+        let event_type = param("event_type");
+        if event_type.as_ref().is_some_and(|t| t.is_empty() || t.chars().count() > argus_models::event::MAX_NAME_LEN) {
+            errors.push(FieldError::new(
+                "event_type",
+                "INVALID_LENGTH",
+                format!("event_type is 1 to {} characters", argus_models::event::MAX_NAME_LEN),
+            ));
+        }
+        let limit = crate::page::parse_limit(param("limit").as_deref())?;
+        let offset = match param("offset") {
+            None => 0,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(offset) if offset <= MAX_OFFSET => offset,
+                Ok(_) => {
+                    return Err(ServiceError::BadRequest {
+                        code: "OFFSET_TOO_LARGE",
+                        message: format!(
+                            "offset is at most {MAX_OFFSET}; page further with the cursor (next_cursor), which costs the same on every page"
+                        ),
+                        details: Map::from_iter([("max_offset".into(), json!(MAX_OFFSET))]),
+                    })
+                }
+                Err(_) => {
+                    errors.push(FieldError::new("offset", "INVALID_TYPE", "offset is a whole number"));
+                    0
+                }
+            },
+        };
+        let cursor = param("cursor");
+        if cursor.is_some() && offset > 0 {
+            errors.push(FieldError::new("offset", "OFFSET_WITH_CURSOR", "use either offset or cursor"));
+        }
+        errors.into_result()?;
+        match (stream, start, end) {
+            (Some(stream), Some(start), Some(end)) => {
+                Ok(Self { stream, start, end, event_type, limit, offset, cursor })
+            }
+            _ => Err(FieldError::new("stream_id", "INVALID_REQUEST", "invalid query").into()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct QueryPosition {
+    before: String,
+    /// Events before this page (for `has_more`), in decimal: cursor positions are strings.
+    seen: String,
+}
+
+/// `GET /query/events`: newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventPage {
+    pub events: Vec<Value>,
+    pub total_count: u64,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// Visible events of the window, counted from the rollups (whole minutes) and the raw events
+/// of the partial minutes at its edges: exact, without reading the window's events.
+pub async fn count_window(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    from: &DateTime<Utc>,
+    to: &DateTime<Utc>,
+    event_type: Option<&str>,
+) -> Result<u64, ServiceError> {
+    let mut total: i64 = 0;
+    if let Some((start, end)) = whole_minutes(from, to) {
+        let kind = if event_type.is_some() { DimKind::EventType } else { DimKind::All };
+        let cells = cell_counts(
+            backend,
+            CellQuery { tenant, stream, kind, from: start, to: end, minutes_only: false, now: time::now().timestamp() },
+        )
+        .await?;
+        total += cells.iter().filter(|c| event_type.is_none_or(|t| c.value == t)).map(|c| c.n).sum::<i64>();
+    }
+    for (from, to) in edges(from, to) {
+        total += RawWindow { tenant, stream, from, to, event_type }.count(backend).await? as i64;
+    }
+    Ok(total.max(0) as u64)
+}
+
+pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -> Result<EventPage, ServiceError> {
+    let position = query.cursor.as_deref().map(|c| cursor::decode::<QueryPosition>("query-events", c)).transpose()?;
+    crate::streams::get(backend, tenant, &query.stream).await?;
+    let total_count =
+        count_window(backend, tenant, &query.stream, &query.start, &query.end, query.event_type.as_deref()).await?;
+    let mut filter = Filter::default();
+    filter.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
+    filter.and(NOT_EXPIRED).name("#expires", EXPIRES_AT).value(":epoch", epoch_now());
+    if let Some(name) = &query.event_type {
+        filter.and("#name = :name").name("#name", "name").value(":name", s(name));
+    }
+    let end = time::format(&query.end);
+    let mut before = Some(match &position {
+        Some(p) => p.before.clone().min(end),
+        None => end,
+    });
+    let mut seen: u64 = match &position {
+        Some(p) => p
+            .seen
+            .parse()
+            .map_err(|_| ServiceError::bad_request("INVALID_CURSOR", "cursor is not one this listing returned"))?,
+        None => 0,
+    };
+    let mut to_skip = query.offset;
+    let partitions: Vec<String> =
+        (0..STREAM_EVENT_SHARDS).map(|shard| stream_events_pk(tenant, &query.stream, shard)).collect();
+    // Offset: read and drop pages until `offset` events are behind us.
+    loop {
+        let wanted = if to_skip > 0 { to_skip.min(crate::page::MAX_PAGE) } else { query.limit };
+        let list = ListQuery {
+            index: GSI4,
+            pk_attr: "GSI4PK",
+            sk_attr: "GSI4SK",
+            partitions: partitions.clone(),
+            sk_from: Some(time::format(&query.start)),
+            sk_before: before.clone(),
+            filter: Some(filter.clone()),
+            limit: wanted,
+        };
+        let page = query_sharded_desc(&backend.dynamodb, &backend.table, &list).await?;
+        if to_skip > 0 {
+            to_skip -= page.items.len();
+            seen += page.items.len() as u64;
+            before = page.next_before;
+            if before.is_none() {
+                return Ok(EventPage { events: Vec::new(), total_count, has_more: false, next_cursor: None });
+            }
+            continue;
+        }
+        let events: Vec<Value> = page.items.iter().map(datastream_event).collect::<Result<_, _>>()?;
+        seen += events.len() as u64;
+        let next_cursor = page
+            .next_before
+            .filter(|_| seen < total_count)
+            .map(|before| cursor::encode("query-events", &QueryPosition { before, seen: seen.to_string() }));
+        return Ok(EventPage { events, total_count, has_more: seen < total_count, next_cursor });
+    }
+}
+
+/// `POST /query/aggregate`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregateAnswer {
+    pub stream_id: String,
+    pub time_window: Value,
+    pub group_by: Option<String>,
+    pub interval: Option<&'static str>,
+    pub results: Vec<Value>,
+    /// `rollups` (counts kept by the aggregator, plus the raw events of partial edge minutes)
+    /// or `raw` (a fold over the window's events, at most `MAX_RAW_EVENTS`).
+    pub source: &'static str,
+    /// Raw events read for this answer.
+    pub events_scanned: u64,
+    /// Always `exact`: count_distinct counts distinct values, it does not estimate.
+    pub count_distinct: &'static str,
+}
+
+fn raw_limit_error(in_window: Option<u64>) -> ServiceError {
+    let mut details = Map::from_iter([("max_raw_events".into(), json!(MAX_RAW_EVENTS))]);
+    if let Some(n) = in_window {
+        details.insert("events_in_window".into(), json!(n));
+    }
+    ServiceError::BadRequest {
+        code: "WINDOW_TOO_LARGE_FOR_RAW",
+        message: format!(
+            "this aggregation folds raw events, at most {MAX_RAW_EVENTS} per request; narrow time_window (counts grouped by nothing, event_type or category have no such limit)"
+        ),
+        details,
+    }
+}
+
+pub async fn aggregate(
+    backend: &Backend,
+    tenant: &str,
+    request: &AggregateRequest,
+) -> Result<AggregateAnswer, ServiceError> {
+    crate::streams::get(backend, tenant, &request.stream).await?;
+    let now = time::now().timestamp();
+    let mut fold = Fold::default();
+    let mut scanned = 0u64;
+    let stream = request.stream.as_str();
+    let source;
+    if request.rollups_answer() {
+        source = "rollups";
+        if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
+            let minutes_only = request.interval == Some(argus_models::analytics::Interval::Minute);
+            let kind = match &request.group_by {
+                None => DimKind::All,
+                Some((_, argus_models::analytics::Field::EventType)) => DimKind::EventType,
+                Some(_) => DimKind::Category,
+            };
+            let cells =
+                cell_counts(backend, CellQuery { tenant, stream, kind, from: start, to: end, minutes_only, now })
+                    .await?;
+            let mut per_bucket_categorised: BTreeMap<Option<i64>, i64> = BTreeMap::new();
+            for ((bucket, value), n) in sum_cells(&cells, request.interval) {
+                let group = (kind != DimKind::All).then_some(value);
+                *per_bucket_categorised.entry(bucket).or_insert(0) += n;
+                fold.add_counts(request, (bucket, group), n)?;
+            }
+            if kind == DimKind::Category {
+                // Events without a category are in no category cell: all events minus those.
+                let all = cell_counts(
+                    backend,
+                    CellQuery { tenant, stream, kind: DimKind::All, from: start, to: end, minutes_only, now },
+                )
+                .await?;
+                for ((bucket, _), n) in sum_cells(&all, request.interval) {
+                    let uncategorised = n - per_bucket_categorised.get(&bucket).copied().unwrap_or(0);
+                    if uncategorised != 0 {
+                        fold.add_counts(request, (bucket, None), uncategorised)?;
+                    }
+                }
+            }
+        }
+        for (from, to) in edges(&request.start, &request.end) {
+            let items = RawWindow { tenant, stream, from, to, event_type: None }
+                .read(backend, MAX_RAW_EVENTS - scanned)
+                .await
+                .map_err(|e| e.unwrap_or_else(|| raw_limit_error(None)))?;
+            scanned += items.len() as u64;
+            for item in &items {
+                let event = datastream_event(item)?;
+                fold.add(request, &event, epoch_of(&event))?;
+            }
+        }
+    } else {
+        source = "raw";
+        // The rollups say how many events the window holds before anything is read.
+        let in_window = count_window(backend, tenant, stream, &request.start, &request.end, None).await?;
+        if in_window > MAX_RAW_EVENTS {
+            return Err(raw_limit_error(Some(in_window)));
+        }
+        let items = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None }
+            .read(backend, MAX_RAW_EVENTS)
+            .await
+            .map_err(|e| e.unwrap_or_else(|| raw_limit_error(None)))?;
+        scanned = items.len() as u64;
+        for item in &items {
+            let event = datastream_event(item)?;
+            fold.add(request, &event, epoch_of(&event))?;
+        }
+    }
+    Ok(AggregateAnswer {
+        stream_id: request.stream.clone(),
+        time_window: json!({"start": time::format(&request.start), "end": time::format(&request.end)}),
+        group_by: request.group_by.as_ref().map(|(name, _)| name.clone()),
+        interval: request.interval.map(|i| i.name()),
+        results: fold.rows(request)?,
+        source,
+        events_scanned: scanned,
+        count_distinct: "exact",
+    })
+}

@@ -1,0 +1,406 @@
+//! Reading what the aggregator keeps: rollup cells over a window, and (for what cells cannot
+//! answer) a stream's raw events over a window from its time index (GSI4).
+//!
+//! A window `[from, to)` splits into whole minutes, answered by cells (whole hours by hour
+//! cells), and the partial minutes at its edges, answered by the raw events of those minutes.
+
+use std::collections::BTreeMap;
+
+use argus_models::rollup::{liveness, plan, DimKind, Level, Liveness, Segment, DAY};
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::ddb::{get_opt_s, s, Item};
+use crate::deadline::WithinDeadline;
+use crate::events::{epoch_now, NOT_EXPIRED};
+use crate::keys::*;
+use crate::{Backend, ServiceError};
+
+/// Partition queries in flight at once.
+const PARALLEL_QUERIES: usize = 16;
+
+/// A counted cell as read: bucket start, its group value ("" for all events) and count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellCount {
+    pub level: Level,
+    pub bucket: i64,
+    pub value: String,
+    pub n: i64,
+}
+
+/// The whole-minute part of `[from, to)`, if any: `[ceil(from), floor(to))`.
+pub fn whole_minutes(from: &DateTime<Utc>, to: &DateTime<Utc>) -> Option<(i64, i64)> {
+    let start = from.timestamp_millis().div_euclid(60_000) * 60
+        + i64::from(from.timestamp_millis().rem_euclid(60_000) > 0) * 60;
+    let end = to.timestamp().div_euclid(60) * 60;
+    (start < end).then_some((start, end))
+}
+
+fn at(epoch: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(epoch, 0).unwrap_or_default()
+}
+
+/// The partitions (and sort key ranges) holding `segment`'s cells.
+fn partitions(tenant: &str, stream: &str, kind: DimKind, segment: &Segment) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut start = segment.from;
+    while start < segment.to {
+        // Minute cells are partitioned by day, hour cells by month.
+        let period_end = match segment.level {
+            Level::Minute => (start.div_euclid(DAY) + 1) * DAY,
+            Level::Hour => {
+                let date = at(start);
+                let (y, m) = if date.month() == 12 { (date.year() + 1, 1) } else { (date.year(), date.month() + 1) };
+                Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().map_or(segment.to, |d| d.timestamp())
+            }
+        };
+        let end = period_end.min(segment.to);
+        let last_bucket = end - segment.level.seconds();
+        out.push((
+            rollup_pk(tenant, stream, segment.level, kind, start),
+            rollup_bucket_sk(segment.level, start),
+            // '$' sorts after '#': every cell of the last bucket is included.
+            format!("{}$", rollup_bucket_sk(segment.level, last_bucket)),
+        ));
+        start = end;
+    }
+    out
+}
+
+async fn query_range(backend: &Backend, pk: String, from: String, to: String) -> Result<Vec<Item>, ServiceError> {
+    let mut items = Vec::new();
+    let mut start_key = None;
+    loop {
+        let out = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":from", s(&from))
+            .expression_attribute_values(":to", s(&to))
+            .projection_expression("SK, n")
+            .set_exclusive_start_key(start_key.take())
+            .send()
+            .within_deadline()
+            .await?
+            .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) => start_key = Some(key),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Parses a cell's sort key `<bucket>#R<retention>#<value>`.
+fn parse_cell_sk(level: Level, sk: &str) -> Option<(i64, Option<u32>, String)> {
+    let width = match level {
+        Level::Minute => 16,
+        Level::Hour => 13,
+    };
+    let bucket_text = sk.get(..width)?;
+    let padded = match level {
+        Level::Minute => format!("{bucket_text}:00"),
+        Level::Hour => format!("{bucket_text}:00:00"),
+    };
+    let bucket = NaiveDateTime::parse_from_str(&padded, "%Y-%m-%dT%H:%M:%S").ok()?.and_utc().timestamp();
+    let rest = sk.get(width..)?.strip_prefix("#R")?;
+    let retention = rest.get(..4)?;
+    let value = rest.get(4..)?.strip_prefix('#')?.to_string();
+    let retention = if retention == "----" { None } else { Some(retention.parse().ok()?) };
+    Some((bucket, retention, value))
+}
+
+/// Which cells to count: one stream's cells of one dimension kind over the whole minutes
+/// `[from, to)`, as visible at `now`.
+#[derive(Clone, Copy, Debug)]
+pub struct CellQuery<'a> {
+    pub tenant: &'a str,
+    pub stream: &'a str,
+    pub kind: DimKind,
+    pub from: i64,
+    pub to: i64,
+    /// Minute cells only (a per-minute series); otherwise whole hours come from hour cells.
+    pub minutes_only: bool,
+    pub now: i64,
+}
+
+/// The visible cell counts: hour cells for whole hours, minute cells elsewhere, and an hour
+/// cell that is partly expired replaced by its minute cells.
+pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<CellCount>, ServiceError> {
+    let CellQuery { tenant, stream, kind, from, to, minutes_only, now } = query;
+    // No event outside the stream's earliest and latest timestamps was ever counted (the
+    // aggregator widens them before it counts), so the cells outside need no reading.
+    let Some((earliest, latest)) = timestamp_span(backend, tenant, stream).await? else { return Ok(Vec::new()) };
+    let (from, to) = (from.max(Level::Minute.bucket(earliest)), to.min(Level::Minute.bucket(latest) + 60));
+    let segments = plan(from, to, !minutes_only);
+    let mut ranges = Vec::new();
+    for segment in &segments {
+        for range in partitions(tenant, stream, kind, segment) {
+            ranges.push((segment.level, range));
+        }
+    }
+    let pages: Vec<(Level, Vec<Item>)> = futures::stream::iter(ranges)
+        .map(|(level, (pk, from, to))| async move {
+            Ok::<_, ServiceError>((level, query_range(backend, pk, from, to).await?))
+        })
+        .buffer_unordered(PARALLEL_QUERIES)
+        .try_collect()
+        .await?;
+    let mut counts = Vec::new();
+    let mut partial_hours = Vec::new();
+    for (level, items) in pages {
+        for item in items {
+            let Some((bucket, retention, value)) = get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(level, sk)) else {
+                continue;
+            };
+            let n = match item.get("n") {
+                Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
+                _ => 0,
+            };
+            match liveness(level, bucket, retention, now) {
+                Liveness::Visible => counts.push(CellCount { level, bucket, value, n }),
+                Liveness::Expired => {}
+                Liveness::Partial => partial_hours.push((bucket, retention)),
+            }
+        }
+    }
+    partial_hours.sort();
+    partial_hours.dedup();
+    for (hour, retention) in partial_hours {
+        let segment = Segment { level: Level::Minute, from: hour, to: hour + 3_600 };
+        for (pk, from, to) in partitions(tenant, stream, kind, &segment) {
+            for item in query_range(backend, pk, from, to).await? {
+                let Some((bucket, cell_retention, value)) =
+                    get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(Level::Minute, sk))
+                else {
+                    continue;
+                };
+                if cell_retention != retention || liveness(Level::Minute, bucket, retention, now) != Liveness::Visible {
+                    continue;
+                }
+                let n = match item.get("n") {
+                    Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
+                    _ => 0,
+                };
+                counts.push(CellCount { level: Level::Minute, bucket, value, n });
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// The earliest and latest event timestamps (epoch seconds) the aggregator has seen in the
+/// stream; `None` before its first event.
+async fn timestamp_span(backend: &Backend, tenant: &str, stream: &str) -> Result<Option<(i64, i64)>, ServiceError> {
+    let total = crate::ddb::get_item(
+        &backend.dynamodb,
+        &backend.table,
+        crate::ddb::key(stream_stats_pk(tenant, stream), STATS_TOTAL),
+    )
+    .await?;
+    let epoch = |name: &str| {
+        let raw = total.as_ref().and_then(|item| get_opt_s(item, name))?;
+        argus_models::time::parse(name, raw).ok().map(|t| t.timestamp())
+    };
+    Ok(epoch("earliest_timestamp").zip(epoch("latest_timestamp")))
+}
+
+/// Which raw events of a stream to read.
+#[derive(Clone, Debug)]
+pub struct RawWindow<'a> {
+    pub tenant: &'a str,
+    pub stream: &'a str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub event_type: Option<&'a str>,
+}
+
+impl RawWindow<'_> {
+    fn partitions(&self) -> Vec<String> {
+        (0..STREAM_EVENT_SHARDS).map(|shard| stream_events_pk(self.tenant, self.stream, shard)).collect()
+    }
+
+    /// `GSI4SK BETWEEN "<from>" AND "<to>"` is exactly `[from, to)`: `"<to>#id"` sorts after `"<to>"`.
+    fn bounds(&self) -> (String, String) {
+        (argus_models::time::format(&self.from), argus_models::time::format(&self.to))
+    }
+
+    fn query(
+        &self,
+        backend: &Backend,
+        partition: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let (from, to) = self.bounds();
+        let mut filter = format!("attribute_not_exists(#deleted) AND {NOT_EXPIRED}");
+        if self.event_type.is_some() {
+            filter.push_str(" AND #name = :name");
+        }
+        let mut query = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .index_name(GSI4)
+            .key_condition_expression("GSI4PK = :pk AND GSI4SK BETWEEN :from AND :to")
+            .filter_expression(filter)
+            .expression_attribute_names("#deleted", "deleted_at")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":epoch", epoch_now())
+            .expression_attribute_values(":pk", s(partition))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to));
+        if let Some(name) = self.event_type {
+            query = query.expression_attribute_names("#name", "name").expression_attribute_values(":name", s(name));
+        }
+        query
+    }
+
+    /// Visible events in the window (not deleted, not expired), at most `cap`: `Err(None)`
+    /// past it (the caller says why), any other error as `Err(Some(..))`.
+    pub async fn read(&self, backend: &Backend, cap: u64) -> Result<Vec<Item>, Option<ServiceError>> {
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let read = &read;
+        let shards: Vec<Vec<Item>> = futures::stream::iter(self.partitions())
+            .map(|partition| async move {
+                let mut items = Vec::new();
+                let mut start_key = None;
+                loop {
+                    let out = self
+                        .query(backend, &partition)
+                        .set_exclusive_start_key(start_key.take())
+                        .send()
+                        .within_deadline()
+                        .await
+                        .map_err(Some)?
+                        .map_err(|e| Some(ServiceError::from_sdk("dynamodb", e)))?;
+                    let page = out.items.unwrap_or_default();
+                    let total =
+                        read.fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed) + page.len() as u64;
+                    if total > cap {
+                        return Err(None);
+                    }
+                    items.extend(page);
+                    match out.last_evaluated_key {
+                        Some(key) => start_key = Some(key),
+                        None => return Ok(items),
+                    }
+                }
+            })
+            .buffer_unordered(STREAM_EVENT_SHARDS as usize)
+            .try_collect()
+            .await?;
+        Ok(shards.into_iter().flatten().collect())
+    }
+
+    /// The number of visible events in the window (`Select: COUNT`: nothing is transferred,
+    /// though DynamoDB still reads the window's events).
+    pub async fn count(&self, backend: &Backend) -> Result<u64, ServiceError> {
+        let counts: Vec<u64> = futures::stream::iter(self.partitions())
+            .map(|partition| async move {
+                let mut count = 0u64;
+                let mut start_key = None;
+                loop {
+                    let out = self
+                        .query(backend, &partition)
+                        .select(Select::Count)
+                        .set_exclusive_start_key(start_key.take())
+                        .send()
+                        .within_deadline()
+                        .await?
+                        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+                    count += u64::try_from(out.count).unwrap_or(0);
+                    match out.last_evaluated_key {
+                        Some(key) => start_key = Some(key),
+                        None => return Ok::<_, ServiceError>(count),
+                    }
+                }
+            })
+            .buffer_unordered(STREAM_EVENT_SHARDS as usize)
+            .try_collect()
+            .await?;
+        Ok(counts.into_iter().sum())
+    }
+}
+
+/// The partial-minute edges of `[from, to)` (read raw): the whole window when it has no whole
+/// minute.
+pub fn edges(from: &DateTime<Utc>, to: &DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    match whole_minutes(from, to) {
+        None => vec![(*from, *to)],
+        Some((start, end)) => {
+            let mut out = Vec::new();
+            if *from < at(start) {
+                out.push((*from, at(start)));
+            }
+            if at(end) < *to {
+                out.push((at(end), *to));
+            }
+            out
+        }
+    }
+}
+
+/// Sum of counts per (interval bucket or none, value).
+pub fn sum_cells(
+    cells: &[CellCount],
+    interval: Option<argus_models::analytics::Interval>,
+) -> BTreeMap<(Option<i64>, String), i64> {
+    let mut sums = BTreeMap::new();
+    for cell in cells {
+        let bucket = interval.map(|i| i.bucket(cell.bucket));
+        *sums.entry((bucket, cell.value.clone())).or_insert(0) += cell.n;
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(raw: &str) -> DateTime<Utc> {
+        argus_models::time::parse("t", raw).unwrap()
+    }
+
+    #[test]
+    fn windows_split_into_whole_minutes_and_edges() {
+        let (from, to) = (t("2026-01-01T00:00:30Z"), t("2026-01-01T00:05:10Z"));
+        let (start, end) = whole_minutes(&from, &to).unwrap();
+        assert_eq!((at(start), at(end)), (t("2026-01-01T00:01:00Z"), t("2026-01-01T00:05:00Z")));
+        assert_eq!(edges(&from, &to), vec![(from, at(start)), (at(end), to)]);
+        let aligned = (t("2026-01-01T00:00:00Z"), t("2026-01-01T01:00:00Z"));
+        assert!(edges(&aligned.0, &aligned.1).is_empty());
+        let inside = (t("2026-01-01T00:00:10Z"), t("2026-01-01T00:00:50Z"));
+        assert!(whole_minutes(&inside.0, &inside.1).is_none());
+        assert_eq!(edges(&inside.0, &inside.1), vec![inside]);
+        let ms = (t("2026-01-01T00:00:00.001Z"), t("2026-01-01T00:02:00Z"));
+        assert_eq!(at(whole_minutes(&ms.0, &ms.1).unwrap().0), t("2026-01-01T00:01:00Z"));
+    }
+
+    #[test]
+    fn partitions_follow_days_and_months() {
+        let minutes = Segment { level: Level::Minute, from: DAY - 120, to: DAY + 120 };
+        let parts = partitions("t", "s", DimKind::All, &minutes);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].1, "1970-01-01T23:58");
+        assert_eq!(parts[0].2, "1970-01-01T23:59$");
+        assert_eq!(parts[1].2, "1970-01-02T00:01$");
+        let from = t("2026-01-15T00:00:00Z").timestamp();
+        let to = t("2026-03-02T00:00:00Z").timestamp();
+        let hours = partitions("t", "s", DimKind::EventType, &Segment { level: Level::Hour, from, to });
+        assert_eq!(hours.len(), 3);
+        assert!(hours[1].0.ends_with("#HE#2026-02"));
+        assert_eq!(hours[2].2, "2026-03-01T23$");
+    }
+
+    #[test]
+    fn cell_keys_round_trip() {
+        let bucket = t("2026-05-06T07:08:00Z").timestamp();
+        let sk = rollup_sk(Level::Minute, bucket, Some(90), "a#b");
+        assert_eq!(parse_cell_sk(Level::Minute, &sk), Some((bucket, Some(90), "a#b".to_string())));
+        let hour = t("2026-05-06T07:00:00Z").timestamp();
+        let sk = rollup_sk(Level::Hour, hour, None, "");
+        assert_eq!(parse_cell_sk(Level::Hour, &sk), Some((hour, None, String::new())));
+    }
+}

@@ -1,0 +1,521 @@
+//! Issue 12, second part: stream status, `GET /query/events` and `POST /query/aggregate`,
+//! answered from the rollups the aggregator keeps from the table's change stream (DynamoDB
+//! Local's Streams, delivered by the local event source mapping), checked against a
+//! brute-force fold over the raw events read back, after duplicates, redeliveries, updates,
+//! soft deletes, restores and expiry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use argus_core::keys::{rollup_pk, rollup_sk};
+use argus_local::table_stream::StreamConsumer;
+use argus_models::rollup::{DimKind, Level};
+use argus_tests::{assert_envelope, eventually, Method, TestStack};
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde_json::{json, Value};
+
+fn fmt(t: DateTime<Utc>) -> String {
+    argus_models::time::format(&t)
+}
+
+fn parse(t: &str) -> DateTime<Utc> {
+    argus_models::time::parse("t", t).unwrap()
+}
+
+/// Delivers the whole change stream again, from its start, to the aggregator: what Lambda
+/// does when it retries, or when a batch is delivered twice.
+async fn redeliver_everything(stack: &TestStack) -> usize {
+    let (binary, source) = stack.template.stream_consumers.iter().next().unwrap();
+    let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap();
+    let mut consumer = StreamConsumer::new(binary, &stack.provisioned.table, &endpoint, source);
+    let function = stack.functions.function(binary).unwrap().clone();
+    let mut delivered = 0;
+    loop {
+        let report = consumer.drain_once(&function).await.unwrap();
+        delivered += report.records;
+        if report.records == 0 && report.filtered_out == 0 {
+            return delivered;
+        }
+    }
+}
+
+/// `POST /ingest/batch`, every item stored (or a duplicate of a stored one).
+async fn ingest(stack: &TestStack, key: &str, stream: &str, events: &[Value]) {
+    let (status, report) = stack.post("/ingest/batch", key, json!({"stream_id": stream, "events": events})).await;
+    assert!(status == 200 || status == 201, "{status} {report}");
+    assert_eq!(report["failed"], 0, "{report}");
+}
+
+async fn call(stack: &TestStack, method: Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    stack.call(method, path, Some(key), body.map(|b| b.to_string())).await
+}
+
+/// Every event of the stream in the window, through `GET /query/events` (all pages).
+async fn query_all(stack: &TestStack, key: &str, query: &str) -> (Vec<Value>, u64) {
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut total = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/query/events?{query}&limit=1000&cursor={c}"),
+            None => format!("/query/events?{query}&limit=1000"),
+        };
+        let (status, page) = stack.get(&path, key).await;
+        assert_eq!(status, 200, "{page}");
+        let page_total = page["total_count"].as_u64().unwrap();
+        assert_eq!(*total.get_or_insert(page_total), page_total, "total_count is the same on every page");
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        assert_eq!(page["has_more"].as_bool().unwrap(), page["next_cursor"].is_string());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return (events, total.unwrap()),
+        }
+    }
+}
+
+/// The brute-force answer: a plain fold over raw events, written apart from the server's.
+fn brute_force(events: &[Value], body: &Value) -> Vec<Value> {
+    let start = parse(body["time_window"]["start"].as_str().unwrap());
+    let end = parse(body["time_window"]["end"].as_str().unwrap());
+    let interval = body["interval"].as_str().map(|i| match i {
+        "minute" => 60,
+        "hour" => 3_600,
+        _ => 86_400,
+    });
+    let get = |event: &Value, field: &str| -> Value {
+        if field == "*" {
+            return event.clone();
+        }
+        match field.strip_prefix("data.") {
+            Some(path) => path.split('.').fold(event["data"].clone(), |v, k| v[k].clone()),
+            None => event[field].clone(),
+        }
+    };
+    let mut rows: BTreeMap<(Option<i64>, Option<String>), Vec<&Value>> = BTreeMap::new();
+    for event in events {
+        let t = parse(event["timestamp"].as_str().unwrap());
+        if t < start || t >= end {
+            continue;
+        }
+        let bucket = interval.map(|s| t.timestamp().div_euclid(s) * s);
+        let group = body["group_by"].as_str().and_then(|g| {
+            let v = get(event, g);
+            (!v.is_null()).then(|| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        });
+        rows.entry((bucket, group)).or_default().push(event);
+    }
+    rows.into_iter()
+        .map(|((bucket, group), events)| {
+            let values: Vec<Value> = body["aggregations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    let field = a["field"].as_str().unwrap_or("*");
+                    let present: Vec<Value> = events.iter().map(|e| get(e, field)).filter(|v| !v.is_null()).collect();
+                    let numbers: Vec<i64> = present.iter().filter_map(Value::as_i64).collect();
+                    let value = match a["operation"].as_str().unwrap() {
+                        "count" => json!(present.len()),
+                        "sum" => json!(numbers.iter().sum::<i64>()),
+                        "avg" if numbers.is_empty() => Value::Null,
+                        "avg" => json!(numbers.iter().sum::<i64>() as f64 / numbers.len() as f64),
+                        "min" => numbers.iter().min().map_or(Value::Null, |n| json!(n)),
+                        "max" => numbers.iter().max().map_or(Value::Null, |n| json!(n)),
+                        "count_distinct" => {
+                            json!(present.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>().len())
+                        }
+                        other => panic!("{other}"),
+                    };
+                    json!({"field": field, "operation": a["operation"], "value": value})
+                })
+                .collect();
+            let mut row = serde_json::Map::new();
+            if body["group_by"].is_string() {
+                row.insert("group".into(), group.map_or(Value::Null, Value::String));
+            }
+            if let Some(bucket) = bucket {
+                row.insert("interval_start".into(), json!(fmt(DateTime::from_timestamp(bucket, 0).unwrap())));
+            }
+            row.insert("values".into(), Value::Array(values));
+            Value::Object(row)
+        })
+        .filter(|row| row["values"].as_array().unwrap().iter().any(|v| v["operation"] != "count" || v["value"] != 0))
+        .collect()
+}
+
+/// Compares avg values with a tolerance (float division), everything else exactly.
+fn assert_rows_eq(got: &[Value], want: &[Value], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: rows\n got {got:?}\nwant {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["group"], w["group"], "{what}");
+        assert_eq!(g["interval_start"], w["interval_start"], "{what}");
+        for (gv, wv) in g["values"].as_array().unwrap().iter().zip(w["values"].as_array().unwrap()) {
+            if gv["operation"] == "avg" && gv["value"].is_number() {
+                let (a, b) = (gv["value"].as_f64().unwrap(), wv["value"].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-9, "{what}: avg {a} != {b}");
+            } else {
+                assert_eq!(gv["value"], wv["value"], "{what}: {gv} vs {wv}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_and_total_counts_equal_a_fold_over_the_raw_events() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("acme").await;
+    let mut rng = fastrand::Rng::with_seed(12);
+    let now = Utc::now();
+    let types = ["click", "view", "buy", "scroll"];
+    let categories = [Some("ui"), Some("api"), None];
+    // 400 events over the last 3 hours, a third of them in the last 10 minutes.
+    let events: Vec<Value> = (0..400)
+        .map(|i| {
+            let ago = if i % 3 == 0 { rng.i64(5_000..600_000) } else { rng.i64(5_000..3 * 3_600_000) };
+            let mut event = json!({
+                "event_id": uuid::Uuid::now_v7(),
+                "event_type": types[rng.usize(..types.len())],
+                "timestamp": fmt(now - Duration::milliseconds(ago)),
+                "data": {"n": rng.i64(-50..500), "user": format!("u{}", rng.u8(..20))},
+            });
+            if let Some(category) = categories[rng.usize(..categories.len())] {
+                event["category"] = json!(category);
+            }
+            event
+        })
+        .collect();
+    for chunk in events.chunks(200) {
+        ingest(&stack, &key, "web", chunk).await;
+    }
+    // A client retry of a whole batch: duplicates, nothing stored twice.
+    ingest(&stack, &key, "web", &events[..100]).await;
+    stack.drain_changes().await;
+
+    let ids: Vec<String> = events.iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect();
+    // Updates (type, category, timestamp, data), soft deletes, restores; some twice.
+    let changes: Vec<(Method, String, Option<Value>)> = (0..100)
+        .map(|i| {
+            let id = &ids[rng.usize(..ids.len())];
+            match i % 8 {
+                0 | 1 => (Method::PATCH, format!("/events/{id}"), Some(json!({"name": types[rng.usize(..4)]}))),
+                2 => (Method::PATCH, format!("/events/{id}"), Some(json!({"category": "moved"}))),
+                3 => {
+                    let t = fmt(now - Duration::milliseconds(rng.i64(5_000..3 * 3_600_000)));
+                    (Method::PATCH, format!("/events/{id}"), Some(json!({"timestamp": t})))
+                }
+                4 => (Method::PATCH, format!("/events/{id}"), Some(json!({"data": {"n": rng.i64(0..9), "user": "z"}}))),
+                5 | 6 => (Method::DELETE, format!("/events/{id}"), None),
+                _ => (Method::POST, format!("/events/{id}/restore"), None),
+            }
+        })
+        .collect();
+    let mut half = changes.len() / 2;
+    for (method, path, body) in changes {
+        let (status, answer) = call(&stack, method, &path, &key, body).await;
+        assert!([200, 204, 404].contains(&status), "{path}: {status} {answer}");
+        half = half.saturating_sub(1);
+        if half == 0 {
+            // Part of the stream applied while changes are still being made.
+            stack.drain_changes().await;
+        }
+    }
+    // An expired event that TTL has not deleted yet (TTL lags by up to days): its expiry is
+    // set into the past directly, as time passing would. Every read must leave it out.
+    let expired = &ids[1];
+    let (_, stored) = stack.get(&format!("/events/{expired}"), &key).await;
+    let minute_end = parse(stored["timestamp"].as_str().unwrap()).timestamp().div_euclid(60) * 60 + 60;
+    stack
+        .backend
+        .dynamodb
+        .update_item()
+        .table_name(&stack.backend.table)
+        .key("PK", AttributeValue::S(format!("T#acme#EVENT#{expired}")))
+        .key("SK", AttributeValue::S("#META".into()))
+        .update_expression("SET expires_at = :at")
+        .expression_attribute_values(":at", AttributeValue::N(minute_end.to_string()))
+        .send()
+        .await
+        .unwrap();
+    stack.drain_changes().await;
+    // Redelivery: the whole stream once more, then twice at the same time.
+    assert!(redeliver_everything(&stack).await > 400);
+    let (a, b) = tokio::join!(redeliver_everything(&stack), redeliver_everything(&stack));
+    assert!(a > 0 && b > 0);
+
+    // The truth: every visible event of the stream, read back.
+    let start = fmt(now - Duration::hours(4));
+    let end = fmt(now + Duration::minutes(5));
+    let (stored, total) = query_all(&stack, &key, &format!("stream_id=web&start_time={start}&end_time={end}")).await;
+    assert_eq!(stored.len() as u64, total, "total_count equals the events listed");
+    assert!(stored.len() > 300 && stored.len() < 400, "{}", stored.len());
+    assert!(stored.iter().all(|e| e["event_id"] != json!(expired)), "the expired event is hidden");
+    let distinct: BTreeSet<&str> = stored.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(distinct.len(), stored.len(), "no event listed twice");
+
+    // Windows: aligned to hours, to minutes, and with ragged edges; filters by type.
+    let hour = now.duration_trunc(Duration::hours(1)).unwrap();
+    let windows = [
+        (now - Duration::hours(4), now + Duration::minutes(5)),
+        (hour - Duration::hours(2), hour),
+        (hour - Duration::minutes(97), now - Duration::minutes(3)),
+        (now - Duration::milliseconds(3_700_123), now - Duration::milliseconds(60_456)),
+        (now - Duration::seconds(400), now - Duration::seconds(380)),
+    ];
+    for (from, to) in windows {
+        let window = json!({"start": fmt(from), "end": fmt(to)});
+        let in_window: Vec<Value> = stored
+            .iter()
+            .filter(|e| {
+                let t = parse(e["timestamp"].as_str().unwrap());
+                t >= from && t < to
+            })
+            .cloned()
+            .collect();
+        let (_, page) = stack
+            .get(&format!("/query/events?stream_id=web&start_time={}&end_time={}&limit=1", fmt(from), fmt(to)), &key)
+            .await;
+        assert_eq!(page["total_count"].as_u64(), Some(in_window.len() as u64), "{window}");
+        let clicks = in_window.iter().filter(|e| e["event_type"] == "click").count() as u64;
+        let (_, page) = stack
+            .get(
+                &format!("/query/events?stream_id=web&event_type=click&start_time={}&end_time={}", fmt(from), fmt(to)),
+                &key,
+            )
+            .await;
+        assert_eq!(page["total_count"].as_u64(), Some(clicks), "clicks in {window}");
+        assert_eq!(page["events"].as_array().unwrap().len() as u64, clicks.min(100));
+
+        let bodies = [
+            json!({"aggregations": [{"field": "*", "operation": "count"}]}),
+            json!({"aggregations": [{"operation": "count"}], "group_by": "event_type", "interval": "hour"}),
+            json!({"aggregations": [{"operation": "count"}], "group_by": "category", "interval": "minute"}),
+            json!({"aggregations": [{"operation": "count"}], "group_by": "category"}),
+            json!({"aggregations": [
+                {"field": "data.n", "operation": "sum"}, {"field": "data.n", "operation": "avg"},
+                {"field": "data.n", "operation": "min"}, {"field": "data.n", "operation": "max"},
+                {"field": "data.user", "operation": "count_distinct"}, {"field": "category", "operation": "count"}
+            ], "group_by": "event_type"}),
+            json!({"aggregations": [{"field": "data.n", "operation": "sum"}], "group_by": "data.user", "interval": "hour"}),
+        ];
+        for mut body in bodies {
+            body["stream_id"] = json!("web");
+            body["time_window"] = window.clone();
+            let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+            assert_eq!(status, 200, "{body}: {answer}");
+            let expected_source = if body["aggregations"][0]["operation"] == "count" && body["group_by"] != "data.user"
+            {
+                "rollups"
+            } else {
+                "raw"
+            };
+            assert_eq!(answer["source"], expected_source, "{body}");
+            assert_eq!(answer["count_distinct"], "exact");
+            assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&stored, &body), &body.to_string());
+        }
+    }
+
+    // Status: every stored event counted once, whatever was redelivered.
+    let (status, stream) = stack.get("/streams/web/status", &key).await;
+    assert_eq!(status, 200, "{stream}");
+    assert_eq!(stream["events_processed"], 400, "{stream}");
+    assert_eq!(stream["status"], "active");
+    assert_eq!(stream["errors"], json!({"total": 0, "last_hour": 0}));
+    assert!(stream["lag_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
+    let stack = TestStack::start_with_changes().await.with_processor().await;
+    let key = stack.key("acme").await;
+    let (status, body) = stack.get("/streams/none/status", &key).await;
+    assert_envelope(status, &body, 404, "NOT_FOUND");
+
+    let now = Utc::now();
+    for i in 0..12 {
+        let event = json!({"stream_id": "pay", "event_type": "charge", "timestamp": fmt(now - Duration::seconds(i)), "data": {"i": i}});
+        let (status, answer) = stack.post("/ingest/events", &key, event).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    // Two events the processor refuses: error records counted against the stream they name.
+    for _ in 0..2 {
+        let bad = json!({"stream_id": "pay", "event_type": "charge", "timestamp": fmt(now), "data": {}});
+        let (status, answer) = stack.post("/ingest/events", &key, bad).await;
+        assert_eq!(status, 202, "accepted now, validated by the processor: {answer}");
+    }
+    eventually(30, "12 events and 2 error records counted", || async {
+        stack.drain_changes().await;
+        let (_, s) = stack.get("/streams/pay/status", &key).await;
+        (s["events_processed"] == 12 && s["errors"]["total"] == 2).then_some(())
+    })
+    .await;
+    redeliver_everything(&stack).await;
+    let (a, b) = tokio::join!(redeliver_everything(&stack), redeliver_everything(&stack));
+    assert!(a > 0 && b > 0);
+    let (_, s) = stack.get("/streams/pay/status", &key).await;
+    assert_eq!(s["events_processed"], 12, "{s}");
+    assert_eq!(s["errors"], json!({"total": 2, "last_hour": 2}), "{s}");
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["stream_id"], "pay");
+    let last = parse(s["last_event_timestamp"].as_str().unwrap());
+    assert!(Utc::now() - last < Duration::seconds(60));
+    // 12 stored within the last minute or two.
+    assert!(
+        s["processing_rate"].as_f64().unwrap() > 0.0 && s["processing_rate"].as_f64().unwrap() <= 0.2 + 1e-9,
+        "{s}"
+    );
+    let lag = s["lag_seconds"].as_f64().unwrap();
+    assert!(lag > 0.0 && lag < 60.0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_events_pages_by_offset_up_to_its_cap_and_by_cursor_past_it() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("acme").await;
+    let now = Utc::now();
+    let events: Vec<Value> = (0..250)
+        .map(|i| json!({"event_type": if i % 5 == 0 { "rare" } else { "common" }, "timestamp": fmt(now - Duration::seconds(i * 7)), "data": {"i": i}}))
+        .collect();
+    ingest(&stack, &key, "feed", &events).await;
+    stack.drain_changes().await;
+    let (status, first) = stack.get("/query/events?stream_id=feed&limit=100", &key).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!((first["total_count"].as_u64(), first["has_more"].as_bool()), (Some(250), Some(true)));
+    let page = first["events"].as_array().unwrap();
+    assert_eq!(page.len(), 100);
+    assert_eq!(page[0]["data"]["i"], 0, "newest first");
+    for field in ["event_id", "timestamp", "event_type", "data"] {
+        assert!(!page[0][field].is_null(), "{field}");
+    }
+    let (_, third) = stack.get("/query/events?stream_id=feed&limit=100&offset=200", &key).await;
+    let third = third["events"].as_array().unwrap().clone();
+    assert_eq!(third.len(), 50);
+    assert_eq!(third[0]["data"]["i"], 200);
+    // The cursor reaches the same events.
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (_, second) = stack.get(&format!("/query/events?stream_id=feed&limit=100&cursor={cursor}"), &key).await;
+    assert_eq!(second["events"][0]["data"]["i"], 100);
+    cursor = second["next_cursor"].as_str().unwrap().to_string();
+    let (status, last) = stack.get(&format!("/query/events?stream_id=feed&limit=100&cursor={cursor}"), &key).await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(last["events"].as_array().unwrap(), &third);
+    assert_eq!(last["has_more"], false);
+    assert!(last["next_cursor"].is_null());
+
+    let (_, rare) = stack.get("/query/events?stream_id=feed&event_type=rare&limit=1000", &key).await;
+    assert_eq!(rare["total_count"], 50);
+    assert_eq!(rare["events"].as_array().unwrap().len(), 50);
+
+    // Bad input: 400 with the envelope, naming the parameter.
+    for (query, code) in [
+        ("stream_id=feed&offset=10001", "OFFSET_TOO_LARGE"),
+        ("stream_id=feed&offset=-1", "VALIDATION_FAILED"),
+        ("stream_id=feed&limit=1001", "INVALID_LIMIT"),
+        ("limit=10", "VALIDATION_FAILED"),
+        ("stream_id=feed&start_time=2026-01-02T00:00:00Z&end_time=2026-01-01T00:00:00Z", "VALIDATION_FAILED"),
+        ("stream_id=feed&start_time=yesterday", "VALIDATION_FAILED"),
+        ("stream_id=feed&cursor=AAAA", "INVALID_CURSOR"),
+        ("stream_id=feed&offset=5&cursor=x", "VALIDATION_FAILED"),
+    ] {
+        let (status, body) = stack.get(&format!("/query/events?{query}"), &key).await;
+        assert!(status == 400, "{query}: {status} {body}");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    let (status, body) = stack.get("/query/events?stream_id=nothing-here", &key).await;
+    assert_envelope(status, &body, 404, "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_refuses_bad_requests_with_the_field_named() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("acme").await;
+    let now = Utc::now();
+    let events: Vec<Value> = (0..30)
+        .map(|i| json!({"event_type": format!("t{i}"), "timestamp": fmt(now - Duration::seconds(i)), "data": {"n": i, "s": "text"}}))
+        .collect();
+    ingest(&stack, &key, "agg", &events).await;
+    stack.drain_changes().await;
+    let window = json!({"start": fmt(now - Duration::hours(1)), "end": fmt(now + Duration::minutes(1))});
+    let base = json!({"stream_id": "agg", "time_window": window, "aggregations": [{"operation": "count"}]});
+    let with = |patch: Value| {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (body, field) in [
+        (with(json!({"aggregations": [{"field": "*", "operation": "median"}]})), "aggregations[0].operation"),
+        (with(json!({"aggregations": [{"field": "event_type", "operation": "sum"}]})), "aggregations[0].field"),
+        (with(json!({"time_window": {"start": fmt(now), "end": fmt(now - Duration::hours(1))}})), "time_window.end"),
+        (
+            with(json!({"time_window": {"start": "2000-01-01T00:00:00Z", "end": "2020-01-01T00:00:00Z"}})),
+            "time_window.end",
+        ),
+        (with(json!({"interval": "week"})), "interval"),
+        (with(json!({"group_by": 7})), "group_by"),
+        (with(json!({"aggregations": []})), "aggregations"),
+        (json!({"time_window": window, "aggregations": [{"operation": "count"}]}), "stream_id"),
+    ] {
+        let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+        let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+        assert_eq!(details["field"], field, "{body}: {answer}");
+    }
+    // A data field that holds text where a number is needed: found while folding.
+    let (status, answer) = stack
+        .post("/query/aggregate", &key, with(json!({"aggregations": [{"field": "data.s", "operation": "sum"}]})))
+        .await;
+    let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    assert_eq!(details["fields"][0]["code"], "FIELD_NOT_NUMERIC");
+    // Groups are capped, on both paths.
+    let (status, answer) = stack.post("/query/aggregate", &key, with(json!({"group_by": "event_type"}))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"].as_array().unwrap().len(), 30);
+    let (status, body) = stack.post("/query/aggregate", &key, json!("not an object")).await;
+    assert_envelope(status, &body, 400, "VALIDATION_FAILED");
+    let (status, body) = stack.call(Method::POST, "/query/aggregate", Some(&key), Some("{".into())).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = stack.post("/query/aggregate", &key, with(json!({"stream_id": "unknown"}))).await;
+    assert_envelope(status, &body, 404, "NOT_FOUND");
+}
+
+/// The raw fallback's cap: the rollups tell the size of the window before anything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("acme").await;
+    let now = Utc::now();
+    // Cells say 20,001 events: written as the aggregator would, without storing 20,001 events.
+    ingest(&stack, &key, "big", &[json!({"event_type": "x", "timestamp": fmt(now), "data": {"n": 1}})]).await;
+    stack.drain_changes().await;
+    for level in [Level::Minute, Level::Hour] {
+        let bucket = level.bucket(now.timestamp());
+        stack
+            .backend
+            .dynamodb
+            .update_item()
+            .table_name(&stack.backend.table)
+            .key("PK", AttributeValue::S(rollup_pk("acme", "big", level, DimKind::All, bucket)))
+            .key("SK", AttributeValue::S(rollup_sk(level, bucket, Some(90), "")))
+            .update_expression("ADD n :n")
+            .expression_attribute_values(":n", AttributeValue::N("20000".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let window = json!({"start": fmt(now - Duration::hours(1)), "end": fmt(now + Duration::hours(1))});
+    let (status, answer) = stack
+        .post("/query/aggregate", &key, json!({"stream_id": "big", "time_window": window, "aggregations": [{"field": "data.n", "operation": "max"}]}))
+        .await;
+    let details = assert_envelope(status, &answer, 400, "WINDOW_TOO_LARGE_FOR_RAW");
+    assert_eq!(details["events_in_window"], 20_001);
+    assert_eq!(details["max_raw_events"], 20_000);
+    let (status, answer) = stack
+        .post(
+            "/query/aggregate",
+            &key,
+            json!({"stream_id": "big", "time_window": window, "aggregations": [{"operation": "count"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["results"][0]["values"][0]["value"], 20_001);
+}
