@@ -72,6 +72,8 @@ pub struct Bench {
     pub plain: Backend,
     pub api_url: String,
     pub http: reqwest::Client,
+    /// Each function's backend (counted, with its IAM guard), for the event sources run here.
+    pub functions: argus_local::functions::Functions,
 }
 
 impl Bench {
@@ -98,9 +100,10 @@ impl Bench {
             let function = api.functions.function(&consumer.binary)?.clone();
             tokio::spawn(consumer.run(backend.clone(), function));
         }
+        let functions = api.functions.clone();
         tokio::spawn(argus_local::serve(listener, api));
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| e.to_string())?;
-        Ok(Self { settings, backend, counter, plain, api_url, http })
+        Ok(Self { settings, backend, counter, plain, api_url, http, functions })
     }
 
     /// A fresh tenant with a key and one session: (tenant, key, session id).

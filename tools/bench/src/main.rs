@@ -12,6 +12,7 @@
 //! ARGUS_BENCH_ASYNC_RUNS (1), ARGUS_BENCH_RTT_MS (20), ARGUS_BENCH_SPAWNS (20), ARGUS_BENCH_BIN_DIR
 //! (target/release), ARGUS_BENCH_OUT (target/bench/results.json).
 
+mod analytics;
 mod coldstart;
 mod common;
 mod import;
@@ -37,6 +38,16 @@ async fn main() {
         "all" => all().await,
         "writer-concurrency" => writer_concurrency().await.map(|_| ()),
         "queue" => queue_only().await,
+        "analytics" => match Bench::start().await {
+            Ok(bench) => analytics::run(
+                &bench,
+                knob("ARGUS_BENCH_ANALYTICS_EVENTS", 1_000_000),
+                knob("ARGUS_BENCH_ANALYTICS_RUNS", 30),
+            )
+            .await
+            .map(|_| ()),
+            Err(err) => Err(err),
+        },
         "sustained" => match Bench::start().await {
             Ok(bench) => {
                 let (rate, seconds) =
@@ -48,7 +59,7 @@ async fn main() {
             }
             Err(err) => Err(err),
         },
-        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained]".to_string()),
+        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics]".to_string()),
     };
     if let Err(err) = result {
         eprintln!("argus-bench: {err}");
@@ -169,6 +180,13 @@ async fn all() -> Result<(), String> {
 
     println!("\n5. Size and memory");
     results.insert("size_memory".into(), size_section(&bench, &bin_dir).await?);
+
+    let analytics_events = knob("ARGUS_BENCH_ANALYTICS_EVENTS", 1_000_000);
+    println!("\n6. Analytics over {analytics_events} events of one stream (issue 12)");
+    results.insert(
+        "analytics".into(),
+        analytics::run(&bench, analytics_events, knob("ARGUS_BENCH_ANALYTICS_RUNS", 30)).await?,
+    );
 
     let machine = json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

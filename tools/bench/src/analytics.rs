@@ -1,0 +1,234 @@
+//! Issue 12's analytics figures: a stream of N events (default 1,000,000) ingested in bulk and
+//! fed through the aggregator from the table's change stream, then `GET /query/events` and
+//! `POST /query/aggregate` over the whole window (p50/p95 of repeated calls), beside the time a
+//! raw read-and-fold of the same window takes. The aggregate's answer is checked against that
+//! fold: a fast wrong answer would not count.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use argus_core::rollups::RawWindow;
+use argus_local::table_stream::StreamConsumer;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::common::{ms, Bench};
+
+const STREAM: &str = "bench-analytics";
+const TYPES: usize = 5;
+
+fn percentile(mut samples: Vec<Duration>, p: f64) -> Duration {
+    samples.sort();
+    let rank = ((samples.len() as f64) * p).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+async fn timed_calls<F, Fut>(runs: usize, mut call: F) -> Result<(Vec<Duration>, Value), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    let mut samples = Vec::with_capacity(runs);
+    let mut last = Value::Null;
+    for _ in 0..runs {
+        let started = Instant::now();
+        last = call().await?;
+        samples.push(started.elapsed());
+    }
+    Ok((samples, last))
+}
+
+pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, String> {
+    let (tenant, key, _) = bench.tenant("analytics").await?;
+    let now = argus_models::time::now();
+    let window_start = now - chrono::Duration::hours(24);
+    // Events spread over the last 24 hours; 5 event types.
+    let all: Vec<Value> = (0..events)
+        .map(|i| {
+            let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
+            json!({
+                "event_type": format!("type-{}", i % TYPES),
+                "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
+                "data": {"n": i % 1000},
+            })
+        })
+        .collect();
+
+    let requests_before = bench.counter.get();
+    let started = Instant::now();
+    let url = format!("{}/ingest/batch", bench.api_url);
+    let calls = futures::stream::iter(all.chunks(10_000).map(|chunk| {
+        let body = json!({"stream_id": STREAM, "events": chunk}).to_string();
+        let (http, url, key) = (&bench.http, &url, &key);
+        async move {
+            for _ in 0..20 {
+                let response = http
+                    .post(url)
+                    .header("x-api-key", key)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let report: Value = response.json().await.map_err(|e| e.to_string())?;
+                if (status == 200 || status == 201) && report["failed"] == 0 {
+                    return Ok(());
+                }
+                // 503 items (throttled or out of time): the same call again stores the rest once.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err("an ingest call kept failing".to_string())
+        }
+    }))
+    .buffer_unordered(2)
+    .collect::<Vec<Result<(), String>>>()
+    .await;
+    calls.into_iter().collect::<Result<Vec<()>, String>>()?;
+    let ingest = started.elapsed();
+    let ingest_requests = bench.counter.get() - requests_before;
+    println!("  ingested {events} events in {:.1?} ({} DynamoDB requests)", ingest, ingest_requests);
+
+    // The aggregator, fed the change stream as Lambda's event source would.
+    let source = argus_stack::Template::load_repo()?
+        .stream_consumers
+        .into_iter()
+        .next()
+        .ok_or("template.yaml has no stream consumer")?;
+    let endpoint = bench.settings.dynamodb_endpoint.clone();
+    let mut consumer = StreamConsumer::new(&source.0, &bench.settings.table, &endpoint, &source.1);
+    let function = bench.functions.function(&source.0)?.clone();
+    let requests_before = bench.counter.get();
+    let started = Instant::now();
+    let mut delivered = 0;
+    loop {
+        let report = consumer.drain_once(&function).await?;
+        delivered += report.records;
+        if report.records == 0 && report.filtered_out == 0 {
+            break;
+        }
+    }
+    let aggregated = started.elapsed();
+    let aggregator_requests = bench.counter.get() - requests_before;
+    println!(
+        "  aggregator: {delivered} change records in {:.1?} ({:.0} records/s, {} DynamoDB requests)",
+        aggregated,
+        delivered as f64 / aggregated.as_secs_f64(),
+        aggregator_requests
+    );
+
+    let get = |path: String| {
+        let (http, key) = (&bench.http, &key);
+        async move {
+            let response = http.get(path).header("x-api-key", key).send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{status}: {body}"));
+            }
+            Ok(body)
+        }
+    };
+    let requests_before = bench.counter.get();
+    let (query, page) =
+        timed_calls(runs, || get(format!("{}/query/events?stream_id={STREAM}&limit=100", bench.api_url))).await?;
+    let query_requests = (bench.counter.get() - requests_before) / runs as u64;
+    if page["total_count"] != json!(events) {
+        return Err(format!("total_count {} for {events} events", page["total_count"]));
+    }
+
+    let window = json!({
+        "start": argus_models::time::format(&(window_start - chrono::Duration::seconds(30))),
+        "end": argus_models::time::format(&(now + chrono::Duration::seconds(30))),
+    });
+    let body = json!({"stream_id": STREAM, "time_window": window, "aggregations": [{"operation": "count"}], "group_by": "event_type", "interval": "hour"});
+    let post = || {
+        let (http, key, body) = (&bench.http, &key, body.to_string());
+        let url = format!("{}/query/aggregate", bench.api_url);
+        async move {
+            let response =
+                http.post(url).header("x-api-key", key).body(body).send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let answer: Value = response.json().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{status}: {answer}"));
+            }
+            Ok(answer)
+        }
+    };
+    let requests_before = bench.counter.get();
+    let (aggregate, answer) = timed_calls(runs, post).await?;
+    let aggregate_requests = (bench.counter.get() - requests_before) / runs as u64;
+
+    // The same answer from the raw events: read the whole window, fold.
+    let started = Instant::now();
+    let from =
+        argus_models::time::parse("start", window["start"].as_str().unwrap_or_default()).map_err(|e| e.message)?;
+    let to = argus_models::time::parse("end", window["end"].as_str().unwrap_or_default()).map_err(|e| e.message)?;
+    let items = RawWindow { tenant: &tenant, stream: STREAM, from, to, event_type: None }
+        .read(&bench.plain, u64::MAX)
+        .await
+        .map_err(|e| e.map_or("raw read capped".to_string(), |e| e.to_string()))?;
+    let mut fold: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for item in &items {
+        let event = argus_core::analytics::datastream_event(item).map_err(|e| e.to_string())?;
+        let at =
+            argus_models::time::parse("t", event["timestamp"].as_str().unwrap_or_default()).map_err(|e| e.message)?;
+        let hour = argus_models::time::format(
+            &chrono::DateTime::from_timestamp(at.timestamp() / 3600 * 3600, 0).unwrap_or_default(),
+        );
+        *fold.entry((hour, event["event_type"].as_str().unwrap_or_default().to_string())).or_insert(0) += 1;
+    }
+    let raw = started.elapsed();
+    let answered: BTreeMap<(String, String), u64> = answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            (
+                (
+                    row["interval_start"].as_str().unwrap_or_default().to_string(),
+                    row["group"].as_str().unwrap_or_default().to_string(),
+                ),
+                row["values"][0]["value"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    if answered != fold || items.len() != events {
+        return Err(format!(
+            "the aggregate differs from the raw fold ({} raw events, {} rows vs {})",
+            items.len(),
+            answered.len(),
+            fold.len()
+        ));
+    }
+
+    let p = |samples: &Vec<Duration>, q| ms(percentile(samples.clone(), q));
+    println!("  {:<44} {:>10} {:>10} {:>14}", "", "p50", "p95", "DDB requests");
+    println!(
+        "  {:<44} {:>8}ms {:>8}ms {:>14}",
+        "GET /query/events (limit 100, total_count)",
+        p(&query, 0.5),
+        p(&query, 0.95),
+        query_requests
+    );
+    println!(
+        "  {:<44} {:>8}ms {:>8}ms {:>14}",
+        "POST /query/aggregate (rollups, by type, hourly)",
+        p(&aggregate, 0.5),
+        p(&aggregate, 0.95),
+        aggregate_requests
+    );
+    println!("  {:<44} {:>10.1?} (1 run, {} events read)", "raw read-and-fold of the same window", raw, items.len());
+    let ratio = (raw.as_secs_f64() / percentile(aggregate.clone(), 0.5).as_secs_f64() * 10.0).round() / 10.0;
+    println!("  raw fold / aggregate p50 = {ratio}x; the aggregate equals the fold ({} rows)", answered.len());
+    Ok(json!({
+        "events": events,
+        "ingest_s": ingest.as_secs_f64(),
+        "ingest_dynamodb_requests": ingest_requests,
+        "aggregator": {"records": delivered, "seconds": aggregated.as_secs_f64(), "dynamodb_requests": aggregator_requests},
+        "query_events_ms": {"p50": p(&query, 0.5), "p95": p(&query, 0.95), "runs": runs, "dynamodb_requests_per_call": query_requests},
+        "aggregate_ms": {"p50": p(&aggregate, 0.5), "p95": p(&aggregate, 0.95), "runs": runs, "dynamodb_requests_per_call": aggregate_requests},
+        "raw_fold_ms": ms(raw),
+        "raw_over_aggregate_p50": ratio,
+    }))
+}
