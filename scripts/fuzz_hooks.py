@@ -40,6 +40,7 @@ STATE_FIELD_CODES = {
     "FIELD_NOT_NUMERIC",  # (aggregate) a stored event's value at the path is not a number
     "TOO_MANY_GROUPS",  # distinct values stored in the window
     "TOO_MANY_ROWS",  # groups × intervals stored in the window
+    "ANSWER_TOO_LARGE",  # the size of the answer those rows make
 }
 
 # INVALID_BATCH answers about how sub-requests refer to each other (details.field, message start).

@@ -118,6 +118,11 @@ pub fn event_facts(item: &Item) -> Option<EventFacts> {
     if get_opt_s(item, "entity") != Some("event") || get_opt_s(item, SK) != Some(META) {
         return None;
     }
+    // Stored before rollups existed (no stream time index yet): never counted, so neither is
+    // its removal; a later change stores it with the index and counts it from then on.
+    if !item.contains_key(GSI4PK) {
+        return None;
+    }
     let timestamp = epoch_of(item, "timestamp")?;
     let expires_at = match item.get(EXPIRES_AT) {
         Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
@@ -431,7 +436,31 @@ fn transaction(backend: &Backend, records: &[&Pending]) -> Result<Vec<TransactWr
     Ok(items)
 }
 
+/// [`widen_stored_once`], retried with backoff on throttling and transaction conflicts (the
+/// `TOTAL` item is hot: every batch of the stream widens it).
 async fn widen_stored(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    bound: Bound,
+    value: &str,
+) -> Result<(), ServiceError> {
+    let config = BatchWriterConfig::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match widen_stored_once(backend, tenant, stream, bound, value).await {
+            Err(ServiceError::Unavailable { .. }) if attempt < MAX_ATTEMPTS => {
+                if !crate::deadline::sleep_within(backoff(&config, attempt)).await {
+                    return Err(crate::deadline::out_of_time());
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn widen_stored_once(
     backend: &Backend,
     tenant: &str,
     stream: &str,
@@ -486,6 +515,7 @@ mod tests {
             "received_at": {"S": "2026-12-01T10:15:31.000Z"},
             "created_at": {"S": "2026-12-01T10:15:31.020Z"},
             "expires_at": {"N": "1772446560"},
+            "GSI4PK": {"S": "T#acme#ST#web#03"},
             "data": {"S": "{}"},
             "tags": {"L": []}
         });
@@ -551,5 +581,15 @@ mod tests {
         assert!(record_changes(&expired, &mut bounds).is_empty());
         let unrelated = record("INSERT", None, Some(json!({"PK": {"S": "AGG#x"}, "SK": {"S": "#META"}})));
         assert!(record_changes(&unrelated, &mut bounds).is_empty());
+        // An event stored before rollups (no GSI4 key) was never counted: its delete moves nothing,
+        // and its first change after counts it once.
+        let mut legacy = event_image(false);
+        legacy.as_object_mut().unwrap().remove("GSI4PK");
+        assert!(
+            record_changes(&record("MODIFY", Some(legacy.clone()), Some(event_image(true))), &mut bounds).is_empty()
+        );
+        let counted = record_changes(&record("MODIFY", Some(legacy), Some(event_image(false))), &mut bounds);
+        assert_eq!(counted.len(), 6);
+        assert!(counted.values().all(|a| a.counters["n"] == 1));
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use argus_models::analytics::{check_window, AggregateRequest, Fold, MAX_RAW_EVENTS, MAX_WINDOW_DAYS};
+use argus_models::analytics::{
+    ceil_millis, check_window, AggregateRequest, Field, Fold, Interval, MAX_RAW_BYTES, MAX_RAW_EVENTS, MAX_WINDOW_DAYS,
+};
 use argus_models::rollup::{self, DimKind, Level, LAG_BUCKETS};
 use argus_models::stream::check_stream_id;
 use argus_models::{time, FieldError};
@@ -17,7 +19,7 @@ use crate::ddb::{get_n, get_opt_s, key, query_sharded_desc, s, Filter, Item, Lis
 use crate::deadline::WithinDeadline;
 use crate::events::{epoch_now, NOT_EXPIRED};
 use crate::keys::*;
-use crate::rollups::{cell_counts, edges, sum_cells, whole_minutes, CellQuery, RawWindow};
+use crate::rollups::{cell_counts, edges, sum_cells, whole_minutes, CellQuery, RawError, RawLimits, RawWindow};
 use crate::{cursor, Backend, ServiceError};
 
 /// A stream is `active` when an event arrived within this many seconds.
@@ -157,7 +159,7 @@ impl EventQuery {
         let now = time::now();
         let instant = |name: &str, default: DateTime<Utc>, errors: &mut argus_models::ValidationError| match param(name)
         {
-            Some(raw) => time::parse(name, &raw).map_err(|e| errors.push(e)).ok(),
+            Some(raw) => time::parse(name, &raw).map(ceil_millis).map_err(|e| errors.push(e)).ok(),
             None => Some(default),
         };
         let start = instant("start_time", now - Duration::days(MAX_WINDOW_DAYS - 1), &mut errors);
@@ -212,8 +214,6 @@ impl EventQuery {
 #[derive(Serialize, Deserialize)]
 struct QueryPosition {
     before: String,
-    /// Events before this page (for `has_more`), in decimal: cursor positions are strings.
-    seen: String,
 }
 
 /// `GET /query/events`: newest first.
@@ -267,13 +267,6 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
         Some(p) => p.before.clone().min(end),
         None => end,
     });
-    let mut seen: u64 = match &position {
-        Some(p) => p
-            .seen
-            .parse()
-            .map_err(|_| ServiceError::bad_request("INVALID_CURSOR", "cursor is not one this listing returned"))?,
-        None => 0,
-    };
     let mut to_skip = query.offset;
     let partitions: Vec<String> =
         (0..STREAM_EVENT_SHARDS).map(|shard| stream_events_pk(tenant, &query.stream, shard)).collect();
@@ -293,7 +286,6 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
         let page = query_sharded_desc(&backend.dynamodb, &backend.table, &list).await?;
         if to_skip > 0 {
             to_skip -= page.items.len();
-            seen += page.items.len() as u64;
             before = page.next_before;
             if before.is_none() {
                 return Ok(EventPage { events: Vec::new(), total_count, has_more: false, next_cursor: None });
@@ -301,12 +293,10 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
             continue;
         }
         let events: Vec<Value> = page.items.iter().map(datastream_event).collect::<Result<_, _>>()?;
-        seen += events.len() as u64;
-        let next_cursor = page
-            .next_before
-            .filter(|_| seen < total_count)
-            .map(|before| cursor::encode("query-events", &QueryPosition { before, seen: seen.to_string() }));
-        return Ok(EventPage { events, total_count, has_more: seen < total_count, next_cursor });
+        // The listing decides whether more follow, never `total_count`: the counts trail the
+        // aggregator, and events of earlier pages may be deleted while a client pages on.
+        let next_cursor = page.next_before.map(|before| cursor::encode("query-events", &QueryPosition { before }));
+        return Ok(EventPage { events, total_count, has_more: next_cursor.is_some(), next_cursor });
     }
 }
 
@@ -328,18 +318,42 @@ pub struct AggregateAnswer {
 }
 
 fn raw_limit_error(in_window: Option<u64>) -> ServiceError {
-    let mut details = Map::from_iter([("max_raw_events".into(), json!(MAX_RAW_EVENTS))]);
+    let mut details = Map::from_iter([
+        ("max_raw_events".into(), json!(MAX_RAW_EVENTS)),
+        ("max_raw_bytes".into(), json!(MAX_RAW_BYTES)),
+    ]);
     if let Some(n) = in_window {
         details.insert("events_in_window".into(), json!(n));
     }
     ServiceError::BadRequest {
         code: "WINDOW_TOO_LARGE_FOR_RAW",
         message: format!(
-            "this aggregation folds raw events, at most {MAX_RAW_EVENTS} per request; narrow time_window (counts grouped by nothing, event_type or category have no such limit)"
+            "this aggregation folds raw events, at most {MAX_RAW_EVENTS} (and {MAX_RAW_BYTES} bytes) per request; narrow time_window (counts grouped by nothing, event_type or category have no such limit)"
         ),
         details,
     }
 }
+
+/// What a fold needs of an event, in DataStream's shape, from a projected item.
+fn fold_view(item: &Item) -> Result<Value, ServiceError> {
+    let text = |name: &str| get_opt_s(item, name).map_or(Value::Null, |v| Value::String(v.to_string()));
+    let data = match get_opt_s(item, "data") {
+        Some(raw) => serde_json::from_str(raw).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        None => Value::Null,
+    };
+    Ok(json!({
+        "event_id": text("id"),
+        "event_type": text("name"),
+        "category": text("category"),
+        "session_id": text("session_id"),
+        "timestamp": text("timestamp"),
+        "data": data,
+    }))
+}
+
+/// Events of the partial edge minutes of a counts-only request: their number per group, read
+/// with a small projection (or only counted, without grouping). Bounded by this many events.
+const MAX_EDGE_EVENTS: u64 = 1_000_000;
 
 pub async fn aggregate(
     backend: &Backend,
@@ -354,47 +368,52 @@ pub async fn aggregate(
     let source;
     if request.rollups_answer() {
         source = "rollups";
+        let kind = match &request.group_by {
+            None => DimKind::All,
+            Some((_, Field::EventType)) => DimKind::EventType,
+            Some(_) => DimKind::Category,
+        };
         if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
-            let minutes_only = request.interval == Some(argus_models::analytics::Interval::Minute);
-            let kind = match &request.group_by {
-                None => DimKind::All,
-                Some((_, argus_models::analytics::Field::EventType)) => DimKind::EventType,
-                Some(_) => DimKind::Category,
-            };
+            let minutes_only = request.interval == Some(Interval::Minute);
             let cells =
                 cell_counts(backend, CellQuery { tenant, stream, kind, from: start, to: end, minutes_only, now })
                     .await?;
-            let mut per_bucket_categorised: BTreeMap<Option<i64>, i64> = BTreeMap::new();
             for ((bucket, value), n) in sum_cells(&cells, request.interval) {
-                let group = (kind != DimKind::All).then_some(value);
-                *per_bucket_categorised.entry(bucket).or_insert(0) += n;
+                // Category cell "" holds the events without a category (group null).
+                let group = match kind {
+                    DimKind::All => None,
+                    _ => Some(value).filter(|v| !v.is_empty()),
+                };
                 fold.add_counts(request, (bucket, group), n)?;
-            }
-            if kind == DimKind::Category {
-                // Events without a category are in no category cell: all events minus those.
-                let all = cell_counts(
-                    backend,
-                    CellQuery { tenant, stream, kind: DimKind::All, from: start, to: end, minutes_only, now },
-                )
-                .await?;
-                for ((bucket, _), n) in sum_cells(&all, request.interval) {
-                    let uncategorised = n - per_bucket_categorised.get(&bucket).copied().unwrap_or(0);
-                    if uncategorised != 0 {
-                        fold.add_counts(request, (bucket, None), uncategorised)?;
-                    }
-                }
             }
         }
         for (from, to) in edges(&request.start, &request.end) {
-            let items = RawWindow { tenant, stream, from, to, event_type: None }
-                .read(backend, MAX_RAW_EVENTS - scanned)
-                .await
-                .map_err(|e| e.unwrap_or_else(|| raw_limit_error(None)))?;
-            scanned += items.len() as u64;
-            for item in &items {
-                let event = datastream_event(item)?;
-                fold.add(request, &event, epoch_of(&event))?;
+            let window = RawWindow { tenant, stream, from, to, event_type: None };
+            // An edge lies within one minute, so within one bucket of any interval.
+            let bucket = request.interval.map(|i| i.bucket(from.timestamp()));
+            if kind == DimKind::All {
+                let n = window.count(backend).await?;
+                scanned += n;
+                fold.add_counts(request, (bucket, None), n as i64)?;
+                continue;
             }
+            let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: u64::MAX };
+            let mut failed = None;
+            let read = window
+                .fold_pages(backend, Some(&["id", "name", "category", "timestamp"]), limits, |page| {
+                    for item in &page {
+                        let event = fold_view(item)?;
+                        if let Err(err) = fold.add(request, &event, epoch_of(&event)) {
+                            failed.get_or_insert(err);
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Some(err) = failed {
+                return Err(err.into());
+            }
+            scanned += raw_result(read, None)?;
         }
     } else {
         source = "raw";
@@ -403,15 +422,29 @@ pub async fn aggregate(
         if in_window > MAX_RAW_EVENTS {
             return Err(raw_limit_error(Some(in_window)));
         }
-        let items = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None }
-            .read(backend, MAX_RAW_EVENTS)
-            .await
-            .map_err(|e| e.unwrap_or_else(|| raw_limit_error(None)))?;
-        scanned = items.len() as u64;
-        for item in &items {
-            let event = datastream_event(item)?;
-            fold.add(request, &event, epoch_of(&event))?;
+        let needs_data = request.aggregations.iter().any(|a| matches!(a.field, Field::Data(_)))
+            || matches!(request.group_by, Some((_, Field::Data(_))));
+        let mut projection = vec!["id", "name", "category", "session_id", "timestamp"];
+        if needs_data {
+            projection.push("data");
         }
+        let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
+        let mut failed = None;
+        let read = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None }
+            .fold_pages(backend, Some(&projection), limits, |page| {
+                for item in &page {
+                    let event = fold_view(item)?;
+                    if let Err(err) = fold.add(request, &event, epoch_of(&event)) {
+                        failed.get_or_insert(err);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Some(err) = failed {
+            return Err(err.into());
+        }
+        scanned = raw_result(read, Some(in_window))?;
     }
     Ok(AggregateAnswer {
         stream_id: request.stream.clone(),
@@ -423,4 +456,12 @@ pub async fn aggregate(
         events_scanned: scanned,
         count_distinct: "exact",
     })
+}
+
+fn raw_result(read: Result<u64, RawError>, in_window: Option<u64>) -> Result<u64, ServiceError> {
+    match read {
+        Ok(n) => Ok(n),
+        Err(RawError::Limit) => Err(raw_limit_error(in_window)),
+        Err(RawError::Service(err)) => Err(err),
+    }
 }

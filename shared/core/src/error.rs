@@ -99,6 +99,8 @@ pub fn is_transient_code(code: &str) -> bool {
             | "InternalServerError"
             | "ServiceUnavailable"
             | "TransactionInProgressException"
+            // A write that met a transaction on the same item: retrying it succeeds.
+            | "TransactionConflictException"
             | "RequestThrottled"
     )
 }

@@ -81,6 +81,8 @@ async fn query_range(backend: &Backend, pk: String, from: String, to: String) ->
             .expression_attribute_values(":from", s(&from))
             .expression_attribute_values(":to", s(&to))
             .projection_expression("SK, n")
+            // The aggregator's latest commits included: a count read right after it stays exact.
+            .consistent_read(true)
             .set_exclusive_start_key(start_key.take())
             .send()
             .within_deadline()
@@ -208,6 +210,20 @@ async fn timestamp_span(backend: &Backend, tenant: &str, stream: &str) -> Result
     Ok(epoch("earliest_timestamp").zip(epoch("latest_timestamp")))
 }
 
+/// How much a raw read may take.
+#[derive(Clone, Copy, Debug)]
+pub struct RawLimits {
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug)]
+pub enum RawError {
+    /// Past [`RawLimits`]: the caller says which limit in its answer.
+    Limit,
+    Service(ServiceError),
+}
+
 /// Which raw events of a stream to read.
 #[derive(Clone, Debug)]
 pub struct RawWindow<'a> {
@@ -257,41 +273,56 @@ impl RawWindow<'_> {
         query
     }
 
-    /// Visible events in the window (not deleted, not expired), at most `cap`: `Err(None)`
-    /// past it (the caller says why), any other error as `Err(Some(..))`.
-    pub async fn read(&self, backend: &Backend, cap: u64) -> Result<Vec<Item>, Option<ServiceError>> {
-        let read = std::sync::atomic::AtomicU64::new(0);
-        let read = &read;
-        let shards: Vec<Vec<Item>> = futures::stream::iter(self.partitions())
-            .map(|partition| async move {
-                let mut items = Vec::new();
-                let mut start_key = None;
-                loop {
-                    let out = self
-                        .query(backend, &partition)
-                        .set_exclusive_start_key(start_key.take())
-                        .send()
-                        .within_deadline()
-                        .await
-                        .map_err(Some)?
-                        .map_err(|e| Some(ServiceError::from_sdk("dynamodb", e)))?;
-                    let page = out.items.unwrap_or_default();
-                    let total =
-                        read.fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed) + page.len() as u64;
-                    if total > cap {
-                        return Err(None);
+    /// Hands every visible event of the window (not deleted, not expired) to `on_page`, a page
+    /// at a time as the shards answer (read in parallel), so memory holds one page per shard
+    /// and the fold's state, never the window. `projection`: the attributes to read (all when
+    /// `None`). Stops with [`RawError::Limit`] past `limits`.
+    pub async fn fold_pages<F>(
+        &self,
+        backend: &Backend,
+        projection: Option<&[&str]>,
+        limits: RawLimits,
+        mut on_page: F,
+    ) -> Result<u64, RawError>
+    where
+        F: FnMut(Vec<Item>) -> Result<(), ServiceError>,
+    {
+        let shards = self.partitions().into_iter().map(|partition| {
+            futures::stream::unfold(Some(None), move |next: Option<Option<Item>>| {
+                let partition = partition.clone();
+                async move {
+                    let start_key = next?;
+                    let mut query = self.query(backend, &partition).set_exclusive_start_key(start_key);
+                    if let Some(attributes) = projection {
+                        let names: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i}")).collect();
+                        for (name, attribute) in names.iter().zip(attributes) {
+                            query = query.expression_attribute_names(name, *attribute);
+                        }
+                        query = query.projection_expression(names.join(", "));
                     }
-                    items.extend(page);
-                    match out.last_evaluated_key {
-                        Some(key) => start_key = Some(key),
-                        None => return Ok(items),
-                    }
+                    let page = match query.send().within_deadline().await {
+                        Ok(Ok(out)) => out,
+                        Ok(Err(err)) => return Some((Err(ServiceError::from_sdk("dynamodb", err)), None)),
+                        Err(err) => return Some((Err(err), None)),
+                    };
+                    let next = page.last_evaluated_key.map(Some);
+                    Some((Ok(page.items.unwrap_or_default()), next))
                 }
             })
-            .buffer_unordered(STREAM_EVENT_SHARDS as usize)
-            .try_collect()
-            .await?;
-        Ok(shards.into_iter().flatten().collect())
+            .boxed()
+        });
+        let mut pages = futures::stream::select_all(shards);
+        let (mut events, mut bytes) = (0u64, 0u64);
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(RawError::Service)?;
+            events += page.len() as u64;
+            bytes += page.iter().map(|item| crate::ddb::response_bytes(item) as u64).sum::<u64>();
+            if events > limits.max_events || bytes > limits.max_bytes {
+                return Err(RawError::Limit);
+            }
+            on_page(page).map_err(RawError::Service)?;
+        }
+        Ok(events)
     }
 
     /// The number of visible events in the window (`Select: COUNT`: nothing is transferred,

@@ -21,6 +21,11 @@ pub const MAX_BUCKETS: i64 = 10_000;
 pub const MAX_ROWS: usize = 10_000;
 /// Events a request may fold from raw events (aggregations the rollups do not keep).
 pub const MAX_RAW_EVENTS: u64 = 20_000;
+/// Bytes of raw events (as read) a request may fold: 20,000 events of 64 KiB would not fit a
+/// function's memory, so the fold stops here too.
+pub const MAX_RAW_BYTES: u64 = 64 * 1024 * 1024;
+/// The answer's JSON, at most: well inside Lambda's 6 MB response once escaped.
+pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 /// Segments of a `data.` path.
 const MAX_PATH_DEPTH: usize = 8;
 
@@ -306,9 +311,21 @@ fn parse_window(raw: Option<&Value>, errors: &mut ValidationError) -> Option<(Da
             }
         }
     };
-    let (start, end) = (instant("start", errors)?, instant("end", errors)?);
+    let (start, end) = (ceil_millis(instant("start", errors)?), ceil_millis(instant("end", errors)?));
     check_window("time_window.start", "time_window.end", &start, &end).map_err(|e| errors.push(e)).ok()?;
     Some((start, end))
+}
+
+/// Stored timestamps have millisecond precision: a bound between two milliseconds is moved up to
+/// the next one, which selects the same events (`t >= 0.0005` is `t >= 0.001`, `t < 0.0005` is
+/// `t < 0.001`).
+pub fn ceil_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    let sub = t.timestamp_subsec_nanos() % 1_000_000;
+    if sub == 0 {
+        t
+    } else {
+        t + chrono::Duration::nanoseconds(i64::from(1_000_000 - sub))
+    }
 }
 
 /// A window `[start, end)`: end after start, at most [`MAX_WINDOW_DAYS`] long.
@@ -447,6 +464,7 @@ pub type RowKey = (Option<i64>, Option<String>);
 #[derive(Debug, Default)]
 pub struct Fold {
     rows: BTreeMap<RowKey, Vec<Accumulator>>,
+    groups: BTreeSet<Option<String>>,
 }
 
 /// The text a group value is keyed by (strings as themselves, other JSON as JSON).
@@ -455,22 +473,29 @@ pub fn group_text(value: &Value) -> String {
 }
 
 impl Fold {
+    /// The row's accumulators, created on first use within the group and row caps.
+    fn row(&mut self, request: &AggregateRequest, key: RowKey) -> Result<&mut Vec<Accumulator>, FieldError> {
+        if !self.rows.contains_key(&key) {
+            if !self.groups.contains(&key.1) {
+                if self.groups.len() >= MAX_GROUPS {
+                    return Err(too_many_groups());
+                }
+                self.groups.insert(key.1.clone());
+            }
+            if self.rows.len() >= MAX_ROWS {
+                return Err(too_many_rows());
+            }
+        }
+        Ok(self.rows.entry(key).or_insert_with(|| vec![Accumulator::default(); request.aggregations.len()]))
+    }
+
     pub fn add(&mut self, request: &AggregateRequest, event: &Value, epoch: i64) -> Result<(), FieldError> {
         let bucket = request.interval.map(|i| i.bucket(epoch));
         let group = match &request.group_by {
             Some((_, field)) => field.value(event).map(group_text),
             None => None,
         };
-        if request.group_by.is_some() && !self.rows.contains_key(&(bucket, group.clone())) {
-            let groups: BTreeSet<&Option<String>> = self.rows.keys().map(|(_, g)| g).collect();
-            if !groups.contains(&group) && groups.len() >= MAX_GROUPS {
-                return Err(too_many_groups());
-            }
-        }
-        let accumulators = self
-            .rows
-            .entry((bucket, group))
-            .or_insert_with(|| vec![Accumulator::default(); request.aggregations.len()]);
+        let accumulators = self.row(request, (bucket, group))?;
         for (i, aggregation) in request.aggregations.iter().enumerate() {
             let Some(value) = aggregation.field.value(event) else { continue };
             let acc = &mut accumulators[i];
@@ -512,14 +537,7 @@ impl Fold {
 
     /// Adds `n` events to the count aggregations of a row (the rollups' contribution).
     pub fn add_counts(&mut self, request: &AggregateRequest, key: RowKey, n: i64) -> Result<(), FieldError> {
-        if request.group_by.is_some() && !self.rows.contains_key(&key) {
-            let groups: BTreeSet<&Option<String>> = self.rows.keys().map(|(_, g)| g).collect();
-            if !groups.contains(&key.1) && groups.len() >= MAX_GROUPS {
-                return Err(too_many_groups());
-            }
-        }
-        let accumulators =
-            self.rows.entry(key).or_insert_with(|| vec![Accumulator::default(); request.aggregations.len()]);
+        let accumulators = self.row(request, key)?;
         for acc in accumulators.iter_mut() {
             acc.count = acc.count.saturating_add_signed(n);
         }
@@ -563,15 +581,25 @@ impl Fold {
                 Value::Object(row)
             })
             .collect();
-        if rows.len() > MAX_ROWS {
+        // Lambda answers at most 6 MB, with the body escaped once more inside its JSON.
+        let bytes = serde_json::to_vec(&rows).map_or(usize::MAX, |b| b.len());
+        if bytes > MAX_ANSWER_BYTES {
             return Err(FieldError::new(
-                "group_by",
-                "TOO_MANY_ROWS",
-                format!("the answer has {} rows (groups × intervals); at most {MAX_ROWS}", rows.len()),
+                "aggregations",
+                "ANSWER_TOO_LARGE",
+                format!("the answer would be {bytes} bytes, over {MAX_ANSWER_BYTES}: fewer aggregations, groups or intervals"),
             ));
         }
         Ok(rows)
     }
+}
+
+fn too_many_rows() -> FieldError {
+    FieldError::new(
+        "group_by",
+        "TOO_MANY_ROWS",
+        format!("more than {MAX_ROWS} rows (groups × intervals); narrow the window, or a coarser interval"),
+    )
 }
 
 fn too_many_groups() -> FieldError {
