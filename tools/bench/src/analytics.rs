@@ -47,6 +47,8 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
         .map(|i| {
             let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
             json!({
+                // A client id: a call resent after a 503 stores the rest once, never twice.
+                "event_id": uuid::Uuid::new_v4(),
                 "event_type": format!("type-{}", i % TYPES),
                 "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
                 "data": {"n": i % 1000},
