@@ -72,7 +72,9 @@ async fn every_item_is_stored_and_reported_or_reported_503_and_absent() {
             api.call(Method::POST, "/batch/events", Some(&key), Some(json!(items).to_string())).await;
         let elapsed = started.elapsed();
         assert_eq!(status, 200, "seed {seed}: {report}");
-        assert!(elapsed < budget + Duration::from_secs(2), "seed {seed}: retries ran past the budget ({elapsed:?})");
+        // The margin covers building and sending the answer on a loaded 2-core CI machine: a
+        // fresh-clone run, with the analytics tests beside it, answered 3 s after a 10 s budget.
+        assert!(elapsed < budget + Duration::from_secs(5), "seed {seed}: retries ran past the budget ({elapsed:?})");
 
         let ids = result_ids(&report);
         let stored = stored_ids(&stack, "acme", &ids).await;
