@@ -398,22 +398,8 @@ pub async fn aggregate(
                 continue;
             }
             let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: u64::MAX };
-            let mut failed = None;
-            let read = window
-                .fold_pages(backend, Some(&["id", "name", "category", "timestamp"]), limits, |page| {
-                    for item in &page {
-                        let event = fold_view(item)?;
-                        if let Err(err) = fold.add(request, &event, epoch_of(&event)) {
-                            failed.get_or_insert(err);
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Some(err) = failed {
-                return Err(err.into());
-            }
-            scanned += raw_result(read, None)?;
+            let projection = ["id", "name", "category", "timestamp"];
+            scanned += fold_raw(backend, &window, &projection, limits, request, &mut fold, None).await?;
         }
     } else {
         source = "raw";
@@ -429,22 +415,8 @@ pub async fn aggregate(
             projection.push("data");
         }
         let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
-        let mut failed = None;
-        let read = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None }
-            .fold_pages(backend, Some(&projection), limits, |page| {
-                for item in &page {
-                    let event = fold_view(item)?;
-                    if let Err(err) = fold.add(request, &event, epoch_of(&event)) {
-                        failed.get_or_insert(err);
-                    }
-                }
-                Ok(())
-            })
-            .await;
-        if let Some(err) = failed {
-            return Err(err.into());
-        }
-        scanned = raw_result(read, Some(in_window))?;
+        let window = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None };
+        scanned = fold_raw(backend, &window, &projection, limits, request, &mut fold, Some(in_window)).await?;
     }
     Ok(AggregateAnswer {
         stream_id: request.stream.clone(),
@@ -458,7 +430,25 @@ pub async fn aggregate(
     })
 }
 
-fn raw_result(read: Result<u64, RawError>, in_window: Option<u64>) -> Result<u64, ServiceError> {
+/// Folds the window's events into `fold`, page by page; returns how many were read.
+async fn fold_raw(
+    backend: &Backend,
+    window: &RawWindow<'_>,
+    projection: &[&str],
+    limits: RawLimits,
+    request: &AggregateRequest,
+    fold: &mut Fold,
+    in_window: Option<u64>,
+) -> Result<u64, ServiceError> {
+    let read = window
+        .fold_pages(backend, Some(projection), limits, |page| {
+            for item in &page {
+                let event = fold_view(item)?;
+                fold.add(request, &event, epoch_of(&event))?;
+            }
+            Ok(())
+        })
+        .await;
     match read {
         Ok(n) => Ok(n),
         Err(RawError::Limit) => Err(raw_limit_error(in_window)),
