@@ -7,6 +7,8 @@ source "$(dirname "$0")/lib.sh"
 export ARGUS_DYNAMODB_PORT="${ARGUS_DYNAMODB_PORT:-8000}"
 export ARGUS_SQS_PORT="${ARGUS_SQS_PORT:-9324}"
 export ARGUS_PORT="${ARGUS_PORT:-3000}"
+# Webhooks to a receiver on this machine (plain http to loopback); deployed stacks never allow it.
+export ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK="${ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK:-1}"
 
 ensure_stack_tools
 log "building the local runner"

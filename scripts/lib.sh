@@ -6,6 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="$ROOT/tools/stack"
 SQS_VENV="$ROOT/.venv-sqs"
 SAM_VENV="$ROOT/.venv-sam"
+WEBHOOKS_VENV="$ROOT/.venv-webhooks"
 RUN_DIR="$ROOT/.argus"
 mkdir -p "$RUN_DIR"
 
@@ -29,6 +30,12 @@ ensure_stack_tools() {
     rm -rf "$SQS_VENV"
     python3 -m venv "$SQS_VENV" && "$SQS_VENV/bin/pip" install -q --disable-pip-version-check \
       -r "$STACK_DIR/requirements-sqs.txt" || die "installing ministack failed"
+  fi
+  if ! "$WEBHOOKS_VENV/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+    log "installing the webhook receiver's verifier (standardwebhooks, pinned in tools/stack/requirements-webhooks.txt)"
+    rm -rf "$WEBHOOKS_VENV"
+    python3 -m venv "$WEBHOOKS_VENV" && "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check \
+      -r "$STACK_DIR/requirements-webhooks.txt" || die "installing standardwebhooks failed"
   fi
 }
 

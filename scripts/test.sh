@@ -33,6 +33,8 @@ start_dynamodb "$TEST_DDB_PORT" "$RUN_DIR/dynamodb-test.log"
 start_sqs "$TEST_SQS_PORT" "$RUN_DIR/sqs-test.log"
 export ARGUS_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$TEST_DDB_PORT"
 export ARGUS_TEST_SQS_ENDPOINT="http://127.0.0.1:$TEST_SQS_PORT"
+# The integration tests start tests/webhook_receiver.py with this Python (standardwebhooks installed).
+export ARGUS_WEBHOOK_RECEIVER_PYTHON="$WEBHOOKS_VENV/bin/python"
 
 # Every AWS call each function makes is checked against its policy as it happens and recorded
 # here; the IAM contract test then checks the record against template.yaml, both ways.

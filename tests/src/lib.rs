@@ -3,6 +3,7 @@
 //! API through the local runner on a free port, so tests run in parallel and beside a dev stack.
 
 pub mod fault_proxy;
+pub mod receiver;
 
 use std::sync::Arc;
 
@@ -87,7 +88,24 @@ impl TestStack {
         Self::start_provisioned(true).await
     }
 
+    /// A stack whose webhook settings `configure` changes first (short retry schedules, a
+    /// strict URL policy). Tests, like `make dev`, otherwise allow plain http to loopback so
+    /// the local receiver can be called.
+    pub async fn start_with_webhooks(
+        changes: bool,
+        configure: impl FnOnce(&mut argus_core::webhooks::WebhookSettings),
+    ) -> Self {
+        Self::start_configured(changes, configure).await
+    }
+
     async fn start_provisioned(changes: bool) -> Self {
+        Self::start_configured(changes, |_| {}).await
+    }
+
+    async fn start_configured(
+        changes: bool,
+        configure: impl FnOnce(&mut argus_core::webhooks::WebhookSettings),
+    ) -> Self {
         let settings = test_settings();
         let mut template = Template::load_repo().expect("template.yaml parses");
         if !changes {
@@ -95,8 +113,10 @@ impl TestStack {
                 table.remove("StreamSpecification");
             }
         }
-        let (backend, provisioned) =
+        let (mut backend, provisioned) =
             provision_backend(connect_local(&settings), &template, &settings).await.expect("provisioning");
+        backend.webhooks.policy.allow_http_loopback = true;
+        configure(&mut backend.webhooks);
         let Some(faults) = steady_faults() else {
             return Self::serve(backend, provisioned, template).await;
         };
@@ -330,14 +350,25 @@ impl TestStack {
 
     /// Messages waiting in the events queue (visible + in flight).
     pub async fn queue_depth(&self) -> usize {
+        self.depth(&self.backend.queue_url).await
+    }
+
+    /// Messages waiting in the template's queue `logical_id` (visible + in flight + delayed).
+    pub async fn queue_depth_of(&self, logical_id: &str) -> usize {
+        let url = self.provisioned.queue_url(logical_id).expect("a queue of template.yaml").to_string();
+        self.depth(&url).await
+    }
+
+    async fn depth(&self, url: &str) -> usize {
         use aws_sdk_sqs::types::QueueAttributeName;
         let attrs = self
             .backend
             .sqs
             .get_queue_attributes()
-            .queue_url(&self.backend.queue_url)
+            .queue_url(url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .expect("queue attributes")

@@ -13,7 +13,16 @@ const DEADLINE_RESERVE: Duration = Duration::from_secs(2);
 pub async fn handle(backend: &Backend, event: &Value, deadline: Option<Instant>) -> Value {
     let records = aggregator::parse_event(event);
     let work_deadline = deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d));
-    let applied = argus_core::deadline::scope(work_deadline, Box::pin(aggregator::apply(backend, &records))).await;
+    let mut applied = argus_core::deadline::scope(work_deadline, Box::pin(aggregator::apply(backend, &records))).await;
+    // Webhooks on error records; if they cannot be queued, the batch comes back (its counts
+    // are recognised as applied) and they are queued then.
+    if let Err(err) =
+        argus_core::deadline::scope(work_deadline, Box::pin(aggregator::queue_notifier_checks(backend, &records))).await
+    {
+        tracing::warn!(error = %err, "notifier checks not queued; Lambda retries the batch");
+        let first = records.iter().find_map(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
+        applied.retry_from = first.or(applied.retry_from);
+    }
     tracing::info!(
         records = records.len(),
         applied = applied.applied,

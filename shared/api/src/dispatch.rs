@@ -14,6 +14,7 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
         "argus-errors" => crate::errors::handle(backend, req).await,
         "argus-streams" => crate::streams::handle(backend, req).await,
         "argus-batch" => crate::batch::handle(backend, req).await,
+        "argus-webhooks" => crate::webhooks::handle(backend, req).await,
         _ => return None,
     })
 }
@@ -41,6 +42,11 @@ pub async fn invoke_json(
     if binary == "argus-aggregator" {
         let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
         return Ok(crate::aggregator::handle(backend, &event, deadline).await);
+    }
+    if binary == "argus-notifier" {
+        let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;
+        let response = crate::notifier::handle(backend, event, deadline).await;
+        return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     if binary == "argus-processor" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an SQS event: {e}"))?;

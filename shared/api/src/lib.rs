@@ -22,6 +22,7 @@ pub mod ingress;
 pub mod input;
 pub mod lambda;
 pub mod multi;
+pub mod notifier;
 pub mod processor;
 pub mod response;
 pub mod routes;
@@ -29,5 +30,6 @@ pub mod sessions;
 pub mod streams;
 pub mod sweeper;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use error::ApiError;

@@ -32,6 +32,14 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/streams/{id}/status", "argus-streams"),
     ("GET", "/query/events", "argus-streams"),
     ("POST", "/query/aggregate", "argus-streams"),
+    ("POST", "/webhooks", "argus-webhooks"),
+    ("GET", "/webhooks", "argus-webhooks"),
+    ("GET", "/webhooks/{id}", "argus-webhooks"),
+    ("PATCH", "/webhooks/{id}", "argus-webhooks"),
+    ("DELETE", "/webhooks/{id}", "argus-webhooks"),
+    ("POST", "/webhooks/{id}/rotate-secret", "argus-webhooks"),
+    ("POST", "/webhooks/{id}/test", "argus-webhooks"),
+    ("GET", "/webhooks/{id}/deliveries", "argus-webhooks"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

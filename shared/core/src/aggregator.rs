@@ -340,6 +340,111 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
     result
 }
 
+/// What the notifier must look at after a batch (webhooks):
+/// - each stream with error records inserted gets one `errors_check`
+///   (`stream.processing_error`), sent for redelivered records too: the check is idempotent,
+///   and a lost one would lose a notification;
+/// - each (stream, arrival minute) with arrivals gets one `thresholds_check`, delayed until
+///   the minute has ended, if the tenant has a webhook with thresholds on that stream.
+pub async fn queue_notifier_checks(
+    backend: &Backend,
+    records: &[Result<ChangeRecord, String>],
+) -> Result<(), ServiceError> {
+    use crate::webhooks::outbox::NotifierMessage;
+    let mut errors: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut minutes: BTreeMap<(String, String), std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for record in records.iter().flatten() {
+        let Some(item) = record.new.as_ref().filter(|_| record.kind == ChangeKind::Insert) else { continue };
+        let arrival = match get_opt_s(item, "entity") {
+            Some("error") => tenant_of(item, "ERROR#").map(|tenant| {
+                let stream = get_opt_s(item, "stream").unwrap_or("default").to_string();
+                *errors.entry((tenant.clone(), stream.clone())).or_insert(0) += 1;
+                (tenant, stream)
+            }),
+            Some("event") => event_facts(item).map(|f| (f.tenant, f.stream)),
+            _ => None,
+        };
+        if let (Some(key), Some(created)) = (arrival, epoch_of(item, "created_at")) {
+            minutes.entry(key).or_default().insert(rollup::Level::Minute.bucket(created));
+        }
+    }
+    let mut messages: Vec<(NotifierMessage, u64)> = errors
+        .into_iter()
+        .map(|((tenant, stream), new_errors)| (NotifierMessage::ErrorsCheck { tenant, stream, new_errors }, 0))
+        .collect();
+    let now = argus_models::time::now().timestamp();
+    for ((tenant, stream), minutes) in minutes {
+        if !threshold_watchers::watched(backend, &tenant, &stream).await? {
+            continue;
+        }
+        for minute in minutes {
+            if threshold_watchers::first_time(&tenant, &stream, minute) {
+                let due = minute + rollup::Level::Minute.seconds() + crate::webhooks::thresholds::SETTLE_SECONDS;
+                let delay = (due - now).max(0) as u64;
+                messages.push((
+                    NotifierMessage::ThresholdsCheck { tenant: tenant.clone(), stream: stream.clone(), minute },
+                    delay,
+                ));
+            }
+        }
+    }
+    crate::webhooks::outbox::send(backend, &messages).await
+}
+
+/// Which streams have threshold webhooks, cached per instance for a minute (a new threshold
+/// starts being checked within a minute), and which minutes this instance already queued.
+mod threshold_watchers {
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use crate::{Backend, ServiceError};
+
+    const FRESH: Duration = Duration::from_secs(60);
+
+    type Watched = HashMap<String, (Instant, Vec<Option<String>>)>;
+    static WATCHED: Mutex<Option<Watched>> = Mutex::new(None);
+    static QUEUED: Mutex<BTreeSet<(i64, String, String)>> = Mutex::new(BTreeSet::new());
+
+    pub async fn watched(backend: &Backend, tenant: &str, stream: &str) -> Result<bool, ServiceError> {
+        let cached = WATCHED
+            .lock()
+            .ok()
+            .and_then(|map| map.as_ref()?.get(tenant).filter(|(at, _)| at.elapsed() < FRESH).map(|(_, s)| s.clone()));
+        let streams = match cached {
+            Some(streams) => streams,
+            None => {
+                let streams: Vec<Option<String>> = crate::webhooks::store::list(backend, tenant)
+                    .await?
+                    .into_iter()
+                    .filter(|w| {
+                        w.enabled
+                            && w.events.contains(&argus_models::webhook::EventType::ThresholdExceeded)
+                            && !w.thresholds.is_empty()
+                    })
+                    .map(|w| w.stream_id)
+                    .collect();
+                if let Ok(mut map) = WATCHED.lock() {
+                    map.get_or_insert_with(HashMap::new).insert(tenant.to_string(), (Instant::now(), streams.clone()));
+                }
+                streams
+            }
+        };
+        Ok(streams.iter().any(|s| s.as_deref().is_none_or(|s| s == stream)))
+    }
+
+    /// True the first time this instance sees (tenant, stream, minute); forgets minutes over
+    /// ten minutes old.
+    pub fn first_time(tenant: &str, stream: &str, minute: i64) -> bool {
+        let Ok(mut queued) = QUEUED.lock() else { return true };
+        let horizon = minute - 600;
+        while queued.first().is_some_and(|(m, _, _)| *m < horizon) {
+            queued.pop_first();
+        }
+        queued.insert((minute, tenant.to_string(), stream.to_string()))
+    }
+}
+
 /// Writes one group of records (their markers and summed changes) in one transaction; records
 /// whose marker exists are dropped and the rest retried. Returns (applied, duplicates).
 async fn apply_group(backend: &Backend, group: &[Pending]) -> Result<(usize, usize), ServiceError> {

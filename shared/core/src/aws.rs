@@ -17,6 +17,8 @@ pub struct Backend {
     pub writer: crate::batch_writer::BatchWriterConfig,
     /// Longest a bulk write may keep retrying, within the invocation's own deadline.
     pub write_budget: Duration,
+    /// The notifier's queue and the webhook delivery rules.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// Explicit endpoints for local emulators. In Lambda none are set and the SDK resolves the
@@ -104,6 +106,7 @@ impl Backend {
             queue_url: queue_url.into(),
             writer: writer_from_env(),
             write_budget: Duration::from_secs(env_number("ARGUS_WRITE_BUDGET_SECONDS", 20)),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 

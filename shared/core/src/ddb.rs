@@ -345,3 +345,21 @@ pub async fn batch_get(
 pub fn key(pk: String, sk: &str) -> Item {
     Item::from([(crate::keys::PK.to_string(), s(pk)), (crate::keys::SK.to_string(), s(sk))])
 }
+
+/// Whether a cancelled transaction's part `index` failed its condition.
+pub fn condition_failed_at<R>(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+    index: usize,
+) -> bool {
+    match err.as_service_error() {
+        Some(
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                cancelled,
+            ),
+        ) => cancelled.cancellation_reasons().get(index).and_then(|r| r.code()) == Some("ConditionalCheckFailed"),
+        _ => false,
+    }
+}

@@ -475,16 +475,55 @@ pub(crate) async fn commit_chunk(
     Ok(true)
 }
 
-/// Sets the final status once every chunk is counted (the counters are final then).
+/// Sets the final status once every chunk is counted (the counters are final then), and
+/// queues `batch.job.completed` for the job's webhooks. The queueing is retried by every later
+/// call (a redelivered chunk, the sweeper) until `webhook_queued_at` records it.
 pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
     let job = get_meta(&backend.dynamodb, &backend.table, pk.to_string())
         .await?
         .ok_or_else(|| ServiceError::Internal("job vanished".into()))?;
-    if get_n(&job, "chunks_done") < get_n(&job, "chunks_total") || job.contains_key("completed_at") {
+    if get_n(&job, "chunks_done") < get_n(&job, "chunks_total") {
         return Ok(());
     }
-    let status = if get_n(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
-    let now = time::format(&time::now());
+    if !job.contains_key("completed_at") {
+        let status = if get_n(&job, "failed") > 0 { "completed_with_errors" } else { "completed" };
+        let now = time::format(&time::now());
+        let result = crate::deadline::bounded(
+            backend
+                .dynamodb
+                .update_item()
+                .table_name(&backend.table)
+                .key(PK, s(pk))
+                .key(SK, s(META))
+                .update_expression(
+                    "SET #status = :status, completed_at = :now, updated_at = :now REMOVE GSI1PK, GSI1SK",
+                )
+                .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status))
+                .expression_attribute_values(":now", s(now))
+                .send(),
+        )
+        .await?;
+        match result {
+            Ok(_) => {}
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
+        }
+    }
+    if job.contains_key("webhook_queued_at") {
+        return Ok(());
+    }
+    queue_completion_webhook(backend, pk).await
+}
+
+async fn queue_completion_webhook(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
+    let Some((tenant, id)) = pk.strip_prefix("T#").and_then(|rest| rest.split_once("#JOB#")) else {
+        return Err(ServiceError::Internal(format!("unexpected job key {pk}")));
+    };
+    let job_id = Uuid::parse_str(id).map_err(|e| ServiceError::Internal(format!("job key {pk}: {e}")))?;
+    let message = crate::webhooks::outbox::NotifierMessage::JobCompleted { tenant: tenant.to_string(), job_id };
+    crate::webhooks::outbox::send(backend, &[(message, 0)]).await?;
     let result = crate::deadline::bounded(
         backend
             .dynamodb
@@ -492,11 +531,9 @@ pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), 
             .table_name(&backend.table)
             .key(PK, s(pk))
             .key(SK, s(META))
-            .update_expression("SET #status = :status, completed_at = :now, updated_at = :now REMOVE GSI1PK, GSI1SK")
-            .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(status))
-            .expression_attribute_values(":now", s(now))
+            .update_expression("SET webhook_queued_at = :now")
+            .condition_expression("attribute_exists(completed_at)")
+            .expression_attribute_values(":now", s(time::format(&time::now())))
             .send(),
     )
     .await?;

@@ -154,3 +154,34 @@ pub fn applied_change_pk(event_id: &str) -> String {
 fn epoch_format(epoch: i64, format: &str) -> String {
     chrono::DateTime::from_timestamp(epoch, 0).unwrap_or_default().format(format).to_string()
 }
+
+/// A tenant's webhooks (≤ 25 items, read whole by every fan-out), their count, and the
+/// per-stream state of `stream.processing_error` alerts.
+pub fn webhooks_pk(tenant: &str) -> String {
+    format!("T#{tenant}#WEBHOOKS")
+}
+
+pub fn webhook_sk(id: &Uuid) -> String {
+    format!("WH#{id}")
+}
+
+pub const WEBHOOK_COUNT_SK: &str = "#COUNT";
+
+pub fn error_alert_sk(stream: &str) -> String {
+    format!("ERRALERT#{stream}")
+}
+
+/// One webhook's deliveries, newest first (`D#<created ms>#<id>`), and the markers that make
+/// a notification create its delivery once (`N#<notification>`). One partition per webhook:
+/// ≈ 1,000 delivery writes/s, far above what one receiver takes.
+pub fn deliveries_pk(tenant: &str, webhook: &Uuid) -> String {
+    format!("T#{tenant}#WHD#{webhook}")
+}
+
+pub fn delivery_sk(created_ms: i64, delivery_id: &str) -> String {
+    format!("D#{created_ms:013}#{delivery_id}")
+}
+
+pub fn notification_marker_sk(notification: &str) -> String {
+    format!("N#{notification}")
+}

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod rollups;
 pub mod sessions;
 pub mod streams;
+pub mod webhooks;
 
 pub use aws::{Backend, Endpoints};
 pub use error::ServiceError;

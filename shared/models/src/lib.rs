@@ -17,6 +17,7 @@ pub mod stream;
 pub mod tenant;
 pub mod time;
 pub mod validation;
+pub mod webhook;
 
 pub use envelope::{ErrorBody, ErrorEnvelope};
 pub use validation::{FieldError, ValidationError};

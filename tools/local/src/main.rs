@@ -23,7 +23,11 @@ async fn run() -> Result<(), String> {
     let template = Template::load_repo()?;
     let backend = connect_local(&settings);
     wait_for_emulators(&backend, Duration::from_secs(60)).await?;
-    let (backend, provisioned) = provision_backend(backend, &template, &settings).await?;
+    let (mut backend, provisioned) = provision_backend(backend, &template, &settings).await?;
+    // `make dev` sets it: webhooks may then call plain http on loopback (a receiver on this
+    // machine). Deployed functions never read this variable.
+    backend.webhooks.policy.allow_http_loopback =
+        std::env::var("ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1" || v == "true");
     let key = seed_tenant(&backend, "dev", std::env::var("ARGUS_DEV_API_KEY").ok().filter(|k| !k.is_empty()))
         .await
         .map_err(|e| format!("seeding tenant dev: {e}"))?;
@@ -54,6 +58,9 @@ async fn run() -> Result<(), String> {
     println!();
     println!("Argus is serving http://{addr}");
     println!("  table {} | queue {}", provisioned.table, backend.queue_url);
+    if backend.webhooks.policy.allow_http_loopback {
+        println!("  webhooks may call http://127.0.0.1 and http://localhost (local stack only)");
+    }
     println!("  tenant dev, API key: {}", key.secret);
     println!();
     println!("  curl -H 'x-api-key: {}' -X POST http://{addr}/sessions", key.secret);

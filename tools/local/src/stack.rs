@@ -68,6 +68,7 @@ pub async fn provision_backend(
         provision(&backend.dynamodb, &backend.sqs, template, &settings.table, &settings.queue_prefix).await?;
     backend.table = provisioned.table.clone();
     backend.queue_url = provisioned.queue_url("EventsQueue")?.to_string();
+    backend.webhooks.queue_url = provisioned.queue_url("WebhooksQueue")?.to_string();
     Ok((backend, provisioned))
 }
 

@@ -1,0 +1,156 @@
+//! `stream.processing_error`: one notification per stream per window, not one per bad event.
+//!
+//! The aggregator counts a stream's error records exactly once (`STAT` `TOTAL`.`errors`). A
+//! small state item per stream remembers how many of them were notified and when. A check
+//! (queued by the aggregator whenever a batch holds error records, and again at the end of a
+//! window) notifies the difference at once if the last notification is a window old (the
+//! first error of a quiet stream goes out immediately), or queues itself for the window's end.
+//!
+//! A notification is claimed before it is fanned out (`pending_from`/`pending_to`, by a
+//! conditional update on the count notified), and fanned out under an id named by its range,
+//! so concurrent or repeated checks notify each error once.
+
+use argus_models::time;
+use argus_models::webhook::EventType;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::json;
+
+use super::now_ms;
+use super::outbox::{self, NotifierMessage};
+use crate::ddb::{get_n, key, Item};
+use crate::keys::{error_alert_sk, stream_stats_pk, webhooks_pk, STATS_TOTAL};
+use crate::{Backend, ServiceError};
+
+/// Checks a stream's errors; `new_errors` (the errors of the batch that asked) sets where
+/// counting starts for a stream never checked before, so the first notification is about now,
+/// not about every error since the stream began.
+pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u64) -> Result<(), ServiceError> {
+    // Nobody listening: nothing to keep (no writes for tenants without such a webhook).
+    let listening =
+        super::store::list(backend, tenant).await?.iter().any(|w| w.wants(EventType::ProcessingError, Some(stream)));
+    if !listening {
+        return Ok(());
+    }
+    let state_key = key(webhooks_pk(tenant), &error_alert_sk(stream));
+    let state = crate::ddb::get_item(&backend.dynamodb, &backend.table, state_key.clone()).await?.unwrap_or_default();
+    // A claimed notification whose fan-out did not finish: finish it first.
+    if state.contains_key("pending_to") {
+        let (from, to) = (get_n(&state, "pending_from"), get_n(&state, "pending_to"));
+        fan_out(backend, tenant, stream, from, to).await?;
+        clear_pending(backend, &state_key, to).await?;
+    }
+    let total =
+        crate::ddb::get_item(&backend.dynamodb, &backend.table, key(stream_stats_pk(tenant, stream), STATS_TOTAL))
+            .await?
+            .map(|item| get_n(&item, "errors"))
+            .unwrap_or(0);
+    let notified =
+        if state.contains_key("notified") { get_n(&state, "notified") } else { total.saturating_sub(new_errors) };
+    if total <= notified {
+        return Ok(());
+    }
+    let window_ms = backend.webhooks.error_window.as_millis() as i64;
+    let now = now_ms();
+    let due = get_n(&state, "notified_at") as i64 + window_ms;
+    if now >= due {
+        if claim(backend, &state_key, &state, notified, total, now).await? {
+            fan_out(backend, tenant, stream, notified, total).await?;
+            clear_pending(backend, &state_key, total).await?;
+        }
+        return Ok(());
+    }
+    // Within the window: one check queued for its end is enough.
+    if (get_n(&state, "check_at") as i64) < due {
+        let delay = ((due - now) as f64 / 1000.0).ceil() as u64;
+        let message =
+            NotifierMessage::ErrorsCheck { tenant: tenant.to_string(), stream: stream.to_string(), new_errors: 0 };
+        outbox::send(backend, &[(message, delay)]).await?;
+        let _ = crate::deadline::bounded(
+            backend
+                .dynamodb
+                .update_item()
+                .table_name(&backend.table)
+                .set_key(Some(state_key))
+                .update_expression("SET check_at = :due")
+                .condition_expression("attribute_not_exists(check_at) OR check_at < :due")
+                .expression_attribute_values(":due", AttributeValue::N(due.to_string()))
+                .send(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Claims errors `(notified, total]` for one notification. False: another check moved first.
+async fn claim(
+    backend: &Backend,
+    state_key: &Item,
+    state: &Item,
+    notified: u64,
+    total: u64,
+    now: i64,
+) -> Result<bool, ServiceError> {
+    let condition = if state.contains_key("notified") { "notified = :old" } else { "attribute_not_exists(notified)" };
+    let update = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .set_key(Some(state_key.clone()))
+        .update_expression("SET notified = :total, notified_at = :now, pending_from = :old, pending_to = :total")
+        .condition_expression(condition)
+        .expression_attribute_values(":total", AttributeValue::N(total.to_string()))
+        .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+        .expression_attribute_values(":old", AttributeValue::N(notified.to_string()));
+    match crate::deadline::bounded(update.send()).await? {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+async fn clear_pending(backend: &Backend, state_key: &Item, to: u64) -> Result<(), ServiceError> {
+    let result = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .update_item()
+            .table_name(&backend.table)
+            .set_key(Some(state_key.clone()))
+            .update_expression("REMOVE pending_from, pending_to")
+            .condition_expression("pending_to = :to")
+            .expression_attribute_values(":to", AttributeValue::N(to.to_string()))
+            .send(),
+    )
+    .await?;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+async fn fan_out(backend: &Backend, tenant: &str, stream: &str, from: u64, to: u64) -> Result<(), ServiceError> {
+    let affected = to.saturating_sub(from);
+    if affected == 0 {
+        return Ok(());
+    }
+    let data = json!({
+        "error_message": format!(
+            "{affected} event{} in stream '{stream}' failed processing; GET /errors lists the error records",
+            if affected == 1 { "" } else { "s" }
+        ),
+        "affected_events": affected,
+        "errors_total": to,
+        "notified_at": time::format(&time::now()),
+    });
+    outbox::notify(
+        backend,
+        tenant,
+        Some(stream),
+        EventType::ProcessingError,
+        &format!("errors:{stream}:{from}"),
+        data,
+        None,
+    )
+    .await?;
+    Ok(())
+}
