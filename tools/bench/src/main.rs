@@ -6,6 +6,8 @@
 //!   argus-bench writer-concurrency   the batch writer at 1–32 calls in flight
 //!   argus-bench sustained            single events at a steady rate (ARGUS_BENCH_SUSTAINED_*)
 //!   argus-bench queue                single events until stored: one client vs 16
+//!   argus-bench analytics            issue 12's stream analytics (ARGUS_BENCH_ANALYTICS_*)
+//!   argus-bench webhooks             error record stored → webhook received (ARGUS_BENCH_WEBHOOK_ERRORS, 50)
 //!
 //! Knobs (env): ARGUS_BENCH_EVENTS (10000), ARGUS_BENCH_RUNS (3), ARGUS_BENCH_LATENCY_EVENTS
 //! (1000), ARGUS_BENCH_ASYNC_EVENTS (1000),
@@ -17,6 +19,7 @@ mod coldstart;
 mod common;
 mod import;
 mod sustained;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,6 +51,10 @@ async fn main() {
             .map(|_| ()),
             Err(err) => Err(err),
         },
+        "webhooks" => match Bench::start().await {
+            Ok(bench) => webhooks::run(&bench, knob("ARGUS_BENCH_WEBHOOK_ERRORS", 50)).await.map(|_| ()),
+            Err(err) => Err(err),
+        },
         "sustained" => match Bench::start().await {
             Ok(bench) => {
                 let (rate, seconds) =
@@ -59,7 +66,9 @@ async fn main() {
             }
             Err(err) => Err(err),
         },
-        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics]".to_string()),
+        _ => {
+            Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics | webhooks]".to_string())
+        }
     };
     if let Err(err) = result {
         eprintln!("argus-bench: {err}");
@@ -180,6 +189,10 @@ async fn all() -> Result<(), String> {
 
     println!("\n5. Size and memory");
     results.insert("size_memory".into(), size_section(&bench, &bin_dir).await?);
+
+    let webhook_errors = knob("ARGUS_BENCH_WEBHOOK_ERRORS", 50);
+    println!("\n7. Webhook delivery latency, {webhook_errors} error notifications (issue 13)");
+    results.insert("webhooks".into(), webhooks::run(&bench, webhook_errors).await?);
 
     let analytics_events = knob("ARGUS_BENCH_ANALYTICS_EVENTS", 1_000_000);
     println!("\n6. Analytics over {analytics_events} events of one stream (issue 12)");
