@@ -204,6 +204,14 @@ mod tests {
                 .unwrap();
         let answer = post(&url, &UrlPolicy::default(), &[], Bytes::from_static(b"{}"), Duration::from_secs(2)).await;
         assert!(matches!(answer.failure, Some(Failure::Blocked(_))), "{answer:?}");
+        // A name, resolved at send time, is judged by the addresses it resolves to.
+        let by_name =
+            WebhookUrl { url: String::new(), https: false, host: "localhost".into(), port, target: "/".into() };
+        let answer = post(&by_name, &UrlPolicy::default(), &[], Bytes::from_static(b"{}"), Duration::from_secs(2)).await;
+        match &answer.failure {
+            Some(Failure::Blocked(why)) => assert!(why.contains("resolves to"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "no connection was made");
     }
