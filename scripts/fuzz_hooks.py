@@ -1,20 +1,27 @@
 """schemathesis hooks for scripts/fuzz.sh.
 
-One job: drop a "schema-valid request rejected" (or "created resource not found") failure when
-the rejection rests on a rule that JSON Schema cannot state, so the spec cannot tell the fuzzer.
-Each rule below names the exact error code (and field codes) it accepts; any other rejection of
-schema-valid data still fails the run. The summary counts what was dropped
-("dropped by `filter_failure`").
+Two jobs:
+- drop a "schema-valid request rejected" (or "created resource not found") failure when the
+  rejection rests on a rule that JSON Schema cannot state, so the spec cannot tell the fuzzer.
+  Each rule below names the exact error code (and field codes) it accepts; any other rejection
+  of schema-valid data still fails the run. The summary counts what was dropped
+  ("dropped by `filter_failure`");
+- keep the fuzz stack's webhooks off the internet: its notifier really delivers (test sends,
+  completed jobs, processing errors), so a webhook URL the fuzzer generates is pointed at a name
+  that never resolves before it is sent (`before_call`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import schemathesis
+import yaml
 from schemathesis.openapi.checks import EnsureResourceAvailability, RejectedPositiveData, UseAfterFree
 
 # Every cursor the API handed out in this run: only those are valid cursors. A cursor is opaque
@@ -52,6 +59,42 @@ def _json(response: Any) -> Any:
         return response.json()
     except Exception:
         return None
+
+
+# Webhook URLs of the form docs/openapi.yaml gives (`WebhookUrl`: an https URL to a DNS name) get
+# the reserved top-level domain `.invalid` (RFC 6761: never resolves) in place of theirs, so no
+# fuzz run posts to a host that happens to exist. The result has the same form, so a case stays
+# what it was (valid or invalid); a URL the rewrite would take past the 2,048-byte maximum is
+# left as it is.
+_SPEC = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+_WEBHOOK_URL = re.compile(
+    yaml.safe_load(_SPEC.read_text(encoding="utf-8"))["components"]["schemas"]["WebhookUrl"]["pattern"]
+)
+_WEBHOOK_URL_MAX_BYTES = 2048
+_WEBHOOK_URL_OPERATIONS = {("POST", "/webhooks"), ("PATCH", "/webhooks/{id}")}
+
+
+def _unresolvable(url: str) -> str:
+    if len(url.encode()) > _WEBHOOK_URL_MAX_BYTES or not _WEBHOOK_URL.fullmatch(url):
+        return url
+    rest = url[len("https://") :]
+    end = min((i for i in (rest.find(c) for c in ":/?") if i >= 0), default=len(rest))
+    host = rest[:end]
+    if host.lower().endswith(".invalid"):
+        return url
+    for tld in ("invalid", "test"):  # `.test` (also RFC 6761) when `.invalid` would not fit
+        changed = "https://" + host[: host.rindex(".") + 1] + tld + rest[end:]
+        if len(changed.encode()) <= _WEBHOOK_URL_MAX_BYTES:
+            return changed
+    return url
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, **kwargs: Any) -> None:
+    body = case.body
+    if (case.method.upper(), case.path) in _WEBHOOK_URL_OPERATIONS and isinstance(body, dict):
+        if isinstance(body.get("url"), str):
+            body["url"] = _unresolvable(body["url"])
 
 
 @schemathesis.hook

@@ -13,15 +13,16 @@ const DEADLINE_RESERVE: Duration = Duration::from_secs(2);
 pub async fn handle(backend: &Backend, event: &Value, deadline: Option<Instant>) -> Value {
     let records = aggregator::parse_event(event);
     let work_deadline = deadline.map(|d| d.checked_sub(DEADLINE_RESERVE).unwrap_or(d));
-    let mut applied = argus_core::deadline::scope(work_deadline, Box::pin(aggregator::apply(backend, &records))).await;
-    // Webhooks on error records; if they cannot be queued, the batch comes back (its counts
-    // are recognised as applied) and they are queued then.
+    let applied = argus_core::deadline::scope(work_deadline, Box::pin(aggregator::apply(backend, &records))).await;
+    // Webhook checks. Never a reason to hold the stream back (a rewind would stall every
+    // tenant's rollups behind one failing send): on failure they are logged and counted, and
+    // the stream's next error or arrival queues its check again (the checks read state, so a
+    // later one catches up; a threshold check of this batch's minutes is what can be lost).
     if let Err(err) =
         argus_core::deadline::scope(work_deadline, Box::pin(aggregator::queue_notifier_checks(backend, &records))).await
     {
-        tracing::warn!(error = %err, "notifier checks not queued; Lambda retries the batch");
-        let first = records.iter().find_map(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
-        applied.retry_from = first.or(applied.retry_from);
+        tracing::error!(error = %err, "webhook checks not queued");
+        argus_core::metrics::Record::new("argus-aggregator").count("WebhookChecksNotQueued", 1).emit();
     }
     tracing::info!(
         records = records.len(),

@@ -340,17 +340,20 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
     result
 }
 
-/// What the notifier must look at after a batch (webhooks):
+/// What the notifier must look at after a batch (webhooks), for tenants with a webhook that
+/// listens (a per-instance cache, refreshed each minute; when it cannot be read, every check
+/// is sent and the notifier decides):
 /// - each stream with error records inserted gets one `errors_check`
-///   (`stream.processing_error`), sent for redelivered records too: the check is idempotent,
-///   and a lost one would lose a notification;
+///   (`stream.processing_error`), sent for redelivered records too (the check is idempotent);
 /// - each (stream, arrival minute) with arrivals gets one `thresholds_check`, delayed until
-///   the minute has ended, if the tenant has a webhook with thresholds on that stream.
+///   the minute has ended, and again (undelayed, at most every 10 s) for arrivals counted
+///   after that.
 pub async fn queue_notifier_checks(
     backend: &Backend,
     records: &[Result<ChangeRecord, String>],
 ) -> Result<(), ServiceError> {
     use crate::webhooks::outbox::NotifierMessage;
+    use argus_models::webhook::EventType;
     let mut errors: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut minutes: BTreeMap<(String, String), std::collections::BTreeSet<i64>> = BTreeMap::new();
     for record in records.iter().flatten() {
@@ -368,80 +371,118 @@ pub async fn queue_notifier_checks(
             minutes.entry(key).or_default().insert(rollup::Level::Minute.bucket(created));
         }
     }
-    let mut messages: Vec<(NotifierMessage, u64)> = errors
-        .into_iter()
-        .map(|((tenant, stream), new_errors)| (NotifierMessage::ErrorsCheck { tenant, stream, new_errors }, 0))
-        .collect();
+    let mut messages: Vec<(NotifierMessage, u64)> = Vec::new();
+    for ((tenant, stream), new_errors) in errors {
+        if watchers::watched(backend, &tenant, &stream, EventType::ProcessingError).await {
+            messages.push((NotifierMessage::ErrorsCheck { tenant, stream, new_errors }, 0));
+        }
+    }
     let now = argus_models::time::now().timestamp();
+    let mut marks = Vec::new();
     for ((tenant, stream), minutes) in minutes {
-        if !threshold_watchers::watched(backend, &tenant, &stream).await? {
+        if !watchers::watched(backend, &tenant, &stream, EventType::ThresholdExceeded).await {
             continue;
         }
         for minute in minutes {
-            if threshold_watchers::first_time(&tenant, &stream, minute) {
-                let due = minute + rollup::Level::Minute.seconds() + crate::webhooks::thresholds::SETTLE_SECONDS;
-                let delay = (due - now).max(0) as u64;
-                messages.push((
-                    NotifierMessage::ThresholdsCheck { tenant: tenant.clone(), stream: stream.clone(), minute },
-                    delay,
-                ));
+            let due = minute + rollup::Level::Minute.seconds() + crate::webhooks::thresholds::SETTLE_SECONDS;
+            // Before the check is due: one delayed check. After: one more per 10 s, at once.
+            let round = if now < due { 0 } else { 1 + now / 10 };
+            let mark = (minute, round, tenant.clone(), stream.clone());
+            if watchers::queued(&mark) {
+                continue;
             }
+            let delay = (due - now).max(0) as u64;
+            messages.push((
+                NotifierMessage::ThresholdsCheck { tenant: tenant.clone(), stream: stream.clone(), minute },
+                delay,
+            ));
+            marks.push(mark);
         }
     }
-    crate::webhooks::outbox::send(backend, &messages).await
+    crate::webhooks::outbox::send(backend, &messages).await?;
+    // Only once sent: a batch retried after a failed send queues them again.
+    watchers::mark(marks);
+    Ok(())
 }
 
-/// Which streams have threshold webhooks, cached per instance for a minute (a new threshold
-/// starts being checked within a minute), and which minutes this instance already queued.
-mod threshold_watchers {
+/// Which streams have webhooks listening, cached per instance for a minute (a new webhook is
+/// heard from within a minute), and which threshold checks this instance already queued.
+mod watchers {
     use std::collections::{BTreeSet, HashMap};
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    use crate::{Backend, ServiceError};
+    use argus_models::webhook::EventType;
+
+    use crate::Backend;
 
     const FRESH: Duration = Duration::from_secs(60);
+    /// Tenants cached at most (a bound on memory; the oldest are dropped first).
+    const MAX_TENANTS: usize = 10_000;
 
-    type Watched = HashMap<String, (Instant, Vec<Option<String>>)>;
-    static WATCHED: Mutex<Option<Watched>> = Mutex::new(None);
-    static QUEUED: Mutex<BTreeSet<(i64, String, String)>> = Mutex::new(BTreeSet::new());
+    /// Per tenant: when read, and (event type, stream scope) of each enabled webhook.
+    type Listening = Vec<(EventType, Option<String>)>;
+    static CACHE: Mutex<Option<HashMap<String, (Instant, Listening)>>> = Mutex::new(None);
+    static QUEUED: Mutex<BTreeSet<(i64, i64, String, String)>> = Mutex::new(BTreeSet::new());
 
-    pub async fn watched(backend: &Backend, tenant: &str, stream: &str) -> Result<bool, ServiceError> {
-        let cached = WATCHED
+    /// Whether a webhook of `tenant` listens to `event` on `stream`. True when the webhooks
+    /// cannot be read: a needless check costs one message; a missed one, a notification.
+    pub async fn watched(backend: &Backend, tenant: &str, stream: &str, event: EventType) -> bool {
+        let cached = CACHE
             .lock()
             .ok()
-            .and_then(|map| map.as_ref()?.get(tenant).filter(|(at, _)| at.elapsed() < FRESH).map(|(_, s)| s.clone()));
-        let streams = match cached {
-            Some(streams) => streams,
-            None => {
-                let streams: Vec<Option<String>> = crate::webhooks::store::list(backend, tenant)
-                    .await?
-                    .into_iter()
-                    .filter(|w| {
-                        w.enabled
-                            && w.events.contains(&argus_models::webhook::EventType::ThresholdExceeded)
-                            && !w.thresholds.is_empty()
-                    })
-                    .map(|w| w.stream_id)
-                    .collect();
-                if let Ok(mut map) = WATCHED.lock() {
-                    map.get_or_insert_with(HashMap::new).insert(tenant.to_string(), (Instant::now(), streams.clone()));
+            .and_then(|map| map.as_ref()?.get(tenant).filter(|(at, _)| at.elapsed() < FRESH).map(|(_, l)| l.clone()));
+        let listening = match cached {
+            Some(listening) => listening,
+            None => match crate::webhooks::store::list(backend, tenant).await {
+                Ok(webhooks) => {
+                    let listening: Listening = webhooks
+                        .into_iter()
+                        .filter(|w| w.enabled)
+                        .flat_map(|w| {
+                            // Thresholds are checked only where some are set.
+                            let thresholds_set = !w.thresholds.is_empty();
+                            let scope = w.stream_id.clone();
+                            w.events
+                                .into_iter()
+                                .filter(move |e| *e != EventType::ThresholdExceeded || thresholds_set)
+                                .map(move |e| (e, scope.clone()))
+                        })
+                        .collect();
+                    if let Ok(mut map) = CACHE.lock() {
+                        let map = map.get_or_insert_with(HashMap::new);
+                        if map.len() >= MAX_TENANTS {
+                            map.retain(|_, (at, _)| at.elapsed() < FRESH);
+                        }
+                        if map.len() < MAX_TENANTS {
+                            map.insert(tenant.to_string(), (Instant::now(), listening.clone()));
+                        }
+                    }
+                    listening
                 }
-                streams
-            }
+                Err(err) => {
+                    tracing::warn!(error = %err, tenant, "webhooks not readable; queueing the check anyway");
+                    return true;
+                }
+            },
         };
-        Ok(streams.iter().any(|s| s.as_deref().is_none_or(|s| s == stream)))
+        listening.iter().any(|(e, scope)| *e == event && scope.as_deref().is_none_or(|s| s == stream))
     }
 
-    /// True the first time this instance sees (tenant, stream, minute); forgets minutes over
-    /// ten minutes old.
-    pub fn first_time(tenant: &str, stream: &str, minute: i64) -> bool {
-        let Ok(mut queued) = QUEUED.lock() else { return true };
-        let horizon = minute - 600;
-        while queued.first().is_some_and(|(m, _, _)| *m < horizon) {
-            queued.pop_first();
+    pub fn queued(mark: &(i64, i64, String, String)) -> bool {
+        QUEUED.lock().map(|q| q.contains(mark)).unwrap_or(false)
+    }
+
+    /// Remembers sent checks; forgets minutes over ten minutes old.
+    pub fn mark(marks: Vec<(i64, i64, String, String)>) {
+        let Ok(mut queued) = QUEUED.lock() else { return };
+        for mark in marks {
+            let horizon = mark.0 - 600;
+            while queued.first().is_some_and(|(m, _, _, _)| *m < horizon) {
+                queued.pop_first();
+            }
+            queued.insert(mark);
         }
-        queued.insert((minute, tenant.to_string(), stream.to_string()))
     }
 }
 

@@ -477,7 +477,8 @@ pub(crate) async fn commit_chunk(
 
 /// Sets the final status once every chunk is counted (the counters are final then), and
 /// queues `batch.job.completed` for the job's webhooks. The queueing is retried by every later
-/// call (a redelivered chunk, the sweeper) until `webhook_queued_at` records it.
+/// call (a redelivered chunk, or the sweeper: the job leaves the open-jobs index only once
+/// `webhook_queued_at` records it).
 pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), ServiceError> {
     let job = get_meta(&backend.dynamodb, &backend.table, pk.to_string())
         .await?
@@ -495,9 +496,9 @@ pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), 
                 .table_name(&backend.table)
                 .key(PK, s(pk))
                 .key(SK, s(META))
-                .update_expression(
-                    "SET #status = :status, completed_at = :now, updated_at = :now REMOVE GSI1PK, GSI1SK",
-                )
+                // Stays in the open-jobs index (GSI1) until its webhook is queued: the sweeper
+                // finishes that if every chunk message is gone.
+                .update_expression("SET #status = :status, completed_at = :now, updated_at = :now")
                 .condition_expression("chunks_done = chunks_total AND attribute_not_exists(completed_at)")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status))
@@ -531,7 +532,7 @@ async fn queue_completion_webhook(backend: &Backend, pk: &str) -> Result<(), Ser
             .table_name(&backend.table)
             .key(PK, s(pk))
             .key(SK, s(META))
-            .update_expression("SET webhook_queued_at = :now")
+            .update_expression("SET webhook_queued_at = :now REMOVE GSI1PK, GSI1SK")
             .condition_expression("attribute_exists(completed_at)")
             .expression_attribute_values(":now", s(time::format(&time::now())))
             .send(),

@@ -436,30 +436,11 @@ pub fn check_secret(field: &str, raw: &str) -> Result<String, FieldError> {
     Ok(raw.to_string())
 }
 
-/// Standard base64 (padding optional), without a dependency: secrets are short.
+/// Standard base64 with canonical padding, as the Standard Webhooks libraries decode secrets
+/// (a laxer decoder would accept secrets a receiver's library cannot load).
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        buffer = (buffer << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// `PATCH /webhooks/{id}`.
@@ -518,19 +499,20 @@ impl WebhookChanges {
 }
 
 /// The wait before attempt `attempts_made + 1` (`None`: no attempts left). A `Retry-After` the
-/// receiver sent replaces the schedule's wait (capped at [`MAX_RETRY_AFTER`]). `jitter` in
-/// [0, 1) spreads the wait ±10%.
+/// receiver sent lengthens the schedule's wait, never shortens it (a `Retry-After: 0` during a
+/// blip must not spend ten attempts in ten seconds); capped at [`MAX_RETRY_AFTER`]. `jitter`
+/// in [0, 1) spreads the schedule's wait ±10%.
 pub fn next_delay(
     schedule: &[Duration],
     attempts_made: usize,
     retry_after: Option<Duration>,
     jitter: f64,
 ) -> Option<Duration> {
-    let base = *schedule.get(attempts_made.checked_sub(1)?)?;
-    if let Some(asked) = retry_after {
-        return Some(asked.clamp(Duration::from_secs(1), MAX_RETRY_AFTER));
-    }
-    Some(base.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0)))
+    let base = schedule.get(attempts_made.checked_sub(1)?)?.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0));
+    Some(match retry_after {
+        Some(asked) => asked.min(MAX_RETRY_AFTER).max(base),
+        None => base,
+    })
 }
 
 /// The default schedule as durations.
@@ -664,6 +646,11 @@ mod tests {
         assert!((2.5 * 86_400.0..3.5 * 86_400.0).contains(&(total as f64)), "about three days: {total}");
         assert_eq!(next_delay(&schedule, 1, None, 0.5), Some(Duration::from_secs(5)));
         assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(120)), 0.5), Some(Duration::from_secs(120)));
+        assert_eq!(
+            next_delay(&schedule, 2, Some(Duration::ZERO), 0.5),
+            Some(Duration::from_secs(300)),
+            "never shorter"
+        );
         assert_eq!(next_delay(&schedule, 9, Some(Duration::from_secs(10 * 86_400)), 0.5), Some(MAX_RETRY_AFTER));
         assert_eq!(next_delay(&schedule, 10, None, 0.5), None);
         assert_eq!(next_delay(&schedule, 0, None, 0.5), None);
@@ -676,7 +663,11 @@ mod tests {
     #[test]
     fn base64_decoding() {
         assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert!(decode_base64("aGVsbG8").is_none(), "padding required");
+        assert!(decode_base64("aGVsbG9=").is_none(), "non-canonical trailing bits");
+        assert!(decode_base64("aGVsbG8==").is_none());
         assert!(decode_base64("a$b").is_none());
+        // 33 characters (1 mod 4): no secret.
+        assert!(check_secret("s", &format!("whsec_{}", "A".repeat(33))).is_err());
     }
 }

@@ -31,6 +31,18 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u6
     if !listening {
         return Ok(());
     }
+    // A lost claim means another check notified up to what it read: look again (errors may
+    // have arrived after its read), a few times, then let the message come back.
+    for _ in 0..3 {
+        if check_once(backend, tenant, stream, new_errors).await? {
+            return Ok(());
+        }
+    }
+    Err(ServiceError::Unavailable { component: "webhooks", message: "error alert state keeps changing; retry".into() })
+}
+
+/// One look at the stream's errors. False: another check claimed first.
+async fn check_once(backend: &Backend, tenant: &str, stream: &str, new_errors: u64) -> Result<bool, ServiceError> {
     let state_key = key(webhooks_pk(tenant), &error_alert_sk(stream));
     let state = crate::ddb::get_item(&backend.dynamodb, &backend.table, state_key.clone()).await?.unwrap_or_default();
     // A claimed notification whose fan-out did not finish: finish it first.
@@ -47,17 +59,18 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u6
     let notified =
         if state.contains_key("notified") { get_n(&state, "notified") } else { total.saturating_sub(new_errors) };
     if total <= notified {
-        return Ok(());
+        return Ok(true);
     }
     let window_ms = backend.webhooks.error_window.as_millis() as i64;
     let now = now_ms();
     let due = get_n(&state, "notified_at") as i64 + window_ms;
     if now >= due {
-        if claim(backend, &state_key, &state, notified, total, now).await? {
-            fan_out(backend, tenant, stream, notified, total).await?;
-            clear_pending(backend, &state_key, total).await?;
+        if !claim(backend, &state_key, &state, notified, total, now).await? {
+            return Ok(false);
         }
-        return Ok(());
+        fan_out(backend, tenant, stream, notified, total).await?;
+        clear_pending(backend, &state_key, total).await?;
+        return Ok(true);
     }
     // Within the window: one check queued for its end is enough.
     if (get_n(&state, "check_at") as i64) < due {
@@ -78,7 +91,7 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u6
         )
         .await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Claims errors `(notified, total]` for one notification. False: another check moved first.
@@ -96,7 +109,11 @@ async fn claim(
         .update_item()
         .table_name(&backend.table)
         .set_key(Some(state_key.clone()))
-        .update_expression("SET notified = :total, notified_at = :now, pending_from = :old, pending_to = :total")
+        // Kept 30 days past the last notification (a stream quiet that long starts afresh).
+        .update_expression(
+            "SET notified = :total, notified_at = :now, pending_from = :old, pending_to = :total, expires_at = :ttl",
+        )
+        .expression_attribute_values(":ttl", AttributeValue::N((now / 1000 + 30 * 86_400).to_string()))
         .condition_expression(condition)
         .expression_attribute_values(":total", AttributeValue::N(total.to_string()))
         .expression_attribute_values(":now", AttributeValue::N(now.to_string()))

@@ -58,6 +58,16 @@ pub async fn run(
     }
     let claim_until = now_ms() + (backend.webhooks.attempt_timeout + CLAIM_MARGIN).as_millis() as i64;
     if !claim(backend, &pk, sk, made, claim_until).await? {
+        // Another copy holds the attempt. Done already (recorded, or no longer pending): this
+        // copy has nothing left to do. Still in flight: come back after the visibility timeout.
+        let now = crate::ddb::get_item(&backend.dynamodb, &backend.table, key(pk.clone(), sk)).await?;
+        let settled = now.as_ref().is_none_or(|item| {
+            crate::ddb::get_n(item, "attempts_made") as u32 != made
+                || crate::ddb::get_opt_s(item, "status") != Some("pending")
+        });
+        if settled {
+            return Ok(());
+        }
         return Err(ServiceError::Unavailable {
             component: "webhooks",
             message: "another copy of this message is attempting the delivery".into(),

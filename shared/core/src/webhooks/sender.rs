@@ -207,7 +207,8 @@ mod tests {
         // A name, resolved at send time, is judged by the addresses it resolves to.
         let by_name =
             WebhookUrl { url: String::new(), https: false, host: "localhost".into(), port, target: "/".into() };
-        let answer = post(&by_name, &UrlPolicy::default(), &[], Bytes::from_static(b"{}"), Duration::from_secs(2)).await;
+        let answer =
+            post(&by_name, &UrlPolicy::default(), &[], Bytes::from_static(b"{}"), Duration::from_secs(2)).await;
         match &answer.failure {
             Some(Failure::Blocked(why)) => assert!(why.contains("resolves to"), "{why}"),
             other => panic!("{other:?}"),

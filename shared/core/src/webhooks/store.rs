@@ -66,15 +66,19 @@ impl Webhook {
             .collect()
     }
 
-    /// Whether a notification of `event` about `stream` goes to this webhook.
+    /// Whether a notification of `event` about `stream` goes to this webhook. A job is not
+    /// about one stream (its items may name several): `batch.job.completed` goes to every
+    /// webhook subscribed to it, stream-scoped or not.
     pub fn wants(&self, event: EventType, stream: Option<&str>) -> bool {
-        self.enabled
-            && self.events.contains(&event)
-            && match (&self.stream_id, stream) {
-                (None, _) => true,
-                (Some(mine), Some(theirs)) => mine == theirs,
-                (Some(_), None) => false,
-            }
+        if !self.enabled || !self.events.contains(&event) {
+            return false;
+        }
+        match (&self.stream_id, stream) {
+            _ if event == EventType::JobCompleted => true,
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(_), None) => false,
+        }
     }
 
     /// What the API shows: everything but the secrets.
@@ -102,8 +106,9 @@ impl Webhook {
     }
 }
 
+/// Only the canonical form, like every other id of the API (the id sent is the id shown).
 fn parse_id(raw: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(raw).map_err(|_| ServiceError::not_found("webhook", raw))
+    argus_models::ids::parse_uuid("id", raw).map_err(|_| ServiceError::not_found("webhook", raw))
 }
 
 fn doc_of(item: &Item) -> Result<Webhook, ServiceError> {
@@ -164,6 +169,9 @@ pub async fn create(backend: &Backend, tenant: &str, new: NewWebhook) -> Result<
         backend
             .dynamodb
             .transact_write_items()
+            // An SDK retry after a commit whose answer was lost is then the same transaction
+            // (not a conflict that hides a created webhook and its one-time secret).
+            .client_request_token(Uuid::new_v4().to_string())
             .transact_items(TransactWriteItem::builder().update(count).build())
             .transact_items(TransactWriteItem::builder().put(put).build())
             .send(),
@@ -318,6 +326,7 @@ pub async fn delete(backend: &Backend, tenant: &str, id: &str) -> Result<(), Ser
         backend
             .dynamodb
             .transact_write_items()
+            .client_request_token(Uuid::new_v4().to_string())
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().update(count).build())
             .send(),
@@ -423,6 +432,9 @@ mod tests {
         assert!(!webhook.wants(EventType::ProcessingError, Some("s2")));
         assert!(!webhook.wants(EventType::JobCompleted, Some("s1")));
         assert!(!webhook.wants(EventType::ProcessingError, None));
+        let mut jobs = webhook.clone();
+        jobs.events = vec![EventType::JobCompleted];
+        assert!(jobs.wants(EventType::JobCompleted, None), "job completions ignore the stream scope");
         let view = webhook.view();
         assert!(!view.to_string().contains("\"new\""), "secrets never shown: {view}");
     }

@@ -2,10 +2,12 @@
 //! stream's arrivals (the aggregator's exact per-minute statistics), firing when a metric
 //! crosses above its threshold, not on every minute it stays there.
 //!
-//! The aggregator queues a check of minute M once M has ended (delayed to M's end + a margin).
-//! The check keeps, per webhook, stream and metric, whether the metric was above and for which
-//! minute; checks of older minutes than the one recorded are ignored, so checks arriving late
-//! or twice change nothing.
+//! The aggregator queues a check of minute M once M has ended (delayed to M's end + a margin),
+//! and again if arrivals of M are counted later. The check keeps, per webhook, stream and
+//! metric, whether the metric was above and the minute of that crossing; checks of older
+//! minutes are ignored, and a re-check of the same minute may only turn it above, so checks
+//! arriving late or twice change nothing. A metric above at the last crossing counts as below
+//! again after a minute without arrivals.
 
 use argus_models::rollup::{lag_quantile_seconds, Level, LAG_BUCKETS};
 use argus_models::time;
@@ -84,12 +86,19 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
         for (metric, value, threshold, above) in evaluate(&webhook.thresholds, &measured) {
             let state_key = key(webhooks_pk(tenant), &state_sk(&webhook.webhook_id, stream, metric));
             let state = crate::ddb::get_item(&backend.dynamodb, &backend.table, state_key.clone()).await?;
-            let (was_above, seen) = match &state {
+            let (mut was_above, seen) = match &state {
                 Some(item) => (get_opt_s(item, "above") == Some("true"), get_n(item, "minute") as i64),
                 None => (false, i64::MIN),
             };
-            if minute <= seen || above == was_above {
-                continue; // older news, or no crossing
+            if minute < seen || (minute == seen && (was_above || !above)) {
+                continue; // older news (a re-check of the same minute may only find it above)
+            }
+            if was_above && minute > seen + Level::Minute.seconds() && quiet(backend, tenant, stream, minute).await? {
+                // The minute before had no arrivals: every metric was below then.
+                was_above = false;
+            }
+            if above == was_above {
+                continue; // no crossing
             }
             if above {
                 let data = json!({
@@ -123,6 +132,12 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
     Ok(())
 }
 
+/// Whether the minute before `minute` had no arrivals (no statistics item).
+async fn quiet(backend: &Backend, tenant: &str, stream: &str, minute: i64) -> Result<bool, ServiceError> {
+    let before = key(stream_stats_pk(tenant, stream), &stream_stats_minute_sk(minute - Level::Minute.seconds()));
+    Ok(crate::ddb::get_item(&backend.dynamodb, &backend.table, before).await?.is_none())
+}
+
 fn round(value: f64) -> f64 {
     (value * 1_000_000.0).round() / 1_000_000.0
 }
@@ -134,8 +149,10 @@ async fn record(backend: &Backend, state_key: crate::ddb::Item, above: bool, min
             .update_item()
             .table_name(&backend.table)
             .set_key(Some(state_key))
-            .update_expression("SET above = :above, #minute = :minute")
-            .condition_expression("attribute_not_exists(#minute) OR #minute < :minute")
+            // Kept 30 days past the crossing it records.
+            .update_expression("SET above = :above, #minute = :minute, expires_at = :ttl")
+            .expression_attribute_values(":ttl", AttributeValue::N((minute + 30 * 86_400).to_string()))
+            .condition_expression("attribute_not_exists(#minute) OR #minute <= :minute")
             .expression_attribute_names("#minute", "minute")
             .expression_attribute_values(":above", AttributeValue::S(above.to_string()))
             .expression_attribute_values(":minute", AttributeValue::N(minute.to_string()))
