@@ -36,7 +36,7 @@ fn template_routes_handler_table_and_openapi_agree() {
     let from_template: BTreeSet<(String, String, String)> =
         declared.iter().map(|(m, p, b)| (m.clone(), canonical(p), b.clone())).collect();
     let from_handlers: BTreeSet<(String, String, String)> =
-        argus_api::routes::ROUTES.iter().map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string())).collect();
+        argus_api::routes::ROUTES.iter().map(|(m, p, b, _)| (m.to_string(), p.to_string(), b.to_string())).collect();
     assert_eq!(from_template, from_handlers, "argus_api::routes::ROUTES differs from template.yaml");
 
     let openapi: Value =

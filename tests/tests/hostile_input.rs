@@ -60,7 +60,7 @@ async fn every_route_answers_hostile_paths_queries_and_headers_with_a_4xx() {
     let protos = ["ftp", "a b", "https://x", "", "\u{7f}"];
     let keys = [key.as_str()];
     let mut reached = 0;
-    for (method, pattern, _) in ROUTES {
+    for (method, pattern, _, _) in ROUTES {
         let body = if matches!(*method, "POST" | "PUT" | "PATCH") { "{}" } else { "" };
         let mut targets: Vec<String> = Vec::new();
         for segment in segments {

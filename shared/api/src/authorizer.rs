@@ -9,13 +9,13 @@ use argus_core::{apikeys, Backend, ServiceError};
 use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerSimpleResponse;
 use serde_json::json;
 
-use crate::input::{CTX_AUTH_ERROR, CTX_TENANT};
+use crate::input::{CTX_AUTH_ERROR, CTX_SCOPES, CTX_TENANT};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthDecision {
-    Tenant(String),
+    Granted(apikeys::KeyGrant),
     Rejected { code: &'static str },
 }
 
@@ -23,8 +23,8 @@ pub async fn authorize(backend: &Backend, api_key: Option<&str>) -> Result<AuthD
     let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) else {
         return Ok(AuthDecision::Rejected { code: "MISSING_API_KEY" });
     };
-    Ok(match apikeys::tenant_for_key(backend, key).await? {
-        Some(tenant) => AuthDecision::Tenant(tenant),
+    Ok(match apikeys::grant_for_key(backend, key).await? {
+        Some(grant) => AuthDecision::Granted(grant),
         None => AuthDecision::Rejected { code: "INVALID_API_KEY" },
     })
 }
@@ -32,7 +32,7 @@ pub async fn authorize(backend: &Backend, api_key: Option<&str>) -> Result<AuthD
 /// The context handed to every handler in `requestContext.authorizer.lambda`.
 pub fn context(decision: &AuthDecision) -> serde_json::Value {
     match decision {
-        AuthDecision::Tenant(tenant) => json!({ CTX_TENANT: tenant }),
+        AuthDecision::Granted(grant) => json!({ CTX_TENANT: grant.tenant, CTX_SCOPES: grant.scopes.text() }),
         AuthDecision::Rejected { code } => json!({ CTX_AUTH_ERROR: code }),
     }
 }

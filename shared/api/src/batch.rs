@@ -87,11 +87,12 @@ fn created_response(failures_only: bool, outcome: BulkOutcome) -> Response<Body>
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
-    let tenant = crate::input::authenticated_tenant(backend, req).await?;
+    let caller = crate::input::authenticated_caller(backend, req).await?;
+    let tenant = caller.tenant.clone();
     match route_key(req).as_str() {
         "POST /batch" => {
             idempotent::run(backend, &tenant, req, "POST /batch", || async {
-                let responses = crate::multi::run(backend, &tenant, &bulk_body(req)?).await?;
+                let responses = crate::multi::run(backend, &caller, &bulk_body(req)?).await?;
                 Ok(response::json(200, &json!({ "responses": responses })))
             })
             .await

@@ -2,6 +2,7 @@
 //! query parameters, JSON body with a size limit. Every failure is an `ApiError`; nothing here
 //! panics on input.
 
+use argus_models::access::{Scope, Scopes};
 use argus_models::tenant::validate_tenant_id;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
@@ -12,6 +13,8 @@ use crate::ApiError;
 /// Context keys the authorizer sets (see `authorizer`).
 pub const CTX_TENANT: &str = "tenant_id";
 pub const CTX_AUTH_ERROR: &str = "auth_error";
+/// The key's scopes, `ingest,read,manage` (absent: all, as for keys from before scopes).
+pub const CTX_SCOPES: &str = "scopes";
 
 /// The caller's tenant, as the authorizer established it. Every tenant-scoped handler starts
 /// here; there is no other way to obtain a tenant, so no handler can skip authentication.
@@ -37,24 +40,68 @@ pub fn tenant(req: &Request) -> Result<String, ApiError> {
     }
 }
 
-/// The caller's tenant, like [`tenant`], except that a key the authorizer found unknown is
-/// looked up again (one consistent read). API Gateway caches the authorizer's answer per key
-/// for `ReauthorizeEvery`: without this, a key created just after its first (failed) use would
-/// stay locked out until that answer expires.
+/// The caller's scopes as the authorizer established them (absent: all three).
+pub fn scopes(req: &Request) -> Scopes {
+    let fields = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().map(|a| &a.fields),
+        _ => None,
+    };
+    fields
+        .and_then(|f| f.get(CTX_SCOPES))
+        .and_then(Value::as_str)
+        .map(|text| Scopes::parse(text).unwrap_or_default())
+        .unwrap_or_else(Scopes::all)
+}
+
+/// The caller's tenant, like [`tenant`], once the caller's key is found to have the scope the
+/// route needs (`routes::ROUTES`; 403 `INSUFFICIENT_SCOPE` naming it otherwise). A key the
+/// authorizer found unknown is looked up again (one consistent read): API Gateway caches the
+/// authorizer's answer per key for `ReauthorizeEvery`, and without this a key created just
+/// after its first (failed) use would stay locked out until that answer expires.
 pub async fn authenticated_tenant(backend: &argus_core::Backend, req: &Request) -> Result<String, ApiError> {
-    match tenant(req) {
+    Ok(authenticated_caller(backend, req).await?.tenant)
+}
+
+/// Who calls: the tenant and what its key may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    pub scopes: Scopes,
+}
+
+/// Like [`authenticated_tenant`], with the key's scopes (for checks further in).
+pub async fn authenticated_caller(backend: &argus_core::Backend, req: &Request) -> Result<Caller, ApiError> {
+    let (tenant, granted) = match tenant(req) {
+        Ok(tenant) => (tenant, scopes(req)),
         Err(err) if err.envelope.error.code == "INVALID_API_KEY" => {
             let key = req.headers().get(crate::authorizer::API_KEY_HEADER).and_then(|v| v.to_str().ok());
-            match key.map(|k| argus_core::apikeys::tenant_for_key(backend, k.trim())) {
+            match key.map(|k| argus_core::apikeys::grant_for_key(backend, k.trim())) {
                 Some(lookup) => match lookup.await? {
-                    Some(tenant) => Ok(tenant),
-                    None => Err(err),
+                    Some(grant) => (grant.tenant, grant.scopes),
+                    None => return Err(err),
                 },
-                None => Err(err),
+                None => return Err(err),
             }
         }
-        other => other,
+        Err(err) => return Err(err),
+    };
+    let route = route_key(req);
+    let need = route.split_once(' ').and_then(|(method, pattern)| crate::routes::need_of(method, pattern));
+    if let Some(Err(scope)) = need.map(|need| granted.allows(need)) {
+        return Err(insufficient_scope(scope, granted));
     }
+    Ok(Caller { tenant, scopes: granted })
+}
+
+/// 403 `INSUFFICIENT_SCOPE`: which scope the route needs and which the key has.
+pub fn insufficient_scope(needed: Scope, granted: Scopes) -> ApiError {
+    ApiError::new(
+        403,
+        "INSUFFICIENT_SCOPE",
+        format!("this API key lacks the '{}' scope this route needs", needed.as_str()),
+    )
+    .detail("required_scope", needed.as_str())
+    .detail("granted_scopes", granted.list().iter().map(|s| s.as_str()).collect::<Vec<_>>())
 }
 
 /// `"POST /sessions/{id}"`: the route API Gateway matched, without a trailing slash, so both

@@ -385,7 +385,7 @@ fn envelope(code: &str, message: String, details: Value) -> Value {
 /// Runs one sub-request through its route's handler, as the route's Lambda would.
 async fn execute(
     backend: &Backend,
-    tenant: &str,
+    caller: &crate::input::Caller,
     request: &SubRequest,
     responses: &HashMap<String, SubResponse>,
 ) -> SubResponse {
@@ -421,7 +421,7 @@ async fn execute(
             ),
         );
     };
-    let Some(binary) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == pattern).map(|(_, _, b)| *b) else {
+    let Some(binary) = ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == pattern).map(|(_, _, b, _)| *b) else {
         return respond(404, envelope("ROUTE_NOT_FOUND", "no route".into(), json!({})));
     };
     let params = match_path(pattern, crate::routes::normalize(raw_path)).unwrap_or_default();
@@ -440,7 +440,8 @@ async fn execute(
         &incoming,
         &format!("{method} {pattern}"),
         &params,
-        Some(&json!({ crate::input::CTX_TENANT: tenant })),
+        // The caller's own scopes: each sub-request's route checks them as if called directly.
+        Some(&json!({ crate::input::CTX_TENANT: caller.tenant, crate::input::CTX_SCOPES: caller.scopes.text() })),
     );
     let response = match crate::ingress::request_from_event(event) {
         // Under an Idempotency-Key each sub-request derives its own ids (from its `id`), so two
@@ -467,7 +468,7 @@ async fn execute(
 }
 
 /// Validates the whole batch (400 naming the sub-request on any structural error), then runs it.
-pub async fn run(backend: &Backend, tenant: &str, body: &Value) -> Result<Vec<SubResponse>, ApiError> {
+pub async fn run(backend: &Backend, caller: &crate::input::Caller, body: &Value) -> Result<Vec<SubResponse>, ApiError> {
     let requests = parse(body)?;
     let levels = plan(&requests)?;
     check_read_budget(&requests)?;
@@ -475,7 +476,7 @@ pub async fn run(backend: &Backend, tenant: &str, body: &Value) -> Result<Vec<Su
     for level in levels {
         use futures::StreamExt;
         // Collected first: a lazy `map` in the stream's state is not `Send` for every lifetime.
-        let pending: Vec<_> = level.iter().map(|&i| execute(backend, tenant, &requests[i], &responses)).collect();
+        let pending: Vec<_> = level.iter().map(|&i| execute(backend, caller, &requests[i], &responses)).collect();
         let done: Vec<SubResponse> =
             futures::stream::iter(pending).buffer_unordered(MAX_CONCURRENT_SUB_REQUESTS).collect().await;
         for response in done {

@@ -1,45 +1,56 @@
 //! The API's route table, for answering 404 and 405 with the envelope on API Gateway's
-//! `$default` route. A test checks it against `template.yaml`, the source of truth.
+//! `$default` route, and for the scope each route needs. A test checks it against
+//! `template.yaml`, the source of truth.
 
-/// (method, path, function binary). Each path is also served with a trailing slash.
-pub const ROUTES: &[(&str, &str, &str)] = &[
-    ("GET", "/health", "argus-health"),
-    ("POST", "/sessions", "argus-sessions"),
-    ("GET", "/sessions", "argus-sessions"),
-    ("GET", "/sessions/{id}", "argus-sessions"),
-    ("POST", "/events", "argus-events"),
-    ("GET", "/events", "argus-events"),
-    ("GET", "/events/{id}", "argus-events"),
-    ("PUT", "/events/{id}", "argus-events"),
-    ("PATCH", "/events/{id}", "argus-events"),
-    ("DELETE", "/events/{id}", "argus-events"),
-    ("POST", "/events/{id}/restore", "argus-events"),
-    ("POST", "/ingest/events", "argus-events"),
-    ("POST", "/batch", "argus-batch"),
-    ("POST", "/batch/jobs", "argus-batch"),
-    ("GET", "/batch/jobs/{id}", "argus-batch"),
-    ("GET", "/batch/jobs/{id}/results", "argus-batch"),
-    ("POST", "/batch/events", "argus-batch"),
-    ("PATCH", "/batch/events", "argus-batch"),
-    ("DELETE", "/batch/events", "argus-batch"),
-    ("POST", "/batch/events/restore", "argus-batch"),
-    ("POST", "/ingest/batch", "argus-batch"),
-    ("GET", "/errors", "argus-errors"),
-    ("GET", "/errors/{id}", "argus-errors"),
-    ("GET", "/streams", "argus-streams"),
-    ("GET", "/streams/{id}", "argus-streams"),
-    ("PATCH", "/streams/{id}", "argus-streams"),
-    ("GET", "/streams/{id}/status", "argus-streams"),
-    ("GET", "/query/events", "argus-streams"),
-    ("POST", "/query/aggregate", "argus-streams"),
-    ("POST", "/webhooks", "argus-webhooks"),
-    ("GET", "/webhooks", "argus-webhooks"),
-    ("GET", "/webhooks/{id}", "argus-webhooks"),
-    ("PATCH", "/webhooks/{id}", "argus-webhooks"),
-    ("DELETE", "/webhooks/{id}", "argus-webhooks"),
-    ("POST", "/webhooks/{id}/rotate-secret", "argus-webhooks"),
-    ("POST", "/webhooks/{id}/test", "argus-webhooks"),
-    ("GET", "/webhooks/{id}/deliveries", "argus-webhooks"),
+use argus_models::access::{Need, Scope};
+
+const PUBLIC: Need = Need::Public;
+const ANY: Need = Need::AnyScope;
+const INGEST: Need = Need::Scope(Scope::Ingest);
+const READ: Need = Need::Scope(Scope::Read);
+const MANAGE: Need = Need::Scope(Scope::Manage);
+
+/// (method, path, function binary, what the caller's key needs). Each path is also served
+/// with a trailing slash. The scope is declared here once; `input::authenticated_tenant`
+/// enforces it for every route, and `POST /batch` for each of its sub-requests.
+pub const ROUTES: &[(&str, &str, &str, Need)] = &[
+    ("GET", "/health", "argus-health", PUBLIC),
+    ("POST", "/sessions", "argus-sessions", INGEST),
+    ("GET", "/sessions", "argus-sessions", READ),
+    ("GET", "/sessions/{id}", "argus-sessions", READ),
+    ("POST", "/events", "argus-events", INGEST),
+    ("GET", "/events", "argus-events", READ),
+    ("GET", "/events/{id}", "argus-events", READ),
+    ("PUT", "/events/{id}", "argus-events", MANAGE),
+    ("PATCH", "/events/{id}", "argus-events", MANAGE),
+    ("DELETE", "/events/{id}", "argus-events", MANAGE),
+    ("POST", "/events/{id}/restore", "argus-events", MANAGE),
+    ("POST", "/ingest/events", "argus-events", INGEST),
+    ("POST", "/batch", "argus-batch", ANY),
+    ("POST", "/batch/jobs", "argus-batch", INGEST),
+    ("GET", "/batch/jobs/{id}", "argus-batch", READ),
+    ("GET", "/batch/jobs/{id}/results", "argus-batch", READ),
+    ("POST", "/batch/events", "argus-batch", INGEST),
+    ("PATCH", "/batch/events", "argus-batch", MANAGE),
+    ("DELETE", "/batch/events", "argus-batch", MANAGE),
+    ("POST", "/batch/events/restore", "argus-batch", MANAGE),
+    ("POST", "/ingest/batch", "argus-batch", INGEST),
+    ("GET", "/errors", "argus-errors", READ),
+    ("GET", "/errors/{id}", "argus-errors", READ),
+    ("GET", "/streams", "argus-streams", READ),
+    ("GET", "/streams/{id}", "argus-streams", READ),
+    ("PATCH", "/streams/{id}", "argus-streams", MANAGE),
+    ("GET", "/streams/{id}/status", "argus-streams", READ),
+    ("GET", "/query/events", "argus-streams", READ),
+    ("POST", "/query/aggregate", "argus-streams", READ),
+    ("POST", "/webhooks", "argus-webhooks", MANAGE),
+    ("GET", "/webhooks", "argus-webhooks", READ),
+    ("GET", "/webhooks/{id}", "argus-webhooks", READ),
+    ("PATCH", "/webhooks/{id}", "argus-webhooks", MANAGE),
+    ("DELETE", "/webhooks/{id}", "argus-webhooks", MANAGE),
+    ("POST", "/webhooks/{id}/rotate-secret", "argus-webhooks", MANAGE),
+    ("POST", "/webhooks/{id}/test", "argus-webhooks", MANAGE),
+    ("GET", "/webhooks/{id}/deliveries", "argus-webhooks", READ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +64,7 @@ pub enum RouteMatch {
 pub fn match_route(method: &str, raw_path: &str) -> RouteMatch {
     let path = normalize(raw_path);
     let mut allowed = Vec::new();
-    for (route_method, pattern, _) in ROUTES {
+    for (route_method, pattern, _, _) in ROUTES {
         if pattern_matches(pattern, path) {
             if route_method.eq_ignore_ascii_case(method) {
                 return RouteMatch::Found { method: route_method, path: pattern };
@@ -66,6 +77,11 @@ pub fn match_route(method: &str, raw_path: &str) -> RouteMatch {
     } else {
         RouteMatch::MethodNotAllowed { allowed }
     }
+}
+
+/// What route `method pattern` needs (`None`: not a route).
+pub fn need_of(method: &str, pattern: &str) -> Option<Need> {
+    ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == pattern).map(|(_, _, _, need)| *need)
 }
 
 /// Strips one trailing slash (`/sessions/` → `/sessions`), keeping `/`.

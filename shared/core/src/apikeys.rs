@@ -1,8 +1,9 @@
 //! API keys: random, shown once, stored only as SHA-256 hashes, each bound to one tenant.
 
 use crate::deadline::WithinDeadline;
+use argus_models::access::Scopes;
 use argus_models::tenant::validate_tenant_id;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -28,6 +29,19 @@ pub struct IssuedKey {
 pub struct KeyInfo {
     pub key_id: String,
     pub created_at: String,
+    pub scopes: Scopes,
+}
+
+/// What a presented key grants: its tenant and scopes. Keys stored before scopes existed
+/// (no `scopes` attribute) keep all three.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub tenant: String,
+    pub scopes: Scopes,
+}
+
+fn scopes_of(item: &crate::ddb::Item) -> Scopes {
+    get_opt_s(item, "scopes").and_then(|text| Scopes::parse(text).ok()).unwrap_or_else(Scopes::all)
 }
 
 pub fn hash_key(secret: &str) -> String {
@@ -48,7 +62,20 @@ pub fn generate_secret() -> Result<String, ServiceError> {
 /// Stores `secret` (generated when `None`) for `tenant`. Fails with a conflict if that exact key
 /// already exists (a dev key reused across restarts of an in-memory table is fine: it is new).
 pub async fn create_key(backend: &Backend, tenant: &str, secret: Option<String>) -> Result<IssuedKey, ServiceError> {
+    create_scoped_key(backend, tenant, secret, Scopes::all()).await
+}
+
+/// Like [`create_key`], with the key's scopes.
+pub async fn create_scoped_key(
+    backend: &Backend,
+    tenant: &str,
+    secret: Option<String>,
+    scopes: Scopes,
+) -> Result<IssuedKey, ServiceError> {
     validate_tenant_id(tenant)?;
+    if scopes.is_empty() {
+        return Err(ServiceError::bad_request("INVALID_SCOPES", "a key needs at least one scope"));
+    }
     let secret = match secret {
         Some(secret) => {
             if secret.len() < 16 || secret.len() > MAX_KEY_LEN || !secret.is_ascii() {
@@ -68,6 +95,7 @@ pub async fn create_key(backend: &Backend, tenant: &str, secret: Option<String>)
         .item("tenant", s(tenant))
         .item("key_id", s(&key_id))
         .item("created_at", s(&now))
+        .item("scopes", s(scopes.text()))
         .condition_expression("attribute_not_exists(PK)")
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -77,6 +105,7 @@ pub async fn create_key(backend: &Backend, tenant: &str, secret: Option<String>)
         .item(SK, s(tenant_key_sk(&key_id)))
         .item("key_hash", s(&hash))
         .item("created_at", s(&now))
+        .item("scopes", s(scopes.text()))
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     backend
@@ -103,6 +132,11 @@ pub async fn create_key(backend: &Backend, tenant: &str, secret: Option<String>)
 
 /// The tenant a presented key belongs to, or `None` for an unknown (or revoked) key.
 pub async fn tenant_for_key(backend: &Backend, presented: &str) -> Result<Option<String>, ServiceError> {
+    Ok(grant_for_key(backend, presented).await?.map(|grant| grant.tenant))
+}
+
+/// What a presented key grants, or `None` for an unknown (or revoked) key.
+pub async fn grant_for_key(backend: &Backend, presented: &str) -> Result<Option<KeyGrant>, ServiceError> {
     if presented.is_empty() || presented.len() > MAX_KEY_LEN {
         return Ok(None);
     }
@@ -118,7 +152,10 @@ pub async fn tenant_for_key(backend: &Backend, presented: &str) -> Result<Option
         .within_deadline()
         .await?
         .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-    Ok(out.item.as_ref().and_then(|item| get_opt_s(item, "tenant")).map(str::to_string))
+    Ok(out.item.as_ref().and_then(|item| {
+        let tenant = get_opt_s(item, "tenant")?.to_string();
+        Some(KeyGrant { tenant, scopes: scopes_of(item) })
+    }))
 }
 
 pub async fn list_keys(backend: &Backend, tenant: &str) -> Result<Vec<KeyInfo>, ServiceError> {
@@ -140,6 +177,7 @@ pub async fn list_keys(backend: &Backend, tenant: &str) -> Result<Vec<KeyInfo>, 
             Ok(KeyInfo {
                 key_id: get_s(item, SK)?.trim_start_matches("APIKEY#").to_string(),
                 created_at: get_s(item, "created_at")?.to_string(),
+                scopes: scopes_of(item),
             })
         })
         .collect()
@@ -176,6 +214,56 @@ pub async fn revoke_key(backend: &Backend, tenant: &str, key_id: &str) -> Result
         .transact_write_items()
         .transact_items(delete(api_key_pk(hash), META.to_string())?)
         .transact_items(delete(tenant_keys_pk(tenant), tenant_key_sk(key_id))?)
+        .send()
+        .within_deadline()
+        .await?
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    Ok(())
+}
+
+/// Changes a key's scopes (both its records, in one transaction). Takes effect at the next
+/// authorizer call for the key: at most `ReauthorizeEvery` (60 s) later behind API Gateway.
+pub async fn update_key_scopes(
+    backend: &Backend,
+    tenant: &str,
+    key_id: &str,
+    scopes: Scopes,
+) -> Result<(), ServiceError> {
+    validate_tenant_id(tenant)?;
+    if scopes.is_empty() {
+        return Err(ServiceError::bad_request("INVALID_SCOPES", "a key needs at least one scope"));
+    }
+    let listing = backend
+        .dynamodb
+        .get_item()
+        .table_name(&backend.table)
+        .key(PK, s(tenant_keys_pk(tenant)))
+        .key(SK, s(tenant_key_sk(key_id)))
+        .consistent_read(true)
+        .send()
+        .within_deadline()
+        .await?
+        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
+        .item
+        .ok_or_else(|| ServiceError::not_found("api_key", key_id))?;
+    let hash = get_s(&listing, "key_hash")?;
+    let update = |pk: String, sk: String| {
+        Update::builder()
+            .table_name(&backend.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression("SET scopes = :scopes")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":scopes", s(scopes.text()))
+            .build()
+            .map(|u| TransactWriteItem::builder().update(u).build())
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    };
+    backend
+        .dynamodb
+        .transact_write_items()
+        .transact_items(update(api_key_pk(hash), META.to_string())?)
+        .transact_items(update(tenant_keys_pk(tenant), tenant_key_sk(key_id))?)
         .send()
         .within_deadline()
         .await?

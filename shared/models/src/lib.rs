@@ -5,6 +5,7 @@
 // tests, a failure is an error value, never an unwrap, expect or panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod analytics;
 pub mod datastream;
 pub mod envelope;

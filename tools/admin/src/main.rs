@@ -1,7 +1,8 @@
 //! `argus-admin`: manage API keys against the configured table.
 //!
-//!   argus-admin keys create --tenant acme        prints the new key once (store it now)
-//!   argus-admin keys list   --tenant acme        key ids and creation times, never secrets
+//!   argus-admin keys create --tenant acme [--scopes ingest,read]   prints the new key once
+//!   argus-admin keys list   --tenant acme        key ids, scopes and creation times, never secrets
+//!   argus-admin keys update --tenant acme --id <key id> --scopes ingest
 //!   argus-admin keys revoke --tenant acme --id <key id>
 //!
 //!   argus-admin dlq [--max N] [--json]          what is in the dead-letter queue (left there)
@@ -14,10 +15,12 @@
 
 use argus_core::aws::{lambda_sdk_config, local_sdk_config};
 use argus_core::{apikeys, dlq, Backend, Endpoints};
+use argus_models::access::Scopes;
 
 const USAGE: &str = "usage:
-  argus-admin keys create --tenant <tenant>
+  argus-admin keys create --tenant <tenant> [--scopes ingest,read,manage]
   argus-admin keys list --tenant <tenant>
+  argus-admin keys update --tenant <tenant> --id <key id> --scopes <scopes>
   argus-admin keys revoke --tenant <tenant> --id <key id>
   argus-admin dlq [--max N] [--json]
   argus-admin dlq redrive [--max N]";
@@ -76,9 +79,15 @@ async fn run(args: &[String]) -> Result<(), String> {
     match words.as_slice() {
         ["keys", "create"] => {
             let tenant = flag(args, "--tenant")?;
-            let key = apikeys::create_key(&backend().await, tenant, None).await.map_err(|e| e.to_string())?;
+            let scopes = match args.iter().any(|a| a == "--scopes") {
+                true => Scopes::parse(flag(args, "--scopes")?)?,
+                false => Scopes::all(),
+            };
+            let key =
+                apikeys::create_scoped_key(&backend().await, tenant, None, scopes).await.map_err(|e| e.to_string())?;
             println!("tenant:  {}", key.tenant);
             println!("key id:  {}", key.key_id);
+            println!("scopes:  {}", scopes.text());
             println!("api key: {}", key.secret);
             eprintln!("(the key is shown only now: only its SHA-256 hash is stored)");
             Ok(())
@@ -86,8 +95,15 @@ async fn run(args: &[String]) -> Result<(), String> {
         ["keys", "list"] => {
             let tenant = flag(args, "--tenant")?;
             for key in apikeys::list_keys(&backend().await, tenant).await.map_err(|e| e.to_string())? {
-                println!("{}  created {}", key.key_id, key.created_at);
+                println!("{}  scopes {}  created {}", key.key_id, key.scopes.text(), key.created_at);
             }
+            Ok(())
+        }
+        ["keys", "update"] => {
+            let (tenant, id) = (flag(args, "--tenant")?, flag(args, "--id")?);
+            let scopes = Scopes::parse(flag(args, "--scopes")?)?;
+            apikeys::update_key_scopes(&backend().await, tenant, id, scopes).await.map_err(|e| e.to_string())?;
+            println!("{id}: scopes {} (in effect within 60 s: the authorizer's cache)", scopes.text());
             Ok(())
         }
         ["keys", "revoke"] => {
