@@ -372,9 +372,9 @@ pub async fn queue_notifier_checks(
         }
     }
     let mut messages: Vec<(NotifierMessage, u64)> = Vec::new();
-    for ((tenant, stream), new_errors) in errors {
+    for (tenant, stream) in errors.into_keys() {
         if watchers::watched(backend, &tenant, &stream, EventType::ProcessingError).await {
-            messages.push((NotifierMessage::ErrorsCheck { tenant, stream, new_errors }, 0));
+            messages.push((NotifierMessage::ErrorsCheck { tenant, stream }, 0));
         }
     }
     let now = argus_models::time::now().timestamp();

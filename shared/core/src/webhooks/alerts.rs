@@ -21,10 +21,11 @@ use crate::ddb::{get_n, key, Item};
 use crate::keys::{error_alert_sk, stream_stats_pk, webhooks_pk, STATS_TOTAL};
 use crate::{Backend, ServiceError};
 
-/// Checks a stream's errors; `new_errors` (the errors of the batch that asked) sets where
-/// counting starts for a stream never checked before, so the first notification is about now,
-/// not about every error since the stream began.
-pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u64) -> Result<(), ServiceError> {
+/// Checks a stream's errors. A stream never notified before starts from the count recorded
+/// when a webhook scoped to it was created (`start_counting`), else from zero: the first
+/// notification then covers the stream's errors so far. (A baseline taken by the first check
+/// itself would race the aggregator's concurrent batches and could skip errors.)
+pub async fn check(backend: &Backend, tenant: &str, stream: &str) -> Result<(), ServiceError> {
     // Nobody listening: nothing to keep (no writes for tenants without such a webhook).
     let listening =
         super::store::list(backend, tenant).await?.iter().any(|w| w.wants(EventType::ProcessingError, Some(stream)));
@@ -34,7 +35,7 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u6
     // A lost claim means another check notified up to what it read: look again (errors may
     // have arrived after its read), a few times, then let the message come back.
     for _ in 0..3 {
-        if check_once(backend, tenant, stream, new_errors).await? {
+        if check_once(backend, tenant, stream).await? {
             return Ok(());
         }
     }
@@ -42,7 +43,7 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, new_errors: u6
 }
 
 /// One look at the stream's errors. False: another check claimed first.
-async fn check_once(backend: &Backend, tenant: &str, stream: &str, new_errors: u64) -> Result<bool, ServiceError> {
+async fn check_once(backend: &Backend, tenant: &str, stream: &str) -> Result<bool, ServiceError> {
     let state_key = key(webhooks_pk(tenant), &error_alert_sk(stream));
     let state = crate::ddb::get_item(&backend.dynamodb, &backend.table, state_key.clone()).await?.unwrap_or_default();
     // A claimed notification whose fan-out did not finish: finish it first.
@@ -56,8 +57,7 @@ async fn check_once(backend: &Backend, tenant: &str, stream: &str, new_errors: u
             .await?
             .map(|item| get_n(&item, "errors"))
             .unwrap_or(0);
-    let notified =
-        if state.contains_key("notified") { get_n(&state, "notified") } else { total.saturating_sub(new_errors) };
+    let notified = get_n(&state, "notified");
     if total <= notified {
         return Ok(true);
     }
@@ -75,8 +75,7 @@ async fn check_once(backend: &Backend, tenant: &str, stream: &str, new_errors: u
     // Within the window: one check queued for its end is enough.
     if (get_n(&state, "check_at") as i64) < due {
         let delay = ((due - now) as f64 / 1000.0).ceil() as u64;
-        let message =
-            NotifierMessage::ErrorsCheck { tenant: tenant.to_string(), stream: stream.to_string(), new_errors: 0 };
+        let message = NotifierMessage::ErrorsCheck { tenant: tenant.to_string(), stream: stream.to_string() };
         outbox::send(backend, &[(message, delay)]).await?;
         let _ = crate::deadline::bounded(
             backend
@@ -92,6 +91,34 @@ async fn check_once(backend: &Backend, tenant: &str, stream: &str, new_errors: u
         .await?;
     }
     Ok(true)
+}
+
+/// A new webhook scoped to `stream` hears of the stream's errors from now on: records the
+/// current count as notified, unless the stream already has alert state.
+pub async fn start_counting(backend: &Backend, tenant: &str, stream: &str) -> Result<(), ServiceError> {
+    let total =
+        crate::ddb::get_item(&backend.dynamodb, &backend.table, key(stream_stats_pk(tenant, stream), STATS_TOTAL))
+            .await?
+            .map(|item| get_n(&item, "errors"))
+            .unwrap_or(0);
+    let mut item = key(webhooks_pk(tenant), &error_alert_sk(stream));
+    item.insert("notified".into(), AttributeValue::N(total.to_string()));
+    item.insert("notified_at".into(), AttributeValue::N("0".into()));
+    let result = crate::deadline::bounded(
+        backend
+            .dynamodb
+            .put_item()
+            .table_name(&backend.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send(),
+    )
+    .await?;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
 }
 
 /// Claims errors `(notified, total]` for one notification. False: another check moved first.

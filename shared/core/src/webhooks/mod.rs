@@ -65,9 +65,7 @@ pub async fn handle(backend: &crate::Backend, message: &outbox::NotifierMessage)
         NotifierMessage::Deliver { tenant, webhook_id, delivery_sk, attempt } => {
             delivery::run(backend, tenant, webhook_id, delivery_sk, *attempt).await
         }
-        NotifierMessage::ErrorsCheck { tenant, stream, new_errors } => {
-            alerts::check(backend, tenant, stream, *new_errors).await
-        }
+        NotifierMessage::ErrorsCheck { tenant, stream } => alerts::check(backend, tenant, stream).await,
         NotifierMessage::ThresholdsCheck { tenant, stream, minute } => {
             thresholds::check(backend, tenant, stream, *minute).await
         }

@@ -34,13 +34,7 @@ pub enum NotifierMessage {
     /// A batch job finished: notify `batch.job.completed`.
     JobCompleted { tenant: String, job_id: Uuid },
     /// Error records arrived in a stream: notify `stream.processing_error` if its window allows.
-    /// `new_errors`: how many the sending batch held (the first check's baseline).
-    ErrorsCheck {
-        tenant: String,
-        stream: String,
-        #[serde(default)]
-        new_errors: u64,
-    },
+    ErrorsCheck { tenant: String, stream: String },
     /// Minute `minute` (epoch seconds) of a stream has ended: check webhooks' thresholds.
     ThresholdsCheck { tenant: String, stream: String, minute: i64 },
 }
@@ -315,9 +309,9 @@ mod tests {
 
     #[test]
     fn messages_and_ids() {
-        let message = NotifierMessage::ErrorsCheck { tenant: "t".into(), stream: "s".into(), new_errors: 2 };
+        let message = NotifierMessage::ErrorsCheck { tenant: "t".into(), stream: "s".into() };
         let text = serde_json::to_string(&message).unwrap();
-        assert_eq!(text, r#"{"kind":"errors_check","tenant":"t","stream":"s","new_errors":2}"#);
+        assert_eq!(text, r#"{"kind":"errors_check","tenant":"t","stream":"s"}"#);
         assert_eq!(serde_json::from_str::<NotifierMessage>(&text).unwrap(), message);
         let webhook = Uuid::new_v4();
         assert_eq!(delivery_id("t", &webhook, "job:1"), delivery_id("t", &webhook, "job:1"));

@@ -178,7 +178,12 @@ pub async fn create(backend: &Backend, tenant: &str, new: NewWebhook) -> Result<
     )
     .await?;
     match result {
-        Ok(_) => Ok((webhook, secret)),
+        Ok(_) => {
+            if let (Some(stream), true) = (&webhook.stream_id, webhook.events.contains(&EventType::ProcessingError)) {
+                super::alerts::start_counting(backend, tenant, stream).await?;
+            }
+            Ok((webhook, secret))
+        }
         Err(err) => {
             let limit_reached = crate::ddb::condition_failed_at(&err, 0);
             if limit_reached {
