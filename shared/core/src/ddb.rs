@@ -363,3 +363,47 @@ pub fn condition_failed_at<R>(
         _ => false,
     }
 }
+
+type TransactResult = Result<
+    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
+    aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+>;
+
+/// Sends a `TransactWriteItems` built by `build` (afresh per attempt, with a new request
+/// token), retrying while it is cancelled by contention only (another transaction on one of
+/// its items, throttling) or fails transiently: at most 6 attempts, full-jitter backoff, never
+/// past the deadline. Any other outcome (a failed condition, say) is returned as it came.
+pub async fn transact_retrying<F>(build: F) -> Result<TransactResult, ServiceError>
+where
+    F: Fn() -> aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+{
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let token = uuid::Uuid::new_v4().to_string();
+        let result = crate::deadline::bounded(build().client_request_token(token).send()).await?;
+        let retryable = match &result {
+            Ok(_) => false,
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    crate::error::only_contention(
+                        cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")),
+                    )
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
+                _ => crate::error::is_transient_sdk_error(err),
+            },
+        };
+        if !retryable || attempt >= 6 {
+            return Ok(result);
+        }
+        let ceiling = 20u64.saturating_mul(1 << attempt).min(1_000);
+        if !crate::deadline::sleep_within(std::time::Duration::from_millis(fastrand::u64(0..=ceiling))).await {
+            return Ok(result);
+        }
+    }
+}

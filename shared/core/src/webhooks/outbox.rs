@@ -233,14 +233,14 @@ async fn create_delivery(
             .build()
             .map_err(|e| ServiceError::Internal(e.to_string()))
     };
-    let result = crate::deadline::bounded(
+    let (marker, record) = (put(marker)?, put(delivery_item(tenant, &sk, &delivery)?)?);
+    let result = crate::ddb::transact_retrying(|| {
         backend
             .dynamodb
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put(marker)?).build())
-            .transact_items(TransactWriteItem::builder().put(put(delivery_item(tenant, &sk, &delivery)?)?).build())
-            .send(),
-    )
+            .transact_items(TransactWriteItem::builder().put(marker.clone()).build())
+            .transact_items(TransactWriteItem::builder().put(record.clone()).build())
+    })
     .await?;
     let err = match result {
         Ok(_) => return Ok(Some(sk)),

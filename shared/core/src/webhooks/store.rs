@@ -165,17 +165,16 @@ pub async fn create(backend: &Backend, tenant: &str, new: NewWebhook) -> Result<
         .condition_expression("attribute_not_exists(PK)")
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let result = crate::deadline::bounded(
+    // Each attempt carries a request token: an SDK retry after a commit whose answer was lost
+    // is then the same transaction (not a conflict that hides a created webhook and its
+    // one-time secret).
+    let result = crate::ddb::transact_retrying(|| {
         backend
             .dynamodb
             .transact_write_items()
-            // An SDK retry after a commit whose answer was lost is then the same transaction
-            // (not a conflict that hides a created webhook and its one-time secret).
-            .client_request_token(Uuid::new_v4().to_string())
-            .transact_items(TransactWriteItem::builder().update(count).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send(),
-    )
+            .transact_items(TransactWriteItem::builder().update(count.clone()).build())
+            .transact_items(TransactWriteItem::builder().put(put.clone()).build())
+    })
     .await?;
     match result {
         Ok(_) => {
@@ -327,15 +326,13 @@ pub async fn delete(backend: &Backend, tenant: &str, id: &str) -> Result<(), Ser
         .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
         .build()
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let result = crate::deadline::bounded(
+    let result = crate::ddb::transact_retrying(|| {
         backend
             .dynamodb
             .transact_write_items()
-            .client_request_token(Uuid::new_v4().to_string())
-            .transact_items(TransactWriteItem::builder().delete(delete).build())
-            .transact_items(TransactWriteItem::builder().update(count).build())
-            .send(),
-    )
+            .transact_items(TransactWriteItem::builder().delete(delete.clone()).build())
+            .transact_items(TransactWriteItem::builder().update(count.clone()).build())
+    })
     .await?;
     match result {
         Ok(_) => Ok(()),
