@@ -62,6 +62,9 @@ impl EventType {
     }
 }
 
+/// Largest `events_per_minute` threshold (far above any stream's rate).
+pub const MAX_EVENTS_PER_MINUTE: u64 = 1_000_000_000_000;
+
 /// Per-webhook thresholds for `stream.threshold_exceeded`, checked per minute of arrivals.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
@@ -103,13 +106,15 @@ impl Thresholds {
                 ("lag_seconds", _) => {
                     errors.push(FieldError::new(field, "OUT_OF_RANGE", "lag_seconds must be a number in (0, 86400]"))
                 }
-                ("events_per_minute", _) if value.as_u64().is_some_and(|n| n > 0) => {
-                    thresholds.events_per_minute = value.as_u64()
+                ("events_per_minute", _)
+                    if whole_number(value).is_some_and(|n| (1..=MAX_EVENTS_PER_MINUTE).contains(&n)) =>
+                {
+                    thresholds.events_per_minute = whole_number(value)
                 }
                 ("events_per_minute", _) => errors.push(FieldError::new(
                     field,
                     "OUT_OF_RANGE",
-                    "events_per_minute must be a whole number above 0",
+                    format!("events_per_minute must be a whole number from 1 to {MAX_EVENTS_PER_MINUTE}"),
                 )),
                 _ => errors.push(FieldError::new(
                     field,
@@ -120,6 +125,17 @@ impl Thresholds {
         }
         Some(thresholds)
     }
+}
+
+/// A JSON whole number: JSON has one number type, so 5.0 is the whole number 5 (as JSON
+/// Schema's `integer` says).
+pub fn whole_number(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    })
 }
 
 /// Which URLs a stack may call. Deployed stacks: `https` to public addresses only. The local

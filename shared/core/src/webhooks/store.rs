@@ -386,7 +386,7 @@ pub fn parse_grace(body: Option<&Value>) -> Result<Option<Duration>, ServiceErro
     errors.into_result()?;
     match fields.get("grace_period_seconds") {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_u64() {
+        Some(value) => match argus_models::webhook::whole_number(value) {
             Some(seconds) if seconds <= MAX_ROTATION_GRACE.as_secs() => Ok(Some(Duration::from_secs(seconds))),
             _ => Err(argus_models::FieldError::new(
                 "grace_period_seconds",
