@@ -183,23 +183,24 @@ pub async fn list_keys(backend: &Backend, tenant: &str) -> Result<Vec<KeyInfo>, 
         .collect()
 }
 
+/// The stored hash of `tenant`'s key `key_id` (its listing item), or 404.
+async fn key_hash_of(backend: &Backend, tenant: &str, key_id: &str) -> Result<String, ServiceError> {
+    let listing = crate::ddb::get_item(
+        &backend.dynamodb,
+        &backend.table,
+        crate::ddb::key(tenant_keys_pk(tenant), &tenant_key_sk(key_id)),
+    )
+    .await?
+    .ok_or_else(|| ServiceError::not_found("api_key", key_id))?;
+    Ok(get_s(&listing, "key_hash")?.to_string())
+}
+
 /// Revokes a key by its public id. Both records go in one transaction, so a key is never
 /// listed yet unusable or usable yet unlisted.
 pub async fn revoke_key(backend: &Backend, tenant: &str, key_id: &str) -> Result<(), ServiceError> {
     validate_tenant_id(tenant)?;
-    let listing = backend
-        .dynamodb
-        .get_item()
-        .table_name(&backend.table)
-        .key(PK, s(tenant_keys_pk(tenant)))
-        .key(SK, s(tenant_key_sk(key_id)))
-        .send()
-        .within_deadline()
-        .await?
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
-        .item
-        .ok_or_else(|| ServiceError::not_found("api_key", key_id))?;
-    let hash = get_s(&listing, "key_hash")?;
+    let hash = key_hash_of(backend, tenant, key_id).await?;
+    let hash = hash.as_str();
     let delete = |pk: String, sk: String| {
         Delete::builder()
             .table_name(&backend.table)
@@ -233,20 +234,8 @@ pub async fn update_key_scopes(
     if scopes.is_empty() {
         return Err(ServiceError::bad_request("INVALID_SCOPES", "a key needs at least one scope"));
     }
-    let listing = backend
-        .dynamodb
-        .get_item()
-        .table_name(&backend.table)
-        .key(PK, s(tenant_keys_pk(tenant)))
-        .key(SK, s(tenant_key_sk(key_id)))
-        .consistent_read(true)
-        .send()
-        .within_deadline()
-        .await?
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?
-        .item
-        .ok_or_else(|| ServiceError::not_found("api_key", key_id))?;
-    let hash = get_s(&listing, "key_hash")?;
+    let hash = key_hash_of(backend, tenant, key_id).await?;
+    let hash = hash.as_str();
     let update = |pk: String, sk: String| {
         Update::builder()
             .table_name(&backend.table)

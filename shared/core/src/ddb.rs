@@ -407,3 +407,20 @@ where
         }
     }
 }
+
+/// A conditional write's result: `Some(output)` if it was made, `None` if its condition
+/// failed (someone else moved first: not an error), other failures as `ServiceError`.
+pub fn condition_held<T, E>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+) -> Result<Option<T>, ServiceError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(err) if err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => {
+            Ok(None)
+        }
+        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}

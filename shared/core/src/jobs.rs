@@ -506,11 +506,8 @@ pub(crate) async fn complete_if_done(backend: &Backend, pk: &str) -> Result<(), 
                 .send(),
         )
         .await?;
-        match result {
-            Ok(_) => {}
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-            Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
-        }
+        // A failed condition: another call completed it.
+        crate::ddb::condition_held(result)?;
     }
     if job.contains_key("webhook_queued_at") {
         return Ok(());
@@ -538,11 +535,7 @@ async fn queue_completion_webhook(backend: &Backend, pk: &str) -> Result<(), Ser
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|_| ())
 }
 
 /// Processes one chunk message. `Ok` means done (also: already counted, then with no counts);

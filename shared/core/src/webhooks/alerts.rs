@@ -114,11 +114,7 @@ pub async fn start_counting(backend: &Backend, tenant: &str, stream: &str) -> Re
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|_| ())
 }
 
 /// Claims errors `(notified, total]` for one notification. False: another check moved first.
@@ -145,11 +141,7 @@ async fn claim(
         .expression_attribute_values(":total", AttributeValue::N(total.to_string()))
         .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
         .expression_attribute_values(":old", AttributeValue::N(notified.to_string()));
-    match crate::deadline::bounded(update.send()).await? {
-        Ok(_) => Ok(true),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(crate::deadline::bounded(update.send()).await?).map(|made| made.is_some())
 }
 
 async fn clear_pending(backend: &Backend, state_key: &Item, to: u64) -> Result<(), ServiceError> {
@@ -165,11 +157,7 @@ async fn clear_pending(backend: &Backend, state_key: &Item, to: u64) -> Result<(
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|_| ())
 }
 
 async fn fan_out(backend: &Backend, tenant: &str, stream: &str, from: u64, to: u64) -> Result<(), ServiceError> {

@@ -192,11 +192,7 @@ async fn claim(backend: &Backend, pk: &str, sk: &str, made: u32, until: i64) -> 
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|made| made.is_some())
 }
 
 /// Writes the delivery if our claim still holds.
@@ -218,11 +214,7 @@ async fn record(
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|made| made.is_some())
 }
 
 /// Signs and sends; the attempt as recorded.

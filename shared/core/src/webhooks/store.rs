@@ -254,10 +254,8 @@ where
                 .send(),
         )
         .await?;
-        match result {
-            Ok(_) => return Ok(Some(webhook)),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-            Err(err) => return Err(ServiceError::from_sdk("dynamodb", err)),
+        if crate::ddb::condition_held(result)?.is_some() {
+            return Ok(Some(webhook));
         }
     }
     Err(ServiceError::Unavailable { component: "dynamodb", message: "the webhook keeps changing; retry".into() })

@@ -159,11 +159,7 @@ async fn record(backend: &Backend, state_key: crate::ddb::Item, above: bool, min
             .send(),
     )
     .await?;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-        Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
-    }
+    crate::ddb::condition_held(result).map(|_| ())
 }
 
 #[cfg(test)]
