@@ -31,11 +31,11 @@ ensure_stack_tools() {
     python3 -m venv "$SQS_VENV" && "$SQS_VENV/bin/pip" install -q --disable-pip-version-check \
       -r "$STACK_DIR/requirements-sqs.txt" || die "installing ministack failed"
   fi
-  if ! "$WEBHOOKS_VENV/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
-    log "installing the webhook receiver's verifier (standardwebhooks, pinned in tools/stack/requirements-webhooks.txt)"
+  if ! "$WEBHOOKS_VENV/bin/python" -c 'import standardwebhooks, jwt, cryptography' >/dev/null 2>&1; then
+    log "installing the test peers' libraries (standardwebhooks, PyJWT; pinned in tools/stack/requirements-webhooks.txt)"
     rm -rf "$WEBHOOKS_VENV"
     python3 -m venv "$WEBHOOKS_VENV" && "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check \
-      -r "$STACK_DIR/requirements-webhooks.txt" || die "installing standardwebhooks failed"
+      -r "$STACK_DIR/requirements-webhooks.txt" || die "installing the test peers' libraries failed"
   fi
 }
 

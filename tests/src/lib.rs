@@ -3,6 +3,7 @@
 //! API through the local runner on a free port, so tests run in parallel and beside a dev stack.
 
 pub mod fault_proxy;
+pub mod issuer;
 pub mod receiver;
 
 use std::sync::Arc;

@@ -86,6 +86,11 @@ fn created_response(failures_only: bool, outcome: BulkOutcome) -> Response<Body>
     outcome_response(failures_only, outcome, 201)
 }
 
+/// A bulk request's charge: one request and its items (`ratelimit`), before any work.
+async fn charge_items(backend: &Backend, caller: &crate::input::Caller, items: usize) -> Result<(), ApiError> {
+    crate::ratelimit::charge(backend, caller, argus_core::ratelimit::Charge { requests: 1, events: items as u64 }).await
+}
+
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = crate::input::authenticated_caller(backend, req).await?;
     let tenant = caller.tenant.clone();
@@ -99,7 +104,10 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         }
         "POST /batch/jobs" => {
             idempotent::run(backend, &tenant, req, "POST /batch/jobs", || async {
-                let accepted = argus_core::jobs::create(backend, &tenant, &bulk_body(req)?).await?;
+                let body = bulk_body(req)?;
+                let items = body.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+                charge_items(backend, &caller, items).await?;
+                let accepted = argus_core::jobs::create(backend, &tenant, &body).await?;
                 Ok(response::json(202, &accepted))
             })
             .await
@@ -124,6 +132,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
                 let failures_only = return_failures_only(req)?;
                 let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
+                charge_items(backend, &caller, items.len()).await?;
                 let outcome =
                     bulk::create_events(backend, &tenant, &items, mode, deadline(req), Dialect::Argus).await?;
                 Ok(created_response(failures_only, outcome))
@@ -141,6 +150,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                     Some(Value::Array(items)) => std::mem::take(items),
                     _ => Vec::new(),
                 };
+                charge_items(backend, &caller, items.len()).await?;
                 let dialect = Dialect::DataStream { stream: &stream };
                 let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req), dialect).await?;
                 Ok(created_response(failures_only, outcome))
@@ -150,6 +160,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         "PATCH /batch/events" => {
             let failures_only = return_failures_only(req)?;
             let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
+            charge_items(backend, &caller, items.len()).await?;
             let outcome = bulk::update_events(backend, &tenant, &items, mode).await?;
             Ok(outcome_response(failures_only, outcome, 200))
         }
@@ -165,6 +176,7 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 )
                 .detail("field", "mode"));
             }
+            charge_items(backend, &caller, ids.len()).await?;
             let report = bulk::delete_or_restore(backend, &tenant, &ids, key.starts_with("POST")).await?;
             Ok(report_response(failures_only, report))
         }

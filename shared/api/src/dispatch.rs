@@ -7,7 +7,25 @@ use lambda_http::{Body, Request, Response};
 /// Invokes the HTTP function named by its binary (as in template.yaml's `BuildProperties`).
 /// `None` if no HTTP function has that name.
 pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Option<Response<Body>> {
-    Some(match binary {
+    if !HTTP_FUNCTIONS.contains(&binary) {
+        return None;
+    }
+    Some(crate::ratelimit::scoped(backend, handle_http(binary, backend, req)).await)
+}
+
+/// The HTTP functions' binaries.
+pub const HTTP_FUNCTIONS: [&str; 7] = [
+    "argus-sessions",
+    "argus-health",
+    "argus-events",
+    "argus-errors",
+    "argus-streams",
+    "argus-batch",
+    "argus-webhooks",
+];
+
+async fn handle_http(binary: &str, backend: &Backend, req: Request) -> Response<Body> {
+    match binary {
         "argus-sessions" => crate::sessions::handle(backend, req).await,
         "argus-health" => crate::health::handle(backend, req).await,
         "argus-events" => crate::events::handle(backend, req).await,
@@ -15,8 +33,8 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
         "argus-streams" => crate::streams::handle(backend, req).await,
         "argus-batch" => crate::batch::handle(backend, req).await,
         "argus-webhooks" => crate::webhooks::handle(backend, req).await,
-        _ => return None,
-    })
+        _ => crate::fallback::unmatched(&req).into_response(),
+    }
 }
 
 /// Invokes any function by binary name with a raw Lambda event (JSON), returning the JSON the

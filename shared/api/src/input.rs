@@ -2,7 +2,11 @@
 //! query parameters, JSON body with a size limit. Every failure is an `ApiError`; nothing here
 //! panics on input.
 
+use argus_core::ratelimit::Charge;
 use argus_models::access::{Scope, Scopes};
+use argus_models::limits::{Limits, Tier};
+
+use crate::ratelimit::RouteCharge;
 use argus_models::tenant::validate_tenant_id;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
@@ -15,38 +19,58 @@ pub const CTX_TENANT: &str = "tenant_id";
 pub const CTX_AUTH_ERROR: &str = "auth_error";
 /// The key's scopes, `ingest,read,manage` (absent: all, as for keys from before scopes).
 pub const CTX_SCOPES: &str = "scopes";
+/// Why a credential was refused (a token's `reason`).
+pub const CTX_AUTH_REASON: &str = "auth_reason";
+/// Whose rate-limit counters the request is charged to, and the limits in force.
+pub const CTX_PRINCIPAL: &str = "principal";
+pub const CTX_TIER: &str = "tier";
+pub const CTX_REQUESTS_PER_HOUR: &str = "requests_per_hour";
+pub const CTX_EVENTS_PER_HOUR: &str = "events_per_hour";
+/// Set on the sub-requests of `POST /batch` (never by the authorizer): already charged.
+pub const CTX_SUBREQUEST: &str = "subrequest";
+
+fn authorizer_fields(req: &Request) -> Option<&std::collections::HashMap<String, Value>> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().map(|a| &a.fields),
+        _ => None,
+    }
+}
+
+const MISSING_CREDENTIALS: &str =
+    "send your API key in the x-api-key header, or an access token as 'Authorization: Bearer <token>'";
 
 /// The caller's tenant, as the authorizer established it. Every tenant-scoped handler starts
 /// here; there is no other way to obtain a tenant, so no handler can skip authentication.
 pub fn tenant(req: &Request) -> Result<String, ApiError> {
-    let fields = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().map(|a| &a.fields),
-        _ => None,
-    };
-    let Some(fields) = fields else {
-        return Err(ApiError::unauthorized("MISSING_API_KEY", "send your API key in the x-api-key header"));
+    let Some(fields) = authorizer_fields(req) else {
+        return Err(ApiError::unauthorized("MISSING_API_KEY", MISSING_CREDENTIALS));
     };
     match fields.get(CTX_TENANT).and_then(Value::as_str) {
         Some(tenant) if validate_tenant_id(tenant).is_ok() => Ok(tenant.to_string()),
         _ => {
             let code = fields.get(CTX_AUTH_ERROR).and_then(Value::as_str).unwrap_or("INVALID_API_KEY");
-            let message = if code == "MISSING_API_KEY" {
-                "send your API key in the x-api-key header"
-            } else {
-                "the API key is not valid"
-            };
-            Err(ApiError::unauthorized(code, message))
+            let reason = fields.get(CTX_AUTH_REASON).and_then(Value::as_str);
+            Err(match code {
+                "MISSING_API_KEY" => ApiError::unauthorized(code, MISSING_CREDENTIALS),
+                "INVALID_TOKEN" => {
+                    let reason = reason.unwrap_or("invalid");
+                    ApiError::unauthorized(code, &format!("the access token is not valid ({reason})"))
+                        .detail("reason", reason)
+                }
+                "TOKENS_NOT_ACCEPTED" => ApiError::unauthorized(
+                    code,
+                    "this deployment accepts no bearer tokens (no token issuer is configured): use an API key",
+                ),
+                _ => ApiError::unauthorized("INVALID_API_KEY", "the API key is not valid"),
+            }
+            .with_header("www-authenticate", "Bearer"))
         }
     }
 }
 
 /// The caller's scopes as the authorizer established them (absent: all three).
 pub fn scopes(req: &Request) -> Scopes {
-    let fields = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.authorizer.as_ref().map(|a| &a.fields),
-        _ => None,
-    };
-    fields
+    authorizer_fields(req)
         .and_then(|f| f.get(CTX_SCOPES))
         .and_then(Value::as_str)
         .map(|text| Scopes::parse(text).unwrap_or_default())
@@ -54,43 +78,60 @@ pub fn scopes(req: &Request) -> Scopes {
 }
 
 /// The caller's tenant, like [`tenant`], once the caller's key is found to have the scope the
-/// route needs (`routes::ROUTES`; 403 `INSUFFICIENT_SCOPE` naming it otherwise). A key the
-/// authorizer found unknown is looked up again (one consistent read): API Gateway caches the
-/// authorizer's answer per key for `ReauthorizeEvery`, and without this a key created just
-/// after its first (failed) use would stay locked out until that answer expires.
+/// route needs (`routes::ROUTES`; 403 `INSUFFICIENT_SCOPE` otherwise) and the request is
+/// within its rate limits (429 `RATE_LIMITED`; see `ratelimit`).
 pub async fn authenticated_tenant(backend: &argus_core::Backend, req: &Request) -> Result<String, ApiError> {
     Ok(authenticated_caller(backend, req).await?.tenant)
 }
 
-/// Who calls: the tenant and what its key may do.
+/// Who calls: the tenant, what its credential may do, and whose limits it spends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: String,
     pub scopes: Scopes,
+    /// A key id, or `jwt-…` for a token's subject.
+    pub principal: String,
+    pub limits: Limits,
+    /// A sub-request of `POST /batch` (charged with the batch).
+    pub subrequest: bool,
 }
 
-/// Like [`authenticated_tenant`], with the key's scopes (for checks further in).
+/// The caller as the authorizer established it (no checks).
+pub fn caller(req: &Request) -> Result<Caller, ApiError> {
+    let tenant = tenant(req)?;
+    let fields = authorizer_fields(req);
+    let text = |name: &str| fields.and_then(|f| f.get(name)).and_then(Value::as_str);
+    let number = |name: &str| text(name).and_then(|n| n.parse::<u64>().ok());
+    // Without limits in the context (never from our authorizer), the strictest tier applies.
+    let defaults = Tier::Standard.limits();
+    Ok(Caller {
+        principal: text(CTX_PRINCIPAL).unwrap_or("tenant").to_string(),
+        limits: Limits {
+            requests_per_hour: number(CTX_REQUESTS_PER_HOUR).unwrap_or(defaults.requests_per_hour),
+            events_per_hour: number(CTX_EVENTS_PER_HOUR).unwrap_or(defaults.events_per_hour),
+        },
+        subrequest: text(CTX_SUBREQUEST) == Some("1"),
+        scopes: scopes(req),
+        tenant,
+    })
+}
+
+/// The caller, once authenticated, allowed on this route, and charged for it.
 pub async fn authenticated_caller(backend: &argus_core::Backend, req: &Request) -> Result<Caller, ApiError> {
-    let (tenant, granted) = match tenant(req) {
-        Ok(tenant) => (tenant, scopes(req)),
-        Err(err) if err.envelope.error.code == "INVALID_API_KEY" => {
-            let key = req.headers().get(crate::authorizer::API_KEY_HEADER).and_then(|v| v.to_str().ok());
-            match key.map(|k| argus_core::apikeys::grant_for_key(backend, k.trim())) {
-                Some(lookup) => match lookup.await? {
-                    Some(grant) => (grant.tenant, grant.scopes),
-                    None => return Err(err),
-                },
-                None => return Err(err),
-            }
-        }
-        Err(err) => return Err(err),
-    };
+    let caller = caller(req)?;
     let route = route_key(req);
-    let need = route.split_once(' ').and_then(|(method, pattern)| crate::routes::need_of(method, pattern));
-    if let Some(Err(scope)) = need.map(|need| granted.allows(need)) {
-        return Err(insufficient_scope(scope, granted));
+    let (method, pattern) = route.split_once(' ').unwrap_or((route.as_str(), ""));
+    if let Some(Err(scope)) = crate::routes::need_of(method, pattern).map(|need| caller.scopes.allows(need)) {
+        return Err(insufficient_scope(scope, caller.scopes));
     }
-    Ok(Caller { tenant, scopes: granted })
+    match crate::ratelimit::route_charge(method, pattern) {
+        RouteCharge::Request => crate::ratelimit::charge(backend, &caller, Charge { requests: 1, events: 0 }).await?,
+        RouteCharge::RequestAndEvent => {
+            crate::ratelimit::charge(backend, &caller, Charge { requests: 1, events: 1 }).await?
+        }
+        RouteCharge::Deferred => crate::ratelimit::defer(&caller),
+    }
+    Ok(caller)
 }
 
 /// 403 `INSUFFICIENT_SCOPE`: which scope the route needs and which the key has.

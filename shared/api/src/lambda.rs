@@ -22,7 +22,9 @@ pub async fn run_http(function: &'static str, handler: Handler) -> Result<(), Er
         let started = std::time::Instant::now();
         let route = crate::dispatch::event_route(&payload);
         let response = match crate::ingress::request_from_event(payload) {
-            Ok(request) => handler(backend, request.with_lambda_context(context)).await,
+            Ok(request) => {
+                crate::ratelimit::scoped(backend, handler(backend, request.with_lambda_context(context))).await
+            }
             Err(err) => err.into_response(),
         };
         crate::dispatch::observe(function, &route, &response, started);

@@ -24,6 +24,7 @@ pub mod lambda;
 pub mod multi;
 pub mod notifier;
 pub mod processor;
+pub mod ratelimit;
 pub mod response;
 pub mod routes;
 pub mod sessions;

@@ -441,7 +441,14 @@ async fn execute(
         &format!("{method} {pattern}"),
         &params,
         // The caller's own scopes: each sub-request's route checks them as if called directly.
-        Some(&json!({ crate::input::CTX_TENANT: caller.tenant, crate::input::CTX_SCOPES: caller.scopes.text() })),
+        Some(&json!({
+            crate::input::CTX_TENANT: caller.tenant,
+            crate::input::CTX_SCOPES: caller.scopes.text(),
+            crate::input::CTX_PRINCIPAL: caller.principal,
+            crate::input::CTX_REQUESTS_PER_HOUR: caller.limits.requests_per_hour.to_string(),
+            crate::input::CTX_EVENTS_PER_HOUR: caller.limits.events_per_hour.to_string(),
+            crate::input::CTX_SUBREQUEST: "1",
+        })),
     );
     let response = match crate::ingress::request_from_event(event) {
         // Under an Idempotency-Key each sub-request derives its own ids (from its `id`), so two
@@ -472,6 +479,19 @@ pub async fn run(backend: &Backend, caller: &crate::input::Caller, body: &Value)
     let requests = parse(body)?;
     let levels = plan(&requests)?;
     check_read_budget(&requests)?;
+    // Each sub-request counts as a request (and a single-event one as an event too), charged
+    // here at once; the sub-requests themselves charge nothing.
+    let events = requests
+        .iter()
+        .filter(|r| match match_route(&r.method, r.path.split_once('?').map_or(r.path.as_str(), |(p, _)| p)) {
+            RouteMatch::Found { method, path } => {
+                crate::ratelimit::route_charge(method, path) == crate::ratelimit::RouteCharge::RequestAndEvent
+            }
+            _ => false,
+        })
+        .count() as u64;
+    let charge = argus_core::ratelimit::Charge { requests: requests.len() as u64, events };
+    crate::ratelimit::charge(backend, caller, charge).await?;
     let mut responses: HashMap<String, SubResponse> = HashMap::new();
     for level in levels {
         use futures::StreamExt;

@@ -19,6 +19,12 @@ pub struct Backend {
     pub write_budget: Duration,
     /// The notifier's queue and the webhook delivery rules.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Keys and tenant limits this instance has read, trusted for a few seconds.
+    pub grants: std::sync::Arc<crate::apikeys::GrantCache>,
+    /// Rate-limit counters this instance has seen (refusals from memory).
+    pub rate_memo: std::sync::Arc<crate::ratelimit::CounterMemo>,
+    /// Bearer tokens' issuer, when configured (`ARGUS_JWT_*`); `None` refuses every token.
+    pub jwt: Option<crate::jwt::JwtVerifier>,
 }
 
 /// Explicit endpoints for local emulators. In Lambda none are set and the SDK resolves the
@@ -107,6 +113,12 @@ impl Backend {
             writer: writer_from_env(),
             write_budget: Duration::from_secs(env_number("ARGUS_WRITE_BUDGET_SECONDS", 20)),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            grants: std::sync::Arc::new(crate::apikeys::GrantCache::new(Duration::from_secs(env_number(
+                "ARGUS_GRANT_CACHE_SECONDS",
+                crate::apikeys::DEFAULT_GRANT_CACHE.as_secs(),
+            )))),
+            rate_memo: Default::default(),
+            jwt: crate::jwt::JwtSettings::from_env().map(crate::jwt::JwtVerifier::new),
         }
     }
 

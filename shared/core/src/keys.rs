@@ -35,6 +35,11 @@ pub fn tenant_keys_pk(tenant: &str) -> String {
     format!("T#{tenant}#APIKEYS")
 }
 
+/// A tenant's rate-limit settings (what its keys and tokens fall back to).
+pub fn tenant_limits_pk(tenant: &str) -> String {
+    format!("T#{tenant}#LIMITS")
+}
+
 pub fn tenant_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
 }

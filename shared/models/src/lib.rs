@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod error_record;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod rollup;
 pub mod session;
 pub mod stream;

@@ -66,6 +66,9 @@ pub struct Template {
     pub queues: Vec<QueueSpec>,
     /// The API's authorizer cache TTL (`Identity.ReauthorizeEvery`, seconds; 0 = no cache).
     pub authorizer_ttl_seconds: u64,
+    /// The authorizer's identity sources (`Identity.Headers`): when any is absent API Gateway
+    /// answers 401 itself. None: the authorizer sees every request (and nothing is cached).
+    pub authorizer_identity_headers: Vec<String>,
     /// Function binary → how often its `Schedule` event runs it (seconds).
     pub schedules: BTreeMap<String, u64>,
     /// Function binary → the batch size of its SQS event source (the processor).
@@ -96,6 +99,7 @@ impl Template {
         let mut routes = Vec::new();
         // SAM's default when an authorizer sets no ReauthorizeEvery.
         let mut authorizer_ttl_seconds = 300;
+        let mut authorizer_identity_headers = Vec::new();
         let mut table = None;
         let mut queues = Vec::new();
         let mut sqs_consumers = BTreeMap::new();
@@ -157,8 +161,18 @@ impl Template {
                 "AWS::Serverless::HttpApi" => {
                     let authorizers = props.get("Auth").and_then(|a| a.get("Authorizers")).and_then(Value::as_mapping);
                     if let Some((_, authorizer)) = authorizers.and_then(|a| a.iter().next()) {
-                        if let Some(ttl) = authorizer.get("Identity").and_then(|i| i.get("ReauthorizeEvery")) {
+                        let identity = authorizer.get("Identity");
+                        if let Some(ttl) = identity.and_then(|i| i.get("ReauthorizeEvery")) {
                             authorizer_ttl_seconds = ttl.as_u64().ok_or("ReauthorizeEvery is not a number")?;
+                        }
+                        authorizer_identity_headers = identity
+                            .and_then(|i| i.get("Headers"))
+                            .and_then(Value::as_sequence)
+                            .map(|headers| headers.iter().filter_map(Value::as_str).map(str::to_lowercase).collect())
+                            .unwrap_or_default();
+                        // API Gateway refuses a cache without identity sources to key it by.
+                        if authorizer_ttl_seconds > 0 && authorizer_identity_headers.is_empty() {
+                            return Err("an authorizer cache (ReauthorizeEvery > 0) needs identity sources".into());
                         }
                     }
                 }
@@ -192,6 +206,7 @@ impl Template {
             table_id,
             queues,
             authorizer_ttl_seconds,
+            authorizer_identity_headers,
             schedules,
             sqs_consumers,
             stream_consumers,

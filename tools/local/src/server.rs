@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use argus_api::authorizer::{self, AuthDecision, API_KEY_HEADER};
+use argus_api::authorizer::{self, AuthDecision};
 use argus_api::ApiError;
 use argus_core::Backend;
 use argus_stack::{Provisioned, Route, Template};
@@ -30,8 +30,10 @@ use argus_api::apigw::{http_api_event, match_path, IncomingRequest};
 pub struct LocalApi {
     pub functions: Functions,
     pub routes: Vec<Route>,
-    /// API Gateway's authorizer cache: answers per key, for the template's `ReauthorizeEvery`.
+    /// API Gateway's authorizer cache: answers per identity, for the template's `ReauthorizeEvery`.
     authorizer_ttl: std::time::Duration,
+    /// The authorizer's identity sources (headers); none: it sees every request, uncached.
+    identity_headers: Vec<String>,
     authorizer_cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, AuthDecision)>>,
 }
 
@@ -46,16 +48,18 @@ impl LocalApi {
             functions: Functions::new(backend, template, provisioned),
             routes: template.routes.clone(),
             authorizer_ttl: std::time::Duration::from_secs(template.authorizer_ttl_seconds),
+            identity_headers: template.authorizer_identity_headers.clone(),
             authorizer_cache: Default::default(),
         }
     }
 
-    /// The authorizer's answer for `key` as API Gateway gives it: from its cache while fresh,
-    /// else from the authorizer (failures are not cached).
+    /// The authorizer's answer as API Gateway gives it: from its cache while fresh (by the
+    /// identity sources' values, `key`), else from the authorizer (failures are not cached).
     async fn authorize_cached(
         &self,
         function: &crate::functions::Function,
         key: &str,
+        headers: &hyper::HeaderMap,
     ) -> Result<AuthDecision, Response<Full<Bytes>>> {
         if let Ok(cache) = self.authorizer_cache.lock() {
             if let Some((at, decision)) = cache.get(key) {
@@ -65,7 +69,7 @@ impl LocalApi {
             }
         }
         let authorized =
-            tokio::time::timeout(function.timeout(), authorizer::authorize(&function.backend, Some(key))).await;
+            tokio::time::timeout(function.timeout(), authorizer::authorize_headers(&function.backend, headers)).await;
         let decision = match authorized {
             Ok(Ok(decision)) => decision,
             Ok(Err(err)) => {
@@ -78,7 +82,7 @@ impl LocalApi {
                 return Err(to_hyper(limits::gateway_answer(limits::GatewayAnswer::AuthorizerFailed)));
             }
         };
-        if !self.authorizer_ttl.is_zero() {
+        if !self.authorizer_ttl.is_zero() && !self.identity_headers.is_empty() {
             if let Ok(mut cache) = self.authorizer_cache.lock() {
                 if cache.len() >= AUTHORIZER_CACHE_ENTRIES {
                     cache.clear();
@@ -131,17 +135,19 @@ impl LocalApi {
             },
         };
         let authorizer_context = if route.authorized {
-            let key = identity_source(&parts.headers);
-            let key = key.as_deref();
-            if key.is_none_or(str::is_empty) {
-                // API Gateway answers a missing (or empty) identity source itself, with its own
-                // body, without invoking the authorizer.
-                return to_hyper(limits::gateway_answer(limits::GatewayAnswer::MissingIdentity));
+            let mut identity = Vec::new();
+            for name in &self.identity_headers {
+                match identity_source(&parts.headers, name) {
+                    Some(value) if !value.is_empty() => identity.push(value),
+                    // API Gateway answers a missing (or empty) identity source itself, with its
+                    // own body, without invoking the authorizer.
+                    _ => return to_hyper(limits::gateway_answer(limits::GatewayAnswer::MissingIdentity)),
+                }
             }
             let Some(authorizer_function) = self.functions.get(AUTHORIZER_BINARY) else {
                 return to_hyper(ApiError::new(500, "INTERNAL_ERROR", "no authorizer function").into_response());
             };
-            match self.authorize_cached(authorizer_function, key.unwrap_or_default()).await {
+            match self.authorize_cached(authorizer_function, &identity.join("\n"), &parts.headers).await {
                 Ok(decision) => Some(authorizer::context(&decision)),
                 Err(answer) => return answer,
             }
@@ -193,9 +199,9 @@ impl LocalApi {
 }
 
 /// The identity source as API Gateway passes it: repeated headers joined by commas.
-fn identity_source(headers: &hyper::HeaderMap) -> Option<String> {
+fn identity_source(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
     let mut joined: Option<String> = None;
-    for value in headers.get_all(API_KEY_HEADER) {
+    for value in headers.get_all(name) {
         let value = String::from_utf8_lossy(value.as_bytes());
         match joined.as_mut() {
             Some(existing) => {

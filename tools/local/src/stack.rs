@@ -75,7 +75,13 @@ pub async fn provision_backend(
 /// Creates an API key for `tenant`. A given key that already exists for that tenant is reused,
 /// so a fixed `ARGUS_DEV_API_KEY` survives restarts against a persistent table.
 pub async fn seed_tenant(backend: &Backend, tenant: &str, key: Option<String>) -> Result<IssuedKey, ServiceError> {
-    match apikeys::create_key(backend, tenant, key.clone()).await {
+    // Enterprise: the dev stack, the tests and the fuzzer send thousands of requests an hour
+    // through their keys, and still go through the counters every deployed key goes through.
+    let limits = argus_models::limits::LimitSettings {
+        tier: Some(argus_models::limits::Tier::Enterprise),
+        ..Default::default()
+    };
+    match apikeys::create_key_with(backend, tenant, key.clone(), argus_models::access::Scopes::all(), limits).await {
         Err(ServiceError::Conflict { .. }) => {
             let secret = key.unwrap_or_default();
             match apikeys::tenant_for_key(backend, &secret).await? {

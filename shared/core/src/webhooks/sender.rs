@@ -82,40 +82,96 @@ pub async fn post(
     }
 }
 
-async fn attempt(
-    url: &WebhookUrl,
-    policy: &UrlPolicy,
-    headers: &[(&str, String)],
-    body: Bytes,
-) -> Result<(u16, Option<String>), Failure> {
+/// Resolves `url`'s host, checks every address against `policy`, and connects to a checked one.
+async fn connect_checked(url: &WebhookUrl, policy: &UrlPolicy) -> Result<TcpStream, Failure> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .map_err(|e| Failure::Network(format!("resolving {}: {e}", url.host)))?
         .collect();
     vet(&url.host, &addresses, policy).map_err(Failure::Blocked)?;
     let mut last_error = String::new();
-    let mut connected = None;
     for address in &addresses {
         match TcpStream::connect(address).await {
-            Ok(stream) => {
-                connected = Some(stream);
-                break;
-            }
+            Ok(stream) => return Ok(stream),
             Err(e) => last_error = format!("connecting to {address}: {e}"),
         }
     }
-    let stream = connected.ok_or(Failure::Network(last_error))?;
+    Err(Failure::Network(last_error))
+}
+
+async fn tls_to(url: &WebhookUrl, stream: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let config = tls_config().map_err(Failure::Network)?;
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+        .map_err(|e| Failure::Network(format!("server name {}: {e}", url.host)))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| Failure::Network(format!("TLS with {}: {e}", url.host)))
+}
+
+async fn attempt(
+    url: &WebhookUrl,
+    policy: &UrlPolicy,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<(u16, Option<String>), Failure> {
+    let stream = connect_checked(url, policy).await?;
     if url.https {
-        let config = tls_config().map_err(Failure::Network)?;
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-            .map_err(|e| Failure::Network(format!("server name {}: {e}", url.host)))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await
-            .map_err(|e| Failure::Network(format!("TLS with {}: {e}", url.host)))?;
-        exchange(TokioIo::new(tls), url, headers, body).await
+        exchange(TokioIo::new(tls_to(url, stream).await?), url, headers, body).await
     } else {
         exchange(TokioIo::new(stream), url, headers, body).await
+    }
+}
+
+/// GETs `url` under the same address rules, and returns its 200 body (at most `max_bytes`).
+/// Used for an OIDC issuer's JWKS; the caller bounds the time.
+pub async fn get(url: &WebhookUrl, policy: &UrlPolicy, max_bytes: usize) -> Result<Bytes, String> {
+    let describe = |failure: Failure| match failure {
+        Failure::Blocked(reason) | Failure::Network(reason) => reason,
+        other => format!("{other:?}"),
+    };
+    let stream = connect_checked(url, policy).await.map_err(describe)?;
+    if url.https {
+        fetch(TokioIo::new(tls_to(url, stream).await.map_err(describe)?), url, max_bytes).await
+    } else {
+        fetch(TokioIo::new(stream), url, max_bytes).await
+    }
+}
+
+async fn fetch<T>(io: T, url: &WebhookUrl, max_bytes: usize) -> Result<Bytes, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(url.target.as_str())
+        .header(hyper::header::HOST, authority(url))
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::USER_AGENT, "Argus/1.0")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let result = async {
+        let response = sender.send_request(request).await.map_err(|e| format!("HTTP: {e}"))?;
+        if response.status() != hyper::StatusCode::OK {
+            return Err(format!("{} answered {}", url.url, response.status()));
+        }
+        let limited = http_body_util::Limited::new(response.into_body(), max_bytes);
+        let collected = limited.collect().await.map_err(|e| format!("{}: {e}", url.url))?;
+        Ok(collected.to_bytes())
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+fn authority(url: &WebhookUrl) -> String {
+    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+    let default_port = if url.https { 443 } else { 80 };
+    if url.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", url.port)
     }
 }
 
@@ -131,11 +187,8 @@ where
     let network = |e: hyper::Error| Failure::Network(format!("HTTP: {e}"));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(network)?;
     let driver = tokio::spawn(connection);
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-    let default_port = if url.https { 443 } else { 80 };
-    let authority = if url.port == default_port { host } else { format!("{host}:{}", url.port) };
     let mut request = hyper::Request::post(url.target.as_str())
-        .header(hyper::header::HOST, authority)
+        .header(hyper::header::HOST, authority(url))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, "Argus-Webhooks/1.0");
     for (name, value) in headers {

@@ -1,0 +1,74 @@
+//! The token issuer of the tests: `tests/jwt_issuer.py`, which mints access tokens with PyJWT
+//! (not Argus's code), serves their JWKS, and forges the attacks the authorizer must refuse.
+
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub struct Issuer {
+    _child: tokio::process::Child,
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+impl Issuer {
+    /// Starts an issuer on a free loopback port, with the receiver's venv
+    /// (`ARGUS_WEBHOOK_RECEIVER_PYTHON`, which `make test` installs with PyJWT).
+    pub async fn start() -> Self {
+        let python = std::env::var("ARGUS_WEBHOOK_RECEIVER_PYTHON")
+            .unwrap_or_else(|_| panic!("ARGUS_WEBHOOK_RECEIVER_PYTHON is not set: run the suite with `make test`"));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jwt_issuer.py");
+        let mut child = tokio::process::Command::new(python)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the token issuer");
+        let stdout = child.stdout.take().expect("issuer stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the issuer starts within 30 s")
+            .expect("reading the issuer's stdout")
+            .expect("the issuer printed its port");
+        let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected issuer output {line}"));
+        Self { _child: child, base_url: format!("http://127.0.0.1:{}", port.trim()), http: reqwest::Client::new() }
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.base_url)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self.http.post(format!("{}{path}", self.base_url)).json(&body).send().await.expect("issuer");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.expect("issuer JSON")
+    }
+
+    /// A token with `claims`, signed by `key` (`rsa-1`, `ec-1`, `stray`: never published).
+    pub async fn mint(&self, claims: &Value, key: &str) -> String {
+        self.post("/mint", json!({"claims": claims, "key": key})).await["token"].as_str().expect("token").to_string()
+    }
+
+    /// Publishes a new RSA key; returns its kid.
+    pub async fn rotate(&self) -> String {
+        self.post("/rotate", json!({})).await["kid"].as_str().expect("kid").to_string()
+    }
+
+    /// An attack token: `none`, `hs256_public_key`, or `tampered` (claims changed by `tamper`
+    /// after signing).
+    pub async fn forge(&self, kind: &str, claims: &Value, tamper: &Value) -> String {
+        self.post("/forge", json!({"kind": kind, "claims": claims, "tamper": tamper})).await["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// How many times the JWKS was read.
+    pub async fn jwks_fetches(&self) -> u64 {
+        let response = self.http.get(format!("{}/_control/jwks_fetches", self.base_url)).send().await.expect("issuer");
+        response.json::<Value>().await.expect("JSON")["count"].as_u64().expect("count")
+    }
+}
