@@ -7,25 +7,7 @@ use lambda_http::{Body, Request, Response};
 /// Invokes the HTTP function named by its binary (as in template.yaml's `BuildProperties`).
 /// `None` if no HTTP function has that name.
 pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Option<Response<Body>> {
-    if !HTTP_FUNCTIONS.contains(&binary) {
-        return None;
-    }
-    Some(crate::ratelimit::scoped(backend, handle_http(binary, backend, req)).await)
-}
-
-/// The HTTP functions' binaries.
-pub const HTTP_FUNCTIONS: [&str; 7] = [
-    "argus-sessions",
-    "argus-health",
-    "argus-events",
-    "argus-errors",
-    "argus-streams",
-    "argus-batch",
-    "argus-webhooks",
-];
-
-async fn handle_http(binary: &str, backend: &Backend, req: Request) -> Response<Body> {
-    match binary {
+    Some(match binary {
         "argus-sessions" => crate::sessions::handle(backend, req).await,
         "argus-health" => crate::health::handle(backend, req).await,
         "argus-events" => crate::events::handle(backend, req).await,
@@ -33,8 +15,27 @@ async fn handle_http(binary: &str, backend: &Backend, req: Request) -> Response<
         "argus-streams" => crate::streams::handle(backend, req).await,
         "argus-batch" => crate::batch::handle(backend, req).await,
         "argus-webhooks" => crate::webhooks::handle(backend, req).await,
-        _ => crate::fallback::unmatched(&req).into_response(),
-    }
+        _ => return None,
+    })
+}
+
+/// One request from outside, as Lambda's loop runs it: [`invoke_http`] within the rate-limit
+/// scope that settles its charge and adds the `RateLimit-*` headers (`ratelimit::scoped`).
+/// Sub-requests of `POST /batch` call [`invoke_http`] directly: the batch is charged whole.
+pub async fn invoke_http_request(binary: &str, backend: &Backend, req: Request) -> Option<Response<Body>> {
+    let mut found = true;
+    // Boxed: every handler's future in one is too big to pass through a worker's stack.
+    let response = crate::ratelimit::scoped(backend, async {
+        match Box::pin(invoke_http(binary, backend, req)).await {
+            Some(response) => response,
+            None => {
+                found = false;
+                Response::default()
+            }
+        }
+    })
+    .await;
+    found.then_some(response)
 }
 
 /// Invokes any function by binary name with a raw Lambda event (JSON), returning the JSON the
@@ -73,7 +74,7 @@ pub async fn invoke_json(
     }
     let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
     let context = deadline.map(context_with_deadline);
-    invoke_http_event(binary, backend, event, context).await.ok_or_else(|| format!("no function {binary}"))
+    Box::pin(invoke_http_event(binary, backend, event, context)).await.ok_or_else(|| format!("no function {binary}"))
 }
 
 /// One invocation of an HTTP function as Lambda runs it: the API Gateway event in (made safe
@@ -92,7 +93,7 @@ pub async fn invoke_http_event(
             if let Some(context) = context {
                 request = lambda_http::RequestExt::with_lambda_context(request, context);
             }
-            invoke_http(binary, backend, request).await?
+            Box::pin(invoke_http_request(binary, backend, request)).await?
         }
         Err(err) => err.into_response(),
     };

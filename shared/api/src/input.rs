@@ -124,6 +124,10 @@ pub async fn authenticated_caller(backend: &argus_core::Backend, req: &Request) 
     if let Some(Err(scope)) = crate::routes::need_of(method, pattern).map(|need| caller.scopes.allows(need)) {
         return Err(insufficient_scope(scope, caller.scopes));
     }
+    // A sub-request of `POST /batch` was charged with the batch.
+    if caller.subrequest {
+        return Ok(caller);
+    }
     match crate::ratelimit::route_charge(method, pattern) {
         RouteCharge::Request => crate::ratelimit::charge(backend, &caller, Charge { requests: 1, events: 0 }).await?,
         RouteCharge::RequestAndEvent => {

@@ -456,7 +456,8 @@ async fn execute(
         Ok(req) => {
             argus_core::keyed_ids::scope(
                 argus_core::keyed_ids::child_seed(&request.id),
-                crate::dispatch::invoke_http(binary, backend, req),
+                // Boxed: the handlers' futures nest in the batch's own.
+                Box::pin(crate::dispatch::invoke_http(binary, backend, req)),
             )
             .await
         }

@@ -116,17 +116,17 @@ pub fn window_of(epoch_seconds: u64) -> (u64, u64) {
     (window, (window + 1) * WINDOW_SECONDS - epoch_seconds)
 }
 
-/// The counter shards a limit needs so that no counter item takes more than
-/// `per_item_per_second` writes per second even if the whole hour's quota arrives in one minute.
-/// One item takes about 1,000 writes/s; we plan for 500, half, to leave room for bursts.
+/// Average writes per second we plan per counter item: a quarter of a partition's ~1,000, so
+/// bursts several times the average still fit.
+pub const PLANNED_WRITES_PER_SECOND: u64 = 250;
+
+/// The counter shards a requests limit needs: one item per 900,000 requests/hour (250 writes/s
+/// on average), at most 64. Every tier's default fits one item.
 pub fn shards_for(requests_per_hour: u64) -> u64 {
-    const PLANNED_WRITES_PER_SECOND: u64 = 500;
     if requests_per_hour == u64::MAX {
         return 1;
     }
-    // The quota spent in one minute, in writes per second.
-    let burst_per_second = requests_per_hour.div_ceil(60);
-    burst_per_second.div_ceil(PLANNED_WRITES_PER_SECOND).clamp(1, 64)
+    requests_per_hour.div_ceil(PLANNED_WRITES_PER_SECOND * WINDOW_SECONDS).clamp(1, 64)
 }
 
 /// Shard `index`'s part of `limit` split over `shards`: the parts add up to `limit` exactly.
@@ -177,7 +177,9 @@ mod tests {
     fn shards_split_a_limit_exactly() {
         assert_eq!(shards_for(100_000), 1, "enterprise fits one counter item");
         assert_eq!(shards_for(u64::MAX), 1);
-        assert!(shards_for(100_000_000) > 1);
+        assert_eq!(shards_for(900_000), 1);
+        assert_eq!(shards_for(900_001), 2);
+        assert_eq!(shards_for(MAX_LIMIT), 64);
         for (limit, shards) in [(10u64, 3u64), (1_000_000, 7), (5, 5), (3, 4)] {
             let total: u64 = (0..shards).map(|i| shard_part(limit, shards, i)).sum();
             assert_eq!(total, limit);

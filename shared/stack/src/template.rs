@@ -351,7 +351,9 @@ mod tests {
             && s.actions.contains(&"dynamodb:Query".to_string())
             && s.resources.contains(&"ArgusTable/index/GSI2".to_string())));
         assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 5));
-        assert_eq!(template.authorizer_ttl_seconds, 60);
+        // No identity source, no API Gateway cache: both kinds of credential reach the authorizer.
+        assert_eq!(template.authorizer_ttl_seconds, 0);
+        assert!(template.authorizer_identity_headers.is_empty());
         assert_eq!(template.schedules.get("argus-sweeper"), Some(&60));
         assert_eq!(rate_seconds("rate(5 minutes)"), Ok(300));
         assert!(rate_seconds("cron(0 * * * ? *)").is_err());

@@ -172,7 +172,7 @@ impl LocalApi {
         };
         let started = std::time::Instant::now();
         let answer = limits::invoke_within_limits(function, |context| {
-            argus_api::dispatch::invoke_http(
+            argus_api::dispatch::invoke_http_request(
                 &route.binary,
                 &function.backend,
                 lambda_request.with_lambda_context(context),
