@@ -9,6 +9,8 @@ export ARGUS_SQS_PORT="${ARGUS_SQS_PORT:-9324}"
 export ARGUS_PORT="${ARGUS_PORT:-3000}"
 # Webhooks to a receiver on this machine (plain http to loopback); deployed stacks never allow it.
 export ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK="${ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK:-1}"
+# Bearer tokens from an issuer on this machine, when ARGUS_JWT_ISSUER and ARGUS_JWT_AUDIENCE are set.
+export ARGUS_JWT_ALLOW_HTTP_LOOPBACK="${ARGUS_JWT_ALLOW_HTTP_LOOPBACK:-1}"
 
 ensure_stack_tools
 log "building the local runner"

@@ -205,7 +205,7 @@ async fn every_bulk_path_answers_by_its_deadline_under_throttling_and_latency() 
     let deadline = Some(started + deadline_in);
     let outcome = scope(
         deadline,
-        bulk::create_events(&backend, "acme", &fresh[..200], Mode::Partial, deadline, bulk::Dialect::Argus),
+        bulk::create_events(&backend, "acme", &fresh[..200], Mode::Partial, deadline, bulk::Dialect::Argus, None),
     )
     .await;
     within(started, "create");

@@ -22,9 +22,23 @@ fn deadline(req: &Request) -> Option<Instant> {
     crate::input::invocation_deadline(req)
 }
 
+/// Largest decompressed body of a gzip bulk request. Uncompressed, a body must fit Lambda's
+/// 6 MB invoke payload (hence `MAX_BYTES`); compressed, it only has to fit once decompressed in
+/// the function's memory, and the item count limit still applies.
+pub const MAX_GZIP_BYTES: usize = crate::ingress::MAX_DECOMPRESSED_BYTES;
+
+/// The byte limit of a bulk body: larger for one that arrived gzip-compressed.
+pub fn bulk_byte_limit(req: &Request) -> usize {
+    if req.headers().contains_key(crate::ingress::DECODED_HEADER) {
+        MAX_GZIP_BYTES
+    } else {
+        MAX_BYTES
+    }
+}
+
 /// The body, with the bulk limits in the 413's details.
 fn bulk_body(req: &Request) -> Result<Value, ApiError> {
-    match json_body(req, MAX_BYTES) {
+    match json_body(req, bulk_byte_limit(req)) {
         Ok(Some(body)) => Ok(body),
         Ok(None) => Err(ApiError::invalid_field("body", "REQUIRED", "a JSON body is required")),
         Err(err) if err.status == 413 => Err(err.detail("max_items", MAX_ITEMS)),
@@ -74,6 +88,14 @@ fn outcome_response(failures_only: bool, outcome: BulkOutcome, atomic_status: u1
     }
 }
 
+/// A validate-only answer: the per-item report, flagged; nothing was written.
+fn validated_response(failures_only: bool, report: BulkReport) -> Response<Body> {
+    let report = if failures_only { report.only_failures() } else { report };
+    let mut body = serde_json::to_value(report.fit(crate::multi::MAX_ANSWER_BYTES)).unwrap_or_default();
+    body["validate_only"] = json!(true);
+    response::json(200, &body)
+}
+
 /// The answer of a bulk create (its metrics emitted): per-item report, or 201 with the ids.
 fn created_response(failures_only: bool, outcome: BulkOutcome) -> Response<Body> {
     let counts = match &outcome {
@@ -84,6 +106,49 @@ fn created_response(failures_only: bool, outcome: BulkOutcome) -> Response<Body>
     };
     counts.emit("argus-batch");
     outcome_response(failures_only, outcome, 201)
+}
+
+/// `GET /limits`: what applies to this caller, so clients size batches without hard-coding.
+fn limits_of(caller: &crate::input::Caller) -> Value {
+    let usage = crate::ratelimit::current_usage();
+    let quota = |limit: u64, remaining: Option<u64>| {
+        if limit == u64::MAX {
+            json!({"limit": null, "remaining": null})
+        } else {
+            json!({"limit": limit, "remaining": remaining})
+        }
+    };
+    json!({
+        "bulk": {
+            "max_items": MAX_ITEMS,
+            "max_bytes": MAX_BYTES,
+            "max_gzip_decompressed_bytes": MAX_GZIP_BYTES,
+            "max_atomic_items": bulk::MAX_ATOMIC_ITEMS,
+            "max_atomic_bytes": bulk::MAX_ATOMIC_BYTES,
+            "max_streams_per_request": bulk::MAX_STREAMS_PER_REQUEST,
+        },
+        "event": {
+            "max_event_bytes": argus_models::event::MAX_EVENT_BYTES,
+            "max_body_bytes": crate::events::MAX_BODY_BYTES,
+            "max_json_depth": argus_models::validation::MAX_JSON_DEPTH,
+            "max_clock_skew_seconds": argus_models::event::MAX_CLOCK_SKEW_SECONDS,
+        },
+        "jobs": {"max_items": argus_core::jobs::MAX_JOB_ITEMS},
+        "batch": {"max_sub_requests": crate::multi::MAX_SUB_REQUESTS},
+        "request": {
+            "content_encodings": ["gzip", "identity"],
+            "max_decompressed_bytes": crate::ingress::MAX_DECOMPRESSED_BYTES,
+            "max_compression_ratio": crate::ingress::MAX_COMPRESSION_RATIO,
+            "max_uri_bytes": crate::ingress::MAX_URI_BYTES,
+        },
+        "rate_limits": {
+            "principal": caller.principal,
+            "window_seconds": argus_models::limits::WINDOW_SECONDS,
+            "reset_seconds": usage.map(|u| u.reset_seconds),
+            "requests_per_hour": quota(caller.limits.requests_per_hour, usage.map(|u| u.requests_remaining())),
+            "events_per_hour": quota(caller.limits.events_per_hour, usage.map(|u| u.events_remaining())),
+        },
+    })
 }
 
 /// A bulk request's charge: one request and its items (`ratelimit`), before any work.
@@ -104,14 +169,21 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         }
         "POST /batch/jobs" => {
             idempotent::run(backend, &tenant, req, "POST /batch/jobs", || async {
+                let validate_only = crate::input::validate_only(req)?;
                 let body = bulk_body(req)?;
                 let items = body.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+                if validate_only {
+                    charge_items(backend, &caller, 0).await?;
+                    let report = argus_core::jobs::validate(backend, &tenant, &body).await?;
+                    return Ok(validated_response(false, report));
+                }
                 charge_items(backend, &caller, items).await?;
                 let accepted = argus_core::jobs::create(backend, &tenant, &body).await?;
                 Ok(response::json(202, &accepted))
             })
             .await
         }
+        "GET /limits" => Ok(response::json(200, &limits_of(&caller))),
         "GET /batch/jobs/{id}" => {
             Ok(response::json(200, &argus_core::jobs::get(backend, &tenant, &path_param(req, "id")?).await?))
         }
@@ -131,10 +203,18 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         "POST /batch/events" => {
             idempotent::run(backend, &tenant, req, "POST /batch/events", || async {
                 let failures_only = return_failures_only(req)?;
-                let (mode, items) = mode_and_items(bulk_body(req)?, "items")?;
+                let validate_only = crate::input::validate_only(req)?;
+                let body = bulk_body(req)?;
+                let sent_at = if body.is_object() { crate::input::sent_at(&body)? } else { None };
+                let (mode, items) = mode_and_items(body, "items")?;
+                if validate_only {
+                    charge_items(backend, &caller, 0).await?;
+                    let report = bulk::validate_events(backend, &tenant, &items, Dialect::Argus, sent_at).await?;
+                    return Ok(validated_response(failures_only, report));
+                }
                 charge_items(backend, &caller, items.len()).await?;
                 let outcome =
-                    bulk::create_events(backend, &tenant, &items, mode, deadline(req), Dialect::Argus).await?;
+                    bulk::create_events(backend, &tenant, &items, mode, deadline(req), Dialect::Argus, sent_at).await?;
                 Ok(created_response(failures_only, outcome))
             })
             .await
@@ -142,17 +222,25 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         "POST /ingest/batch" => {
             idempotent::run(backend, &tenant, req, "POST /ingest/batch", || async {
                 let failures_only = return_failures_only(req)?;
+                let validate_only = crate::input::validate_only(req)?;
                 let mut body = bulk_body(req)?;
                 let stream = argus_models::datastream::parse_batch(&body)?.0;
                 let mode = Mode::parse(body.get("mode"))?;
+                let sent_at = crate::input::sent_at(&body)?;
                 // A bulk body is megabytes: the items move out of it, no copy.
                 let items = match body.get_mut("events") {
                     Some(Value::Array(items)) => std::mem::take(items),
                     _ => Vec::new(),
                 };
-                charge_items(backend, &caller, items.len()).await?;
                 let dialect = Dialect::DataStream { stream: &stream };
-                let outcome = bulk::create_events(backend, &tenant, &items, mode, deadline(req), dialect).await?;
+                if validate_only {
+                    charge_items(backend, &caller, 0).await?;
+                    let report = bulk::validate_events(backend, &tenant, &items, dialect, sent_at).await?;
+                    return Ok(validated_response(failures_only, report));
+                }
+                charge_items(backend, &caller, items.len()).await?;
+                let outcome =
+                    bulk::create_events(backend, &tenant, &items, mode, deadline(req), dialect, sent_at).await?;
                 Ok(created_response(failures_only, outcome))
             })
             .await

@@ -1,8 +1,10 @@
 //! `/events` routes, and DataStream's single-event ingestion `POST /ingest/events`.
 
+use argus_core::bulk::Dialect;
 use argus_core::events::{self, EventFilter};
 use argus_core::{page::parse_limit, pipeline, Backend};
 use argus_models::event::{EventChanges, EventInput, MAX_EVENT_BYTES};
+use argus_models::ValidationError;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -20,6 +22,31 @@ pub async fn handle(backend: &Backend, req: Request) -> Response<Body> {
     respond(argus_core::deadline::scope(crate::input::work_deadline(&req), Box::pin(route(backend, &req))).await)
 }
 
+/// A single event checked as it would be stored (session lookup included), nothing queued:
+/// 200 `{"validate_only": true, "valid": true}`, or the error the event would meet.
+async fn validate_one(
+    backend: &Backend,
+    tenant: &str,
+    payload: &Value,
+    dialect: Dialect<'_>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Response<Body>, ApiError> {
+    let report =
+        argus_core::bulk::validate_events(backend, tenant, std::slice::from_ref(payload), dialect, sent_at).await?;
+    let Some(result) = report.results.into_iter().next() else {
+        return Err(ApiError::new(500, "INTERNAL_ERROR", "no validation result"));
+    };
+    match result.error {
+        None => Ok(response::json(
+            200,
+            &json!({"validate_only": true, "valid": true, "id": result.id, "duplicate": result.duplicate}),
+        )),
+        Some(error) => Err(ApiError::new(result.status, &error.code, error.message.clone())
+            .with_details(error.details.clone())
+            .detail("validate_only", true)),
+    }
+}
+
 fn require_body(body: Option<Value>) -> Result<Value, ApiError> {
     body.ok_or_else(|| ApiError::invalid_field("body", "INVALID_TYPE", "a JSON object is required"))
 }
@@ -29,8 +56,16 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
     match route_key(req).as_str() {
         "POST /events" => {
             idempotent::run(backend, &tenant, req, "POST /events", || async {
+                let validate_only = crate::input::validate_only(req)?;
                 let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
-                let input = EventInput::parse(&payload)?;
+                let mut input = EventInput::parse(&payload)?;
+                let sent_at = crate::input::sent_at(&payload)?;
+                if validate_only {
+                    return validate_one(backend, &tenant, &payload, Dialect::Argus, sent_at).await;
+                }
+                if let Some(sent_at) = &sent_at {
+                    input.apply_sent_at(sent_at, &argus_models::time::now()).map_err(ValidationError::single)?;
+                }
                 let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
                 argus_core::metrics::EventCounts { accepted: 1, ..Default::default() }.emit("argus-events");
                 Ok(response::json(202, &json!({"status": "accepted", "id": id})))
@@ -40,8 +75,19 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
         "POST /ingest/events" => {
             let started = std::time::Instant::now();
             idempotent::run(backend, &tenant, req, "POST /ingest/events", || async {
+                let validate_only = crate::input::validate_only(req)?;
                 let payload = require_body(json_body(req, MAX_BODY_BYTES)?)?;
-                let input = argus_models::datastream::parse_event(&payload, None, &argus_models::time::now())?;
+                let received = argus_models::time::now();
+                let mut input = argus_models::datastream::parse_event(&payload, None, &received)?;
+                let sent_at = crate::input::sent_at(&payload)?;
+                if validate_only {
+                    let dialect = Dialect::DataStream { stream: &input.stream };
+                    return validate_one(backend, &tenant, &payload, dialect, sent_at).await;
+                }
+                // A missing timestamp is the receipt, on our clock: nothing to correct.
+                if let Some(sent_at) = sent_at.filter(|_| payload.get("timestamp").is_some_and(|t| !t.is_null())) {
+                    input.apply_sent_at(&sent_at, &received).map_err(ValidationError::single)?;
+                }
                 let id = pipeline::enqueue(backend, &tenant, input, payload).await?;
                 argus_core::metrics::EventCounts { accepted: 1, ..Default::default() }.emit("argus-events");
                 // DataStream's answer: `event_id`, and the time this request took to accept it.

@@ -19,6 +19,17 @@ use crate::ApiError;
 /// Longest path + query accepted (API Gateway's own request-line limit is 10,240 bytes).
 pub const MAX_URI_BYTES: usize = 8192;
 
+/// Largest body a gzip request may decompress to. Each route's own limit then applies to the
+/// decompressed body (`input::json_body`); bulk routes allow this much for gzip bodies
+/// (`batch::MAX_GZIP_BYTES`), five times what fits in Lambda's 6 MB uncompressed.
+pub const MAX_DECOMPRESSED_BYTES: usize = 25 * 1024 * 1024;
+/// A body decompressing to more than `RATIO_FLOOR_BYTES` must not expand more than this: no
+/// JSON event stream compresses 200:1; a decompression bomb does.
+pub const MAX_COMPRESSION_RATIO: usize = 200;
+const RATIO_FLOOR_BYTES: usize = 1024 * 1024;
+/// Set by ingress (never by the client: removed first) on a body it decompressed.
+pub const DECODED_HEADER: &str = "x-argus-decoded-from";
+
 /// The request an event describes, or the 4xx that says why there is none.
 pub fn request_from_event(mut event: Value) -> Result<Request, ApiError> {
     make_convertible(&mut event)?;
@@ -101,6 +112,7 @@ fn make_convertible(event: &mut Value) -> Result<(), ApiError> {
             headers.remove("host");
         }
     }
+    decode_content(fields)?;
     if fields.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
         let body = fields.get("body").and_then(Value::as_str).unwrap_or("");
         let decoded = STANDARD
@@ -113,6 +125,92 @@ fn make_convertible(event: &mut Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Decompresses a `Content-Encoding: gzip` body in place (the header goes, `DECODED_HEADER`
+/// says it was gzip). The output is capped while it streams, so a bomb costs at most the cap
+/// in memory: 413. Any other encoding is 415.
+fn decode_content(fields: &mut serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    let Some(headers) = fields.get_mut("headers").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    headers.remove(DECODED_HEADER);
+    let encoding = match headers.get("content-encoding") {
+        None => return Ok(()),
+        Some(Value::String(value)) => value.trim().to_ascii_lowercase(),
+        Some(_) => String::from("?"),
+    };
+    match encoding.as_str() {
+        "" | "identity" => {
+            headers.remove("content-encoding");
+            return Ok(());
+        }
+        "gzip" | "x-gzip" => {}
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UNSUPPORTED_CONTENT_ENCODING",
+                format!(
+                    "Content-Encoding {} is not supported: send gzip or no encoding",
+                    other.chars().take(40).collect::<String>()
+                ),
+            )
+            .detail("content_encoding", other.chars().take(40).collect::<String>())
+            .detail("accepted", vec!["gzip", "identity"]));
+        }
+    }
+    headers.remove("content-encoding");
+    headers.insert(DECODED_HEADER.into(), Value::String("gzip".into()));
+    let body = fields.get("body").and_then(Value::as_str).unwrap_or("");
+    if body.is_empty() {
+        return Ok(());
+    }
+    let compressed = if fields.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+        STANDARD
+            .decode(body)
+            .map_err(|_| ApiError::new(400, "BAD_REQUEST", "the request body is flagged base64 but is not"))?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let decoded = gunzip(&compressed, MAX_DECOMPRESSED_BYTES)?;
+    match String::from_utf8(decoded) {
+        Ok(text) => {
+            fields.insert("body".into(), Value::String(text));
+            fields.insert("isBase64Encoded".into(), Value::Bool(false));
+        }
+        Err(err) => {
+            fields.insert("body".into(), Value::String(STANDARD.encode(err.into_bytes())));
+            fields.insert("isBase64Encoded".into(), Value::Bool(true));
+        }
+    }
+    Ok(())
+}
+
+/// `compressed` (one or more gzip members) decompressed, at most `cap` bytes and at most
+/// `MAX_COMPRESSION_RATIO` times its size past `RATIO_FLOOR_BYTES`.
+pub fn gunzip(compressed: &[u8], cap: usize) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    let ratio_cap = compressed.len().saturating_mul(MAX_COMPRESSION_RATIO).max(RATIO_FLOOR_BYTES);
+    let limit = cap.min(ratio_cap);
+    let mut decoded = Vec::new();
+    let mut reader = flate2::read::MultiGzDecoder::new(compressed).take(limit as u64 + 1);
+    reader
+        .read_to_end(&mut decoded)
+        .map_err(|err| ApiError::new(400, "MALFORMED_GZIP", format!("the body is not valid gzip: {err}")))?;
+    if decoded.len() > limit {
+        let (code, message) = if limit < cap {
+            (
+                "DECOMPRESSION_RATIO_EXCEEDED",
+                format!("the body expands more than {MAX_COMPRESSION_RATIO}:1; refused as a decompression bomb"),
+            )
+        } else {
+            ("PAYLOAD_TOO_LARGE", format!("the body decompresses to more than {cap} bytes"))
+        };
+        return Err(ApiError::new(413, code, message)
+            .detail("max_decompressed_bytes", cap)
+            .detail("max_compression_ratio", MAX_COMPRESSION_RATIO));
+    }
+    Ok(decoded)
 }
 
 /// Whether `lambda_http` builds a valid URI from this host (as it does: through `url::Url`,
@@ -322,6 +420,53 @@ mod tests {
         use lambda_http::RequestExt;
         assert_eq!(req.query_string_parameters().first("cursor"), Some("x y"));
         assert_eq!(req.uri().host(), Some("example.com"));
+    }
+
+    #[test]
+    fn gzip_bodies_are_decoded_and_bombs_and_unknown_encodings_refused() {
+        use std::io::Write;
+        let gzip = |bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        let with_body = |encoding: &str, body: &[u8]| {
+            let mut e =
+                event("/batch/events", "", json!({"content-encoding": encoding, "x-argus-decoded-from": "spoofed"}));
+            e["routeKey"] = json!("POST /batch/events");
+            e["body"] = json!(STANDARD.encode(body));
+            e["isBase64Encoded"] = json!(true);
+            e
+        };
+        let request = request_from_event(with_body("GZIP", &gzip(br#"{"items": []}"#))).unwrap();
+        assert_eq!(request.headers().get(DECODED_HEADER).unwrap(), "gzip");
+        assert!(request.headers().get("content-encoding").is_none());
+        match request.body() {
+            lambda_http::Body::Text(text) => assert_eq!(text, r#"{"items": []}"#),
+            other => panic!("{other:?}"),
+        }
+        // Two members concatenated are one body.
+        let mut two = gzip(b"[1,");
+        two.extend(gzip(b"2]"));
+        assert!(
+            matches!(request_from_event(with_body("gzip", &two)).unwrap().body(), lambda_http::Body::Text(t) if t == "[1,2]")
+        );
+        // 64 MiB of zeros in ~64 KB: refused while streaming, at the ratio guard.
+        let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+        let err = request_from_event(with_body("gzip", &bomb)).unwrap_err();
+        assert_eq!((err.status, err.envelope.error.code.as_str()), (413, "DECOMPRESSION_RATIO_EXCEEDED"));
+        assert_eq!(request_from_event(with_body("gzip", b"not gzip")).unwrap_err().status, 400);
+        for encoding in ["br", "deflate", "gzip, gzip", "compress"] {
+            let err = request_from_event(with_body(encoding, b"{}")).unwrap_err();
+            assert_eq!(
+                (err.status, err.envelope.error.code.as_str()),
+                (415, "UNSUPPORTED_CONTENT_ENCODING"),
+                "{encoding}"
+            );
+        }
+        // The marker cannot be sent by a client.
+        let plain = request_from_event(with_body("identity", b"{}")).unwrap();
+        assert!(plain.headers().get(DECODED_HEADER).is_none());
     }
 
     #[test]

@@ -173,6 +173,25 @@ pub fn query(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string)
 }
 
+/// `?validate_only=true`: check everything, write nothing (`false` or absent: a normal call).
+pub fn validate_only(req: &Request) -> Result<bool, ApiError> {
+    match query(req, "validate_only").as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            400,
+            "INVALID_PARAMETER",
+            format!("validate_only is true or false, not '{}'", other.chars().take(40).collect::<String>()),
+        )
+        .detail("parameter", "validate_only")),
+    }
+}
+
+/// The body's `sent_at` (the client's clock at sending), for correcting event timestamps.
+pub fn sent_at(body: &Value) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    Ok(argus_models::event::parse_sent_at(body)?)
+}
+
 /// The body as JSON: `None` when empty (or only whitespace). Over `max_bytes` → 413; not JSON
 /// → 400 with the line and column of the problem.
 pub fn json_body(req: &Request, max_bytes: usize) -> Result<Option<Value>, ApiError> {

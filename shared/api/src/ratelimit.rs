@@ -77,6 +77,11 @@ pub async fn scoped(backend: &Backend, handler: impl Future<Output = Response<Bo
         .await
 }
 
+/// The caller's standing after this request's charge, if it was charged.
+pub fn current_usage() -> Option<Usage> {
+    with_state(|s| s.usage).flatten()
+}
+
 /// Marks a deferred route's caller: [`scoped`] charges one request if the handler does not.
 pub fn defer(caller: &Caller) {
     with_state(|s| s.pending = Some(caller.clone()));

@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str, &str, Need)] = &[
     ("DELETE", "/batch/events", "argus-batch", MANAGE),
     ("POST", "/batch/events/restore", "argus-batch", MANAGE),
     ("POST", "/ingest/batch", "argus-batch", INGEST),
+    ("GET", "/limits", "argus-batch", ANY),
     ("GET", "/errors", "argus-errors", READ),
     ("GET", "/errors/{id}", "argus-errors", READ),
     ("GET", "/streams", "argus-streams", READ),

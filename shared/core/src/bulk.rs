@@ -232,6 +232,16 @@ pub(crate) struct Ready {
     pub(crate) client_id: bool,
 }
 
+/// How a bulk create runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// The client's clock when it sent the request: corrects each item's timestamp
+    /// (`EventInput::apply_sent_at`), for items that carry one.
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Every check, session lookups included, and nothing written (not even a new stream).
+    pub validate_only: bool,
+}
+
 /// Validates every item (shape, content, session, id reuse) and returns per-item results for
 /// the ones already decided (failures, duplicates) plus the items to write.
 /// `server_ids`: indexes whose `id` the server itself assigned earlier (a job's fan-out), which
@@ -242,13 +252,22 @@ pub(crate) async fn prepare_creates(
     items: &[Value],
     server_ids: &HashSet<usize>,
     dialect: Dialect<'_>,
+    options: CreateOptions,
 ) -> Result<(Vec<Option<ItemResult>>, Vec<Ready>), ServiceError> {
     let received = time::now();
     let received_at = time::format(&received);
     let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
     let mut parsed: Vec<(usize, EventInput)> = Vec::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
-        match dialect.parse(raw, &received) {
+        let corrected = dialect.parse(raw, &received).and_then(|mut input| match options.sent_at {
+            // Only a timestamp the client gave is on its clock (a missing one is the receipt).
+            Some(sent_at) if raw.get("timestamp").is_some_and(|t| !t.is_null()) => {
+                input.apply_sent_at(&sent_at, &received).map_err(argus_models::ValidationError::single)?;
+                Ok(input)
+            }
+            _ => Ok(input),
+        });
+        match corrected {
             Ok(input) => parsed.push((index, input)),
             Err(err) => results[index] = Some(ItemResult::failed(index, 400, ItemError::validation(&err))),
         }
@@ -275,7 +294,7 @@ pub(crate) async fn prepare_creates(
     let (found_sessions, existing, retention) = tokio::join!(
         sessions::existing(backend, tenant, &session_ids),
         events::existing_hashes(backend, tenant, &client_ids),
-        crate::streams::retention_days(backend, tenant, &streams)
+        crate::streams::retention_days_of(backend, tenant, &streams, !options.validate_only)
     );
     let found_sessions: HashSet<Uuid> = found_sessions?.into_iter().collect();
     let existing = existing?;
@@ -323,6 +342,31 @@ pub(crate) async fn prepare_creates(
 }
 
 /// `POST /batch/events` (`Dialect::Argus`) and `POST /ingest/batch` (`Dialect::DataStream`).
+/// Checks `items` as [`create_events`] would, session lookups included, and writes nothing: one
+/// result per item, in order; 200 for an item that would be created (with its id when the client
+/// chose one), 200 `duplicate` for a retry of a stored event, 400 and 409 as at creation.
+pub async fn validate_events(
+    backend: &Backend,
+    tenant: &str,
+    items: &[Value],
+    dialect: Dialect<'_>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<BulkReport, ServiceError> {
+    check_count(items.len(), dialect.list_field())?;
+    let options = CreateOptions { sent_at, validate_only: true };
+    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new(), dialect, options).await?;
+    for r in ready {
+        results[r.index] = Some(ItemResult {
+            index: r.index,
+            status: 200,
+            id: r.client_id.then(|| r.id.to_string()),
+            duplicate: false,
+            error: None,
+        });
+    }
+    Ok(BulkReport::new(results.into_iter().flatten().collect()))
+}
+
 pub async fn create_events(
     backend: &Backend,
     tenant: &str,
@@ -330,12 +374,14 @@ pub async fn create_events(
     mode: Mode,
     deadline: Option<Instant>,
     dialect: Dialect<'_>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<BulkOutcome, ServiceError> {
     check_count(items.len(), dialect.list_field())?;
     if mode == Mode::Atomic && items.len() > MAX_ATOMIC_ITEMS {
         return Err(atomic_limit(items.len()));
     }
-    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new(), dialect).await?;
+    let options = CreateOptions { sent_at, validate_only: false };
+    let (mut results, ready) = prepare_creates(backend, tenant, items, &HashSet::new(), dialect, options).await?;
     match mode {
         Mode::Partial => {
             let config = backend.writer_for(deadline, std::time::Duration::from_secs(2));

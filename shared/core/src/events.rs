@@ -68,6 +68,9 @@ pub fn event_item(
         let json = serde_json::to_string(metadata).map_err(|e| ServiceError::Internal(e.to_string()))?;
         item.insert("metadata".into(), s(json));
     }
+    if let Some(sent) = &input.client_timestamp {
+        item.insert("client_timestamp".into(), s(time::format(sent)));
+    }
     Ok(item)
 }
 
@@ -86,14 +89,15 @@ pub fn is_visible(item: &Item, include_deleted: bool, now: &DateTime<Utc>) -> bo
 pub const NOT_EXPIRED: &str = "(attribute_not_exists(#expires) OR #expires > :epoch)";
 
 /// A digest of what the client sent (not server fields): tells a retried duplicate (same id,
-/// same content) from a conflicting reuse of an id.
+/// same content) from a conflicting reuse of an id. The timestamp is the client's own: a retry
+/// sent later carries another `sent_at`, hence another corrected timestamp, yet is the same event.
 pub fn content_hash(input: &EventInput) -> String {
     let canonical = serde_json::json!([
         input.session_id,
         input.category,
         input.name,
         input.data,
-        time::format(&input.timestamp),
+        time::format(input.client_timestamp.as_ref().unwrap_or(&input.timestamp)),
         input.stream,
         input.metadata,
     ]);
@@ -126,6 +130,7 @@ pub fn event_from_item(item: &Item) -> Result<Event, ServiceError> {
         created_at: get_s(item, "created_at")?.to_string(),
         updated_at: get_s(item, "updated_at")?.to_string(),
         deleted_at: get_opt_s(item, "deleted_at").map(str::to_string),
+        client_timestamp: get_opt_s(item, "client_timestamp").map(str::to_string),
     })
 }
 
@@ -405,6 +410,11 @@ pub fn changed_event(
         timestamp: time::parse("timestamp", &next.timestamp)?,
         stream: next.stream.clone(),
         metadata: next.metadata.clone(),
+        // A changed timestamp is the client's own now: the correction no longer applies.
+        client_timestamp: match (&next.client_timestamp, next.timestamp == current.timestamp) {
+            (Some(sent), true) => Some(time::parse("client_timestamp", sent)?),
+            _ => None,
+        },
     };
     let mut item = event_item(tenant, &current.id, &input, &current.received_at, &current.created_at, retention_days)?;
     item.insert("updated_at".into(), s(now));

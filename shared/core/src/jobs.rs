@@ -98,8 +98,29 @@ pub struct Accepted {
     pub status_url: String,
 }
 
+/// Checks a job request as [`create`] does, and each item as its chunk will (session lookups
+/// included, `bulk::MAX_ITEMS` at a time), writing nothing: the per-item report.
+pub async fn validate(backend: &Backend, tenant: &str, body: &Value) -> Result<bulk::BulkReport, ServiceError> {
+    let (_, items) = check_request(body)?;
+    let mut results = Vec::with_capacity(items.len());
+    for (chunk, start) in items.chunks(bulk::MAX_ITEMS).zip((0..).step_by(bulk::MAX_ITEMS)) {
+        let report = bulk::validate_events(backend, tenant, chunk, bulk::Dialect::Argus, None).await?;
+        results.extend(report.results.into_iter().map(|mut r| {
+            r.index += start;
+            r
+        }));
+    }
+    Ok(bulk::BulkReport::new(results))
+}
+
 /// Checks the request, stores the job and queues its chunks.
 pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Accepted, ServiceError> {
+    let (operation, items) = check_request(body)?;
+    create_checked(backend, tenant, operation, items).await
+}
+
+/// The request's items, once its shape and size are found right.
+fn check_request(body: &Value) -> Result<(&str, &[Value]), ServiceError> {
     let mut errors = argus_models::ValidationError::default();
     let operation = body.get("operation").and_then(Value::as_str).unwrap_or_default();
     if !OPERATIONS.contains(&operation) {
@@ -148,6 +169,15 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
             ]),
         });
     }
+    Ok((operation, items))
+}
+
+async fn create_checked(
+    backend: &Backend,
+    tenant: &str,
+    operation: &str,
+    items: &[Value],
+) -> Result<Accepted, ServiceError> {
     // Ids are fixed now, before fan-out: a redelivered chunk then finds its events already
     // stored with the same content (duplicates), instead of writing them again under new ids.
     let mut assigned = std::collections::HashSet::new();
@@ -556,8 +586,15 @@ pub async fn process_chunk(
         return complete_if_done(backend, &pk).await.map(|_| crate::metrics::EventCounts::default());
     }
     let server_ids: std::collections::HashSet<usize> = chunk.server_ids.iter().copied().collect();
-    let (mut decided, ready) =
-        bulk::prepare_creates(backend, &chunk.tenant, &chunk.items, &server_ids, bulk::Dialect::Argus).await?;
+    let (mut decided, ready) = bulk::prepare_creates(
+        backend,
+        &chunk.tenant,
+        &chunk.items,
+        &server_ids,
+        bulk::Dialect::Argus,
+        Default::default(),
+    )
+    .await?;
     let final_attempt = receive_count >= FINAL_RECEIVE;
     let (client_chosen, ready): (Vec<bulk::Ready>, Vec<bulk::Ready>) = ready.into_iter().partition(|r| r.client_id);
     for result in crate::client_ids::create(backend, client_chosen, config).await {

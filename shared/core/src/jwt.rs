@@ -66,7 +66,8 @@ impl JwtSettings {
             audience,
             tenant_claim: var("ARGUS_JWT_TENANT_CLAIM").unwrap_or_else(|| "tenant_id".into()),
             scope_claim: var("ARGUS_JWT_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
-            allow_http_loopback: var("ARGUS_JWT_ALLOW_HTTP_LOOPBACK").as_deref() == Some("1"),
+            // Only the local runner allows it (ARGUS_JWT_ALLOW_HTTP_LOOPBACK, read there).
+            allow_http_loopback: false,
             refresh_interval: JWKS_REFRESH_INTERVAL,
         })
     }

@@ -95,6 +95,17 @@ const CREATE_CONCURRENCY: usize = 16;
 /// The retention of each of `streams` (distinct ids), creating the streams that do not exist
 /// yet with the default settings.
 pub async fn retention_days(backend: &Backend, tenant: &str, streams: &[&str]) -> Result<Retention, ServiceError> {
+    retention_days_of(backend, tenant, streams, true).await
+}
+
+/// Like [`retention_days`]; with `create_missing` false a stream not found is only assumed to
+/// have the default retention, and nothing is written (validate-only requests).
+pub async fn retention_days_of(
+    backend: &Backend,
+    tenant: &str,
+    streams: &[&str],
+    create_missing: bool,
+) -> Result<Retention, ServiceError> {
     let mut found = HashMap::new();
     let mut missing = Vec::new();
     for stream in streams {
@@ -122,6 +133,12 @@ pub async fn retention_days(backend: &Backend, tenant: &str, streams: &[&str]) -
         found.insert(stream, days);
     }
     let new: Vec<&str> = missing.into_iter().filter(|stream| !found.contains_key(*stream)).collect();
+    if !create_missing {
+        for stream in new {
+            found.insert(stream.to_string(), DEFAULT_RETENTION_DAYS);
+        }
+        return Ok(Retention(found));
+    }
     let mut created = Vec::with_capacity(new.len());
     for group in new.chunks(CREATE_CONCURRENCY) {
         created

@@ -74,6 +74,7 @@ pub fn parse_event(
         timestamp: timestamp.unwrap_or(*received),
         stream: stream.unwrap_or_default(),
         metadata,
+        client_timestamp: None,
     };
     check_size(&event)?;
     Ok(event)

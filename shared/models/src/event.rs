@@ -44,6 +44,9 @@ pub struct EventInput {
     pub stream: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The timestamp as the client sent it, when `sent_at` corrected it (`apply_sent_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<DateTime<Utc>>,
 }
 
 /// A stored event as the API returns it.
@@ -65,9 +68,40 @@ pub struct Event {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// The timestamp the client sent, when its `sent_at` corrected it (`timestamp` is then the
+    /// corrected one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<String>,
+}
+
+/// The client's clock at sending, from a body's `sent_at` (absent: `None`).
+pub fn parse_sent_at(body: &Value) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    match body.get("sent_at") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(raw)) => Ok(Some(crate::time::parse("sent_at", raw)?)),
+        Some(other) => Err(ValidationError::single(type_error("sent_at", "a timestamp string", other))),
+    }
 }
 
 impl EventInput {
+    /// Corrects a client clock (Segment's rule): `timestamp = received_at - (sent_at - timestamp)`,
+    /// keeping what the client sent in `client_timestamp`. The event's place in time relative to
+    /// the sending is kept; the client clock's offset is removed.
+    pub fn apply_sent_at(&mut self, sent_at: &DateTime<Utc>, received_at: &DateTime<Utc>) -> Result<(), FieldError> {
+        let skew = received_at.signed_duration_since(*sent_at);
+        let corrected = self.timestamp.checked_add_signed(skew).filter(crate::time::representable);
+        let Some(corrected) = corrected else {
+            return Err(FieldError::new(
+                "sent_at",
+                "INVALID_SENT_AT",
+                "sent_at is so far from the time of receipt that the corrected timestamp is out of range",
+            ));
+        };
+        self.client_timestamp = Some(self.client_timestamp.unwrap_or(self.timestamp));
+        self.timestamp = corrected;
+        Ok(())
+    }
+
     /// Checks the shape of one event. Reports every problem, each naming its field.
     /// Accepts the_eye's `"session": {"id": …}` as well as `"session_id"`.
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
@@ -118,6 +152,7 @@ impl EventInput {
                 timestamp: timestamp.unwrap_or_default(),
                 stream: stream.unwrap_or_else(|| DEFAULT_STREAM.to_string()),
                 metadata,
+                client_timestamp: None,
             };
             match check_size(&event) {
                 Ok(()) => return Ok(event),

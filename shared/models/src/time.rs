@@ -19,6 +19,11 @@ pub fn format(ts: &DateTime<Utc>) -> String {
 pub const EARLIEST: &str = "0001-01-01T00:00:00.000Z";
 pub const LATEST: &str = "9999-12-31T23:59:59.999Z";
 
+/// Whether `ts` is within [`EARLIEST`] and [`LATEST`] (the stored form's range).
+pub fn representable(ts: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&ts.year())
+}
+
 /// Accepts RFC 3339 with any offset, or the_eye's `2021-06-15 00:00:00` / ISO without offset
 /// (read as UTC), with optional fractional seconds; in UTC between [`EARLIEST`] and [`LATEST`].
 /// A leap second (`23:59:60`) is kept as the last millisecond before it (`23:59:59.999`): the

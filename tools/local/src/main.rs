@@ -28,6 +28,14 @@ async fn run() -> Result<(), String> {
     // machine). Deployed functions never read this variable.
     backend.webhooks.policy.allow_http_loopback =
         std::env::var("ARGUS_WEBHOOK_ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1" || v == "true");
+    // A token issuer on this machine (plain http to loopback), for `make dev` with
+    // ARGUS_JWT_ISSUER/ARGUS_JWT_AUDIENCE set. Deployed functions never read this variable.
+    if std::env::var("ARGUS_JWT_ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1" || v == "true") {
+        backend.jwt = argus_core::jwt::JwtSettings::from_env().map(|mut settings| {
+            settings.allow_http_loopback = true;
+            argus_core::jwt::JwtVerifier::new(settings)
+        });
+    }
     let key = seed_tenant(&backend, "dev", std::env::var("ARGUS_DEV_API_KEY").ok().filter(|k| !k.is_empty()))
         .await
         .map_err(|e| format!("seeding tenant dev: {e}"))?;
