@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use argus_core::ratelimit::Charge;
 use argus_core::bulk::{self, BulkOutcome, BulkReport, Dialect, Mode, MAX_BYTES, MAX_ITEMS};
 use argus_core::Backend;
 use lambda_http::{Body, Request, Response};
@@ -151,9 +152,13 @@ fn limits_of(caller: &crate::input::Caller) -> Value {
     })
 }
 
-/// A bulk request's charge: one request and its items (`ratelimit`), before any work.
+/// A bulk request's charge: one request and its items (`ratelimit`), before any work. A
+/// request over the item limit is refused (413) before it is charged for its items.
 async fn charge_items(backend: &Backend, caller: &crate::input::Caller, items: usize) -> Result<(), ApiError> {
-    crate::ratelimit::charge(backend, caller, argus_core::ratelimit::Charge { requests: 1, events: items as u64 }).await
+    if items > MAX_ITEMS {
+        bulk::check_count(items, "items")?;
+    }
+    crate::ratelimit::charge(backend, caller, Charge { requests: 1, events: items as u64 }).await
 }
 
 async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -172,12 +177,14 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 let validate_only = crate::input::validate_only(req)?;
                 let body = bulk_body(req)?;
                 let items = body.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+                // Shape and size first (400/413): a job refused whole spends no events.
+                argus_core::jobs::check_request(&body)?;
                 if validate_only {
                     charge_items(backend, &caller, 0).await?;
                     let report = argus_core::jobs::validate(backend, &tenant, &body).await?;
                     return Ok(validated_response(false, report));
                 }
-                charge_items(backend, &caller, items).await?;
+                crate::ratelimit::charge(backend, &caller, Charge { requests: 1, events: items as u64 }).await?;
                 let accepted = argus_core::jobs::create(backend, &tenant, &body).await?;
                 Ok(response::json(202, &accepted))
             })

@@ -24,7 +24,7 @@ where
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let Some(raw) = req.headers().get(HEADER) else {
-        return work().await;
+        return Box::pin(work()).await;
     };
     let key = raw.to_str().map_err(|_| {
         ApiError::new(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be visible ASCII").detail("header", HEADER)
@@ -43,11 +43,14 @@ where
     {
         Begin::Proceed(held) => {
             // The ids this request creates derive from the key: a rerun makes the same records.
-            let response = argus_core::keyed_ids::scope(Some(held.seed.clone()), work())
+            // Boxed: handlers' futures are large, and `POST /batch` nests them.
+            let response = argus_core::keyed_ids::scope(Some(held.seed.clone()), Box::pin(work()))
                 .await
                 .unwrap_or_else(ApiError::into_response);
             let status = response.status().as_u16();
-            if status >= 500 {
+            // 429 is transient too (the window resets): nothing ran, and a replayed 429 would
+            // outlive the limit it reports.
+            if status >= 500 || status == 429 {
                 // Transient: give the key back so a retry runs again.
                 if let Err(err) = idempotency::release(backend, held).await {
                     tracing::warn!(error = %err, "could not release an idempotency key");

@@ -103,8 +103,8 @@ pub async fn charge(backend: &Backend, caller: &Caller, amount: Charge) -> Resul
         Admission::Refused(refusal) => {
             let spent = Usage {
                 limits: caller.limits,
-                requests_used: if refusal.kind == LimitKind::Requests { refusal.limit } else { 0 },
-                events_used: if refusal.kind == LimitKind::Events { refusal.limit } else { 0 },
+                requests_used: refusal.requests_used,
+                events_used: refusal.events_used,
                 reset_seconds: refusal.reset_seconds,
             };
             with_state(|s| s.usage = Some(spent));
@@ -121,7 +121,7 @@ pub fn rate_limited(refusal: &Refusal) -> ApiError {
     };
     let message = if refusal.requested > refusal.limit {
         format!(
-            "this request alone needs {} {unit}, more than this key's limit of {} per hour: split it",
+            "this request alone needs {} {unit}, more than the limit of {} per hour: split it",
             refusal.requested, refusal.limit
         )
     } else {
@@ -176,7 +176,14 @@ mod tests {
 
     #[test]
     fn refusals_say_which_limit_and_when_it_resets() {
-        let refusal = Refusal { kind: LimitKind::Events, limit: 100, requested: 500, reset_seconds: 42 };
+        let refusal = Refusal {
+            kind: LimitKind::Events,
+            limit: 100,
+            requested: 500,
+            reset_seconds: 42,
+            requests_used: 3,
+            events_used: 0,
+        };
         let err = rate_limited(&refusal);
         assert_eq!(err.status, 429);
         assert_eq!(err.envelope.error.details["limit"], "events_per_hour");

@@ -444,7 +444,7 @@ pub async fn create_events(
 }
 
 /// `list_field`: the body's field holding the items, named in the error.
-fn check_count(count: usize, list_field: &str) -> Result<(), ServiceError> {
+pub fn check_count(count: usize, list_field: &str) -> Result<(), ServiceError> {
     if count == 0 {
         return Err(FieldError::new(list_field, "EMPTY_BATCH", "send at least one item").into());
     }

@@ -120,7 +120,7 @@ pub async fn create(backend: &Backend, tenant: &str, body: &Value) -> Result<Acc
 }
 
 /// The request's items, once its shape and size are found right.
-fn check_request(body: &Value) -> Result<(&str, &[Value]), ServiceError> {
+pub fn check_request(body: &Value) -> Result<(&str, &[Value]), ServiceError> {
     let mut errors = argus_models::ValidationError::default();
     let operation = body.get("operation").and_then(Value::as_str).unwrap_or_default();
     if !OPERATIONS.contains(&operation) {

@@ -59,6 +59,9 @@ pub struct Refusal {
     /// What this request asked for of that limit.
     pub requested: u64,
     pub reset_seconds: u64,
+    /// The counters as last seen (this shard's, scaled like `Usage`): what the headers report.
+    pub requests_used: u64,
+    pub events_used: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +134,7 @@ pub async fn charge(
     let shards = shards_for(limits.requests_per_hour);
     let first = if shards > 1 { u64::from(random_u32()) % shards } else { 0 };
     let mut refused = LimitKind::Requests;
+    let mut seen = (0u64, 0u64);
     for step in 0..shards {
         let shard = (first + step) % shards;
         let part = Limits {
@@ -141,6 +145,7 @@ pub async fn charge(
         let known = backend.rate_memo.get(&pk, window).unwrap_or((0, 0));
         if let Some(kind) = refusal_at(part, known, charge) {
             refused = kind;
+            seen = known;
             continue;
         }
         match add_within(backend, &pk, window, part, charge).await? {
@@ -158,6 +163,7 @@ pub async fn charge(
             Err(counts) => {
                 backend.rate_memo.note(&pk, window, counts.0, counts.1);
                 refused = refusal_at(part, counts, charge).unwrap_or(LimitKind::Requests);
+                seen = counts;
             }
         }
     }
@@ -165,7 +171,14 @@ pub async fn charge(
         LimitKind::Requests => (limits.requests_per_hour, charge.requests),
         LimitKind::Events => (limits.events_per_hour, charge.events),
     };
-    Ok(Admission::Refused(Refusal { kind: refused, limit, requested, reset_seconds }))
+    Ok(Admission::Refused(Refusal {
+        kind: refused,
+        limit,
+        requested,
+        reset_seconds,
+        requests_used: seen.0.saturating_mul(shards).min(limits.requests_per_hour),
+        events_used: seen.1.saturating_mul(shards).min(limits.events_per_hour),
+    }))
 }
 
 /// One conditional `ADD` on a counter: `Ok(counts after)` when it fitted, `Err(counts before)`
