@@ -55,6 +55,8 @@ if [ "$#" -eq 0 ]; then
   # seed and a small example count here; `make fuzz` runs many more with fresh seeds.
   log "schemathesis against docs/openapi.yaml (${ARGUS_FUZZ_EXAMPLES:-25} examples per operation)"
   ARGUS_FUZZ_SEED="${ARGUS_FUZZ_SEED:-1}" scripts/fuzz.sh "${ARGUS_FUZZ_EXAMPLES:-25}"
+  # The SDKs and the CLI against a running local API (their own suites).
+  scripts/clients_test.sh
   # Only after the whole suite: a filtered run leaves grants unused.
   log "IAM contract: recorded calls vs template.yaml policies"
   cargo nextest run -p argus-tests --test iam_contract --run-ignored only --no-capture
