@@ -98,6 +98,7 @@ impl FaultProxy {
             in_flight: 0,
         }));
         let upstream = upstream.to_string();
+        argus_core::aws::install_tls_provider();
         let client = reqwest::Client::new();
         let shared = state.clone();
         let task = tokio::spawn(async move {

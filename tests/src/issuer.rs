@@ -34,7 +34,14 @@ impl Issuer {
             .expect("reading the issuer's stdout")
             .expect("the issuer printed its port");
         let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected issuer output {line}"));
-        Self { _child: child, base_url: format!("http://127.0.0.1:{}", port.trim()), http: reqwest::Client::new() }
+        Self {
+            _child: child,
+            base_url: format!("http://127.0.0.1:{}", port.trim()),
+            http: {
+                argus_core::aws::install_tls_provider();
+                reqwest::Client::new()
+            },
+        }
     }
 
     pub fn jwks_url(&self) -> String {

@@ -159,7 +159,10 @@ impl TestStack {
             functions,
             provisioned,
             template,
-            http: reqwest::Client::new(),
+            http: {
+                argus_core::aws::install_tls_provider();
+                reqwest::Client::new()
+            },
             server,
             background: Vec::new(),
             proxy: None,

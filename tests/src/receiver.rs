@@ -36,7 +36,14 @@ impl Receiver {
             .expect("reading the receiver's stdout")
             .expect("the receiver printed its port");
         let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected receiver output {line}"));
-        Self { child, base_url: format!("http://127.0.0.1:{}", port.trim()), http: reqwest::Client::new() }
+        Self {
+            child,
+            base_url: format!("http://127.0.0.1:{}", port.trim()),
+            http: {
+                argus_core::aws::install_tls_provider();
+                reqwest::Client::new()
+            },
+        }
     }
 
     /// The URL webhooks post to for endpoint `name`.

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use argus_core::ratelimit::Charge;
 use argus_core::bulk::{self, BulkOutcome, BulkReport, Dialect, Mode, MAX_BYTES, MAX_ITEMS};
+use argus_core::ratelimit::Charge;
 use argus_core::Backend;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};

@@ -35,6 +35,13 @@ pub struct Endpoints {
     pub sqs: Option<String>,
 }
 
+/// Makes rustls on ring the process's TLS provider. `reqwest` (the CLI, the local runner, the
+/// tests) is built without a provider of its own, so every process that builds a `reqwest`
+/// client calls this first; a second call changes nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The one HTTPS client of the process: rustls with ring (see the workspace manifest on why
 /// the SDK defaults are off).
 fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {

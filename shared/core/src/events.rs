@@ -396,6 +396,10 @@ pub fn changed_event(
     retention_days: Option<u32>,
 ) -> Result<(Event, Item), ServiceError> {
     let mut next = changes.apply(current);
+    // A changed timestamp is the client's own: the sent_at correction no longer applies.
+    if next.timestamp != current.timestamp {
+        next.client_timestamp = None;
+    }
     check_content(&next, retention_days)?;
     if serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX) > argus_models::event::MAX_EVENT_BYTES + 1024 {
         return Err(FieldError::new("data", "TOO_LARGE", "the changed event exceeds the event size limit").into());
@@ -410,10 +414,9 @@ pub fn changed_event(
         timestamp: time::parse("timestamp", &next.timestamp)?,
         stream: next.stream.clone(),
         metadata: next.metadata.clone(),
-        // A changed timestamp is the client's own now: the correction no longer applies.
-        client_timestamp: match (&next.client_timestamp, next.timestamp == current.timestamp) {
-            (Some(sent), true) => Some(time::parse("client_timestamp", sent)?),
-            _ => None,
+        client_timestamp: match &next.client_timestamp {
+            Some(sent) => Some(time::parse("client_timestamp", sent)?),
+            None => None,
         },
     };
     let mut item = event_item(tenant, &current.id, &input, &current.received_at, &current.created_at, retention_days)?;

@@ -106,6 +106,7 @@ impl Bench {
         }
         let functions = api.functions.clone();
         tokio::spawn(argus_local::serve(listener, api));
+        argus_core::aws::install_tls_provider();
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| e.to_string())?;
         Ok(Self { settings, backend, counter, plain, api_url, http, functions })
     }

@@ -56,7 +56,10 @@ impl StreamConsumer {
             endpoint: dynamodb_endpoint.to_string(),
             batch_size: source.batch_size.clamp(1, 1_000),
             filters: source.filters.clone(),
-            http: reqwest::Client::new(),
+            http: {
+                argus_core::aws::install_tls_provider();
+                reqwest::Client::new()
+            },
             positions: BTreeMap::new(),
         }
     }
