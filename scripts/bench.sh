@@ -8,7 +8,8 @@ cd "$ROOT"
 ensure_stack_tools
 log "release build of every function and the bench (fat LTO: ~10 min from clean on 2 cores, seconds when cached)"
 cargo build --release -q -p argus-bench -p argus-authorizer -p argus-health -p argus-sessions \
-  -p argus-events -p argus-errors -p argus-processor -p argus-batch -p argus-sweeper -p argus-streams
+  -p argus-events -p argus-errors -p argus-processor -p argus-batch -p argus-sweeper -p argus-streams \
+  -p argus-cli
 
 trap 'stop_started' EXIT
 trap 'exit 130' INT TERM

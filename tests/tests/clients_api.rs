@@ -130,6 +130,15 @@ async fn validate_only_checks_everything_and_writes_nothing() {
     assert!(stack.all_pages("/events", &key, 100).await.is_empty());
     let streams = stack.all_pages("/streams", &key, 100).await;
     assert!(streams.iter().all(|s| s["stream_id"] != "never-created"), "{streams:?}");
+
+    // A dry run under an Idempotency-Key does not take the key: the real call then runs.
+    let keyed = json!({"items": [event(&session, 9, "2026-12-01T00:00:00Z")]}).to_string();
+    let headers = [("idempotency-key", "import-2026-12-02")];
+    let path = "/batch/events?validate_only=true";
+    let (_, _, dry) = stack.call_with_headers(Method::POST, path, &key, &headers, Some(keyed.clone())).await;
+    assert_eq!(dry["validate_only"], true, "{dry}");
+    let (_, _, real) = stack.call_with_headers(Method::POST, "/batch/events", &key, &headers, Some(keyed)).await;
+    assert_eq!(real["results"][0]["status"], 201, "{real}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,12 +89,17 @@ fn outcome_response(failures_only: bool, outcome: BulkOutcome, atomic_status: u1
     }
 }
 
-/// A validate-only answer: the per-item report, flagged; nothing was written.
-fn validated_response(failures_only: bool, report: BulkReport) -> Response<Body> {
+/// A validate-only answer, nothing written: the per-item report, flagged; in atomic mode the
+/// atomic call's own verdict (400/409 with every failure) when any item would fail.
+fn validated_response(failures_only: bool, mode: Mode, report: BulkReport) -> Result<Response<Body>, ApiError> {
+    if mode == Mode::Atomic {
+        bulk::check_atomic(&report.results, report.results.len())
+            .map_err(|err| ApiError::from(err).detail("validate_only", true))?;
+    }
     let report = if failures_only { report.only_failures() } else { report };
     let mut body = serde_json::to_value(report.fit(crate::multi::MAX_ANSWER_BYTES)).unwrap_or_default();
     body["validate_only"] = json!(true);
-    response::json(200, &body)
+    Ok(response::json(200, &body))
 }
 
 /// The answer of a bulk create (its metrics emitted): per-item report, or 201 with the ids.
@@ -180,9 +185,11 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 // Shape and size first (400/413): a job refused whole spends no events.
                 argus_core::jobs::check_request(&body)?;
                 if validate_only {
-                    charge_items(backend, &caller, 0).await?;
+                    // Validated now, item by item: as costly as a bulk call of that size.
+                    bulk::check_count(items, "items")?;
+                    charge_items(backend, &caller, items).await?;
                     let report = argus_core::jobs::validate(backend, &tenant, &body).await?;
-                    return Ok(validated_response(false, report));
+                    return validated_response(false, Mode::Partial, report);
                 }
                 crate::ratelimit::charge(backend, &caller, Charge { requests: 1, events: items as u64 }).await?;
                 let accepted = argus_core::jobs::create(backend, &tenant, &body).await?;
@@ -214,10 +221,12 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                 let body = bulk_body(req)?;
                 let sent_at = if body.is_object() { crate::input::sent_at(&body)? } else { None };
                 let (mode, items) = mode_and_items(body, "items")?;
+                bulk::check_mode(mode, items.len())?;
+                // A dry run reads as much as the real call (sessions, ids, streams): same charge.
                 if validate_only {
-                    charge_items(backend, &caller, 0).await?;
+                    charge_items(backend, &caller, items.len()).await?;
                     let report = bulk::validate_events(backend, &tenant, &items, Dialect::Argus, sent_at).await?;
-                    return Ok(validated_response(failures_only, report));
+                    return validated_response(failures_only, mode, report);
                 }
                 charge_items(backend, &caller, items.len()).await?;
                 let outcome =
@@ -240,10 +249,11 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
                     _ => Vec::new(),
                 };
                 let dialect = Dialect::DataStream { stream: &stream };
+                bulk::check_mode(mode, items.len())?;
                 if validate_only {
-                    charge_items(backend, &caller, 0).await?;
+                    charge_items(backend, &caller, items.len()).await?;
                     let report = bulk::validate_events(backend, &tenant, &items, dialect, sent_at).await?;
-                    return Ok(validated_response(failures_only, report));
+                    return validated_response(failures_only, mode, report);
                 }
                 charge_items(backend, &caller, items.len()).await?;
                 let outcome =

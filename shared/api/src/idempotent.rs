@@ -23,12 +23,20 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
+    // A dry run (`?validate_only=true`) writes nothing, so there is nothing to protect; storing
+    // its answer under the key would make the real call that follows replay the dry run.
+    let dry_run = crate::input::query(req, "validate_only").as_deref() == Some("true");
     let Some(raw) = req.headers().get(HEADER) else {
         return Box::pin(work()).await;
     };
     let key = raw.to_str().map_err(|_| {
         ApiError::new(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be visible ASCII").detail("header", HEADER)
     })?;
+    if dry_run {
+        // Checked like any key (a bad one is still a 400), then left untouched.
+        idempotency::validate_key(key).map_err(|e| ApiError::from(e).detail("header", HEADER))?;
+        return Box::pin(work()).await;
+    }
     let body: &[u8] = match req.body() {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,

@@ -27,6 +27,8 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 25 * 1024 * 1024;
 /// JSON event stream compresses 200:1; a decompression bomb does.
 pub const MAX_COMPRESSION_RATIO: usize = 200;
 const RATIO_FLOOR_BYTES: usize = 1024 * 1024;
+/// Largest decompressed body on the other routes (their own limits are lower still).
+pub const MAX_DECOMPRESSED_SMALL_BYTES: usize = 2 * 1024 * 1024;
 /// Set by ingress (never by the client: removed first) on a body it decompressed.
 pub const DECODED_HEADER: &str = "x-argus-decoded-from";
 
@@ -130,7 +132,28 @@ fn make_convertible(event: &mut Value) -> Result<(), ApiError> {
 /// Decompresses a `Content-Encoding: gzip` body in place (the header goes, `DECODED_HEADER`
 /// says it was gzip). The output is capped while it streams, so a bomb costs at most the cap
 /// in memory: 413. Any other encoding is 415.
+/// Only a request the authorizer admitted (a tenant in its context) is decompressed, and only
+/// the bulk routes get `MAX_DECOMPRESSED_BYTES`: anonymous callers, unmatched paths and small
+/// routes never make a function inflate megabytes.
 fn decode_content(fields: &mut serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    let context = fields.get("requestContext");
+    let authenticated = context
+        .and_then(|c| c.get("authorizer"))
+        .and_then(|a| a.get("lambda"))
+        .and_then(|l| l.get(crate::input::CTX_TENANT))
+        .is_some_and(Value::is_string);
+    let route = context.and_then(|c| c.get("routeKey")).and_then(Value::as_str).unwrap_or("");
+    let bulk = matches!(
+        route.trim_end_matches('/'),
+        "POST /batch"
+            | "POST /batch/jobs"
+            | "POST /batch/events"
+            | "PATCH /batch/events"
+            | "DELETE /batch/events"
+            | "POST /batch/events/restore"
+            | "POST /ingest/batch"
+    );
+    let cap = if bulk { MAX_DECOMPRESSED_BYTES } else { MAX_DECOMPRESSED_SMALL_BYTES };
     let Some(headers) = fields.get_mut("headers").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -161,6 +184,12 @@ fn decode_content(fields: &mut serde_json::Map<String, Value>) -> Result<(), Api
     }
     headers.remove("content-encoding");
     headers.insert(DECODED_HEADER.into(), Value::String("gzip".into()));
+    if !authenticated {
+        // Answered 401/404/405 without reading the body: none is kept.
+        fields.insert("body".into(), Value::String(String::new()));
+        fields.insert("isBase64Encoded".into(), Value::Bool(false));
+        return Ok(());
+    }
     let body = fields.get("body").and_then(Value::as_str).unwrap_or("");
     if body.is_empty() {
         return Ok(());
@@ -172,7 +201,7 @@ fn decode_content(fields: &mut serde_json::Map<String, Value>) -> Result<(), Api
     } else {
         body.as_bytes().to_vec()
     };
-    let decoded = gunzip(&compressed, MAX_DECOMPRESSED_BYTES)?;
+    let decoded = gunzip(&compressed, cap)?;
     match String::from_utf8(decoded) {
         Ok(text) => {
             fields.insert("body".into(), Value::String(text));
@@ -434,6 +463,8 @@ mod tests {
             let mut e =
                 event("/batch/events", "", json!({"content-encoding": encoding, "x-argus-decoded-from": "spoofed"}));
             e["routeKey"] = json!("POST /batch/events");
+            e["requestContext"]["routeKey"] = json!("POST /batch/events");
+            e["requestContext"]["authorizer"] = json!({"lambda": {"tenant_id": "acme"}});
             e["body"] = json!(STANDARD.encode(body));
             e["isBase64Encoded"] = json!(true);
             e
@@ -464,6 +495,13 @@ mod tests {
                 "{encoding}"
             );
         }
+        // Without a tenant (the authorizer refused, or no authorizer), nothing is inflated.
+        let mut anonymous = with_body("gzip", &bomb);
+        anonymous["requestContext"]["authorizer"] = json!({"lambda": {"auth_error": "MISSING_API_KEY"}});
+        assert!(matches!(
+            request_from_event(anonymous).unwrap().body(),
+            lambda_http::Body::Empty | lambda_http::Body::Text(_)
+        ));
         // The marker cannot be sent by a client.
         let plain = request_from_event(with_body("identity", b"{}")).unwrap();
         assert!(plain.headers().get(DECODED_HEADER).is_none());

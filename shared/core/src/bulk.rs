@@ -342,6 +342,27 @@ pub(crate) async fn prepare_creates(
 }
 
 /// `POST /batch/events` (`Dialect::Argus`) and `POST /ingest/batch` (`Dialect::DataStream`).
+/// Atomic mode's verdict on the items decided so far: any invalid one is 400, any other
+/// failure 409, each with every failure by index; nothing is written after either.
+pub fn check_atomic(decided: &[ItemResult], total: usize) -> Result<(), ServiceError> {
+    let failures: Vec<ItemResult> = decided.iter().filter(|r| !r.succeeded()).cloned().collect();
+    if failures.iter().any(|r| r.status == 400) {
+        return Err(ServiceError::BadRequest {
+            code: "VALIDATION_FAILED",
+            message: format!("{} of {total} items are invalid; nothing was written", failures.len()),
+            details: failures_details(&failures),
+        });
+    }
+    if !failures.is_empty() {
+        return Err(ServiceError::Conflict {
+            code: "ATOMIC_CONFLICT",
+            message: format!("{} of {total} items conflict; nothing was written", failures.len()),
+            details: failures_details(&failures),
+        });
+    }
+    Ok(())
+}
+
 /// Checks `items` as [`create_events`] would, session lookups included, and writes nothing: one
 /// result per item, in order; 200 for an item that would be created (with its id when the client
 /// chose one), 200 `duplicate` for a retry of a stored event, 400 and 409 as at creation.
@@ -416,21 +437,7 @@ pub async fn create_events(
         }
         Mode::Atomic => {
             let decided: Vec<ItemResult> = results.iter().flatten().cloned().collect();
-            let failures: Vec<ItemResult> = decided.iter().filter(|r| !r.succeeded()).cloned().collect();
-            if failures.iter().any(|r| r.status == 400) {
-                return Err(ServiceError::BadRequest {
-                    code: "VALIDATION_FAILED",
-                    message: format!("{} of {} items are invalid; nothing was written", failures.len(), items.len()),
-                    details: failures_details(&failures),
-                });
-            }
-            if !failures.is_empty() {
-                return Err(ServiceError::Conflict {
-                    code: "ATOMIC_CONFLICT",
-                    message: format!("{} of {} items conflict; nothing was written", failures.len(), items.len()),
-                    details: failures_details(&failures),
-                });
-            }
+            check_atomic(&decided, items.len())?;
             let puts: Vec<(usize, Item)> = ready.iter().map(|r| (r.index, r.item.clone())).collect();
             // An expired item that TTL has not deleted yet is gone for every read: its id is free.
             transact_puts(backend, &puts, "attribute_not_exists(PK) OR #expires <= :epoch", &[]).await?;
@@ -458,6 +465,14 @@ pub fn check_count(count: usize, list_field: &str) -> Result<(), ServiceError> {
                 ("items".to_string(), json!(count)),
             ]),
         });
+    }
+    Ok(())
+}
+
+/// The limits of `mode` for `count` items (atomic: `MAX_ATOMIC_ITEMS`), before any work.
+pub fn check_mode(mode: Mode, count: usize) -> Result<(), ServiceError> {
+    if mode == Mode::Atomic && count > MAX_ATOMIC_ITEMS {
+        return Err(atomic_limit(count));
     }
     Ok(())
 }

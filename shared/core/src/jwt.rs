@@ -86,6 +86,7 @@ pub enum TokenRejection {
     WrongAudience,
     MissingClaim,
     BadTenant,
+    NotAnAccessToken,
 }
 
 impl TokenRejection {
@@ -101,6 +102,7 @@ impl TokenRejection {
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim => "missing_claim",
             Self::BadTenant => "bad_tenant",
+            Self::NotAnAccessToken => "not_an_access_token",
         }
     }
 }
@@ -110,7 +112,7 @@ impl TokenRejection {
 pub struct TokenGrant {
     pub tenant: String,
     pub scopes: Scopes,
-    /// Stable id of the token's subject (`iss` + `sub`), for rate limits and logs.
+    /// Whose rate-limit counters a token's requests go to: its tenant's, shared by its tokens.
     pub principal: String,
 }
 
@@ -253,7 +255,11 @@ impl JwtSettings {
         if !audience_ok {
             return Err(TokenRejection::WrongAudience);
         }
-        let subject = claims.get("sub").and_then(Value::as_str).ok_or(TokenRejection::MissingClaim)?;
+        // Cognito's ID tokens carry the app client as `aud` too: only access tokens are accepted.
+        if claims.get("token_use").and_then(Value::as_str).is_some_and(|use_| use_ != "access") {
+            return Err(TokenRejection::NotAnAccessToken);
+        }
+        claims.get("sub").and_then(Value::as_str).ok_or(TokenRejection::MissingClaim)?;
         let tenant = claims.get(&self.tenant_claim).and_then(Value::as_str).ok_or(TokenRejection::MissingClaim)?;
         validate_tenant_id(tenant).map_err(|_| TokenRejection::BadTenant)?;
         // `scope: "ingest read"` or `scp: ["ingest"]`; a resource-server prefix (Cognito's
@@ -265,7 +271,9 @@ impl JwtSettings {
         };
         let scopes: Vec<Scope> =
             names.iter().filter_map(|name| Scope::parse(name.rsplit('/').next().unwrap_or(name))).collect();
-        let digest = Sha256::digest(format!("{}\n{subject}", self.issuer).as_bytes());
+        // One counter per tenant for all its tokens: the tenant's limits are not multiplied by
+        // its number of users or clients.
+        let digest = Sha256::digest(format!("{}\n{tenant}", self.issuer).as_bytes());
         Ok(TokenGrant {
             tenant: tenant.to_string(),
             scopes: Scopes::of(&scopes),
@@ -309,6 +317,14 @@ impl JwtVerifier {
             }
         }
         let may_fetch = jwks.tried_at.is_none_or(|at| at.elapsed() >= self.settings.refresh_interval);
+        if !may_fetch && jwks.keys.is_empty() {
+            // The last fetch failed and the interval has not passed: still unavailable, not
+            // "unknown key" (a valid token must not read as a bad one while the issuer is down).
+            return Err(ServiceError::Unavailable {
+                component: "jwks",
+                message: format!("{} could not be read", self.settings.jwks_url),
+            });
+        }
         if may_fetch {
             jwks.tried_at = Some(Instant::now());
             match self.fetch().await {
@@ -389,6 +405,10 @@ mod tests {
         assert_eq!(s.grant_of(&claims(json!({"aud": null})), 1_000), Err(TokenRejection::WrongAudience));
         assert_eq!(s.grant_of(&claims(json!({"exp": null})), 1_000), Err(TokenRejection::MissingClaim));
         assert_eq!(s.grant_of(&claims(json!({"tenant_id": "../x"})), 1_000), Err(TokenRejection::BadTenant));
+        assert_eq!(s.grant_of(&claims(json!({"token_use": "id"})), 1_000), Err(TokenRejection::NotAnAccessToken));
+        assert!(s.grant_of(&claims(json!({"token_use": "access"})), 1_000).is_ok());
+        let other_subject = s.grant_of(&claims(json!({"sub": "client-2"})), 1_000).unwrap();
+        assert_eq!(other_subject.principal, grant.principal, "one counter per tenant");
         let list = s.grant_of(&claims(json!({"scope": ["manage"]})), 1_000).unwrap();
         assert_eq!(list.scopes, Scopes::of(&[Scope::Manage]));
     }

@@ -15,6 +15,7 @@
 //! (target/release), ARGUS_BENCH_OUT (target/bench/results.json).
 
 mod analytics;
+mod clients;
 mod coldstart;
 mod common;
 mod import;
@@ -29,6 +30,11 @@ use serde_json::{json, Value};
 
 use common::{ms, Bench, Stats};
 use import::{measure, Measured, Variant};
+
+/// The `argus` CLI binary: beside the functions' (`ARGUS_BENCH_BIN_DIR`, default target/release).
+fn cli_path() -> PathBuf {
+    PathBuf::from(std::env::var("ARGUS_BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into())).join("argus")
+}
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -51,6 +57,10 @@ async fn main() {
             .map(|_| ()),
             Err(err) => Err(err),
         },
+        "clients" => match Bench::start().await {
+            Ok(bench) => clients::run(&bench, knob("ARGUS_BENCH_CLI_EVENTS", 100_000), &cli_path()).await.map(|_| ()),
+            Err(err) => Err(err),
+        },
         "webhooks" => match Bench::start().await {
             Ok(bench) => webhooks::run(&bench, knob("ARGUS_BENCH_WEBHOOK_ERRORS", 50)).await.map(|_| ()),
             Err(err) => Err(err),
@@ -66,9 +76,8 @@ async fn main() {
             }
             Err(err) => Err(err),
         },
-        _ => {
-            Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics | webhooks]".to_string())
-        }
+        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics | webhooks | clients]"
+            .to_string()),
     };
     if let Err(err) = result {
         eprintln!("argus-bench: {err}");
@@ -193,6 +202,10 @@ async fn all() -> Result<(), String> {
     let webhook_errors = knob("ARGUS_BENCH_WEBHOOK_ERRORS", 50);
     println!("\n7. Webhook delivery latency, {webhook_errors} error notifications (issue 13)");
     results.insert("webhooks".into(), webhooks::run(&bench, webhook_errors).await?);
+
+    let cli_events = knob("ARGUS_BENCH_CLI_EVENTS", 100_000);
+    println!("\n8. The argus CLI importing {cli_events} events, against raw bulk calls; gzip's bytes (issue 15)");
+    results.insert("clients".into(), clients::run(&bench, cli_events, &cli_path()).await?);
 
     let analytics_events = knob("ARGUS_BENCH_ANALYTICS_EVENTS", 1_000_000);
     println!("\n6. Analytics over {analytics_events} events of one stream (issue 12)");

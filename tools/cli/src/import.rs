@@ -140,16 +140,20 @@ pub struct Summary {
 
 pub async fn run(api: &Api, options: ImportOptions) -> Result<Summary, String> {
     let started = Instant::now();
-    let limits = api.get("/limits").await.unwrap_or(Value::Null);
+    // Also the credentials' check: a wrong key or URL stops here, before anything is read.
+    let limits = match api.get("/limits").await {
+        Ok(limits) => limits,
+        Err(err) if err.status.is_some_and(|s| matches!(s, 401 | 403 | 404)) => {
+            return Err(format!("GET /limits answered {err}: check --url and --api-key"));
+        }
+        Err(_) => Value::Null,
+    };
     let max_items = limits["bulk"]["max_items"].as_u64().unwrap_or(10_000) as usize;
     let max_items = options.batch_items.unwrap_or(max_items).clamp(1, max_items);
-    // Bodies go gzip-compressed: the decompressed limit applies; a tenth kept for the envelope.
-    let max_bytes = limits["bulk"]["max_gzip_decompressed_bytes"]
-        .as_u64()
-        .or_else(|| limits["bulk"]["max_bytes"].as_u64())
-        .unwrap_or(5 * 1024 * 1024) as usize
-        * 9
-        / 10;
+    // Sized to the plain-body limit although bodies go gzip-compressed: a compressed body must
+    // still fit Lambda's 6 MB payload (base64 inside it), which a batch of the gzip limit's
+    // 25 MiB does only when it compresses more than 5:1. A tenth is kept for the envelope.
+    let max_bytes = limits["bulk"]["max_bytes"].as_u64().unwrap_or(5 * 1024 * 1024) as usize * 9 / 10;
 
     let counters = Arc::new(Counters::default());
     let (raw, total_bytes): (Box<dyn Read + Send>, Option<u64>) = match &options.path {
@@ -361,7 +365,14 @@ async fn send_batch(
     let mut chunk_limit = pending.len();
     while !pending.is_empty() {
         let mut retry = Vec::new();
-        for chunk in pending.chunks(chunk_limit.max(1)) {
+        let mut split = false;
+        let chunks: Vec<Vec<(u64, Value)>> = pending.chunks(chunk_limit.max(1)).map(<[_]>::to_vec).collect();
+        for chunk in chunks {
+            if split {
+                // A 413 came back: the rest is sent again at the smaller size.
+                retry.extend(chunk);
+                continue;
+            }
             let items: Vec<&Value> = chunk.iter().map(|(_, item)| item).collect();
             let body = match dialect {
                 Dialect::Argus => json!({"mode": "partial", "items": items}),
@@ -370,14 +381,16 @@ async fn send_batch(
             let answer = match api.post_gzip(path, &body).await {
                 Ok(answer) => answer,
                 Err(err) if err.status == Some(413) && chunk.len() > 1 => {
-                    // Too large for the server after all: halve and send again.
                     chunk_limit = chunk.len() / 2;
-                    retry.extend(chunk.iter().cloned());
+                    split = true;
+                    retry.extend(chunk);
                     continue;
                 }
+                // Credentials, URL or route wrong: nothing can succeed; stop, resumable.
+                Err(err) if err.status.is_some_and(|s| matches!(s, 401 | 403 | 404 | 405 | 415)) => return Err(err),
                 Err(err) if err.status.is_some_and(|s| (400..500).contains(&s) && s != 429) => {
                     // The whole request is refused (e.g. a malformed stream id): every item fails.
-                    for (line, item) in chunk {
+                    for (line, item) in &chunk {
                         counters.failed.fetch_add(1, Ordering::Relaxed);
                         let error = err.body.get("error").cloned().unwrap_or(json!({"message": err.message}));
                         record_failure(failed_file, *line, err.status.map(u64::from), &error, item);
@@ -407,7 +420,7 @@ async fn send_batch(
             }
         }
         pending = retry;
-        if !pending.is_empty() {
+        if !pending.is_empty() && !split {
             round += 1;
             if round > api.max_attempts {
                 return Err(CallError {

@@ -85,14 +85,15 @@ pub fn open(reader: Box<dyn Read + Send>) -> Result<(Box<dyn BufRead + Send>, St
     let mut buffered = BufReader::with_capacity(1 << 20, reader);
     let magic = buffered.fill_buf().map_err(|e| format!("reading input: {e}"))?;
     let gzipped = magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-    let mut content: Box<dyn BufRead + Send> = if gzipped {
-        Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(buffered)))
-    } else {
-        Box::new(buffered)
-    };
-    let head = content.fill_buf().map_err(|e| format!("reading input: {e}"))?;
-    let fingerprint = hex::encode(Sha256::digest(head));
-    Ok((content, fingerprint))
+    let mut content: Box<dyn Read + Send> =
+        if gzipped { Box::new(flate2::read::MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+    // Exactly the first MiB (or all of a shorter input), however the reads split it: a pipe
+    // hands over a few KiB at a time, and the fingerprint must not depend on that.
+    let mut head = Vec::with_capacity(1 << 20);
+    content.by_ref().take(1 << 20).read_to_end(&mut head).map_err(|e| format!("reading input: {e}"))?;
+    let fingerprint = hex::encode(Sha256::digest(&head));
+    let rest = std::io::Cursor::new(head).chain(content);
+    Ok((Box::new(BufReader::with_capacity(1 << 20, rest)), fingerprint))
 }
 
 /// Records of `reader` in `format`, lazily.
@@ -284,6 +285,25 @@ mod tests {
         assert_eq!(first["data"], serde_json::json!({"user": "u1", "plan": "pro"}));
         assert_eq!(records[0].line, 2);
         assert!(records[1].event.as_ref().unwrap()["data"].get("plan").is_none(), "empty cells are absent");
+    }
+
+    /// Hands out at most 7 bytes per read, like a slow pipe.
+    struct Trickle(Cursor<Vec<u8>>);
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_does_not_depend_on_how_reads_split_the_input() {
+        let text: Vec<u8> = (0..50_000).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+        let (reader, whole) = open(Box::new(Cursor::new(text.clone()))).unwrap();
+        let (trickled, by_pipe) = open(Box::new(Trickle(Cursor::new(text.clone())))).unwrap();
+        assert_eq!(whole, by_pipe);
+        assert_eq!(records(reader, Format::Ndjson, ColumnMap::default()).count(), 50_000);
+        assert_eq!(records(trickled, Format::Ndjson, ColumnMap::default()).count(), 50_000);
     }
 
     #[test]
