@@ -16,6 +16,12 @@ test('examples/quickstart.mjs is short and README.md shows it verbatim', () => {
   assert.ok(readme.includes('```js\n' + QUICKSTART + '```'), 'README quickstart block differs from examples/quickstart.mjs');
 });
 
+test("the repository's root README.md shows examples/quickstart.mjs verbatim", () => {
+  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+  const section = readme.split('### JavaScript SDK')[1] ?? '';
+  assert.ok(section.includes('```js\n' + QUICKSTART + '```'), 'README.md JavaScript SDK block differs from clients/js/examples/quickstart.mjs');
+});
+
 test('examples/quickstart.mjs runs against a local stand-in for the API, over real HTTP and gzip', async () => {
   const seen = [];
   const server = http.createServer((req, res) => {
