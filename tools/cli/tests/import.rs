@@ -153,3 +153,37 @@ async fn stored_lines_csv(stack: &TestStack, key: &str) -> Vec<String> {
     lines.sort();
     lines
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_a_stream_and_status_reports_it() {
+    use tokio::io::AsyncBufReadExt;
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let since = argus_models::time::format(&(chrono::Utc::now() - chrono::Duration::minutes(5)));
+    let mut tail = argus(&stack, &key, &["events", "tail", "--stream", "web", "--since", &since, "--interval", "1"])
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let when = argus_models::time::format(&(chrono::Utc::now() - chrono::Duration::seconds(30)));
+    let events: Vec<Value> =
+        (0..3).map(|i| json!({"event_type": "click", "timestamp": when, "data": {"i": i}})).collect();
+    let (status, answer) = stack.post("/ingest/batch", &key, json!({"stream_id": "web", "events": events})).await;
+    assert_eq!((status, answer["succeeded"].as_u64()), (200, Some(3)), "{answer}");
+    let mut seen = HashSet::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("tail prints the events within 30 s")
+            .unwrap()
+            .expect("a line");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["event_type"], "click");
+        seen.insert(event["event_id"].as_str().unwrap().to_string());
+    }
+    tail.kill().await.unwrap();
+
+    let status = argus(&stack, &key, &["status", "--stream", "web"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{stdout}");
+    assert!(stdout.starts_with("web: ") && stdout.contains(" events"), "{stdout}");
+}
