@@ -47,6 +47,7 @@ pub async fn run(bench: &Bench, count: usize, cli: &Path) -> Result<Value, Strin
     if !output.status.success() {
         return Err(format!("the CLI failed: {}", String::from_utf8_lossy(&output.stderr)));
     }
+    println!("  argus import said: {}", String::from_utf8_lossy(&output.stdout).trim());
     bench.wait_stored(&tenant_cli, &session_cli, count, Duration::from_secs(60)).await?;
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(dir.join("cli-import.ndjson.argus-checkpoint"));

@@ -131,6 +131,9 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Items per call unless `--batch-size` says otherwise.
+pub const DEFAULT_BATCH_ITEMS: usize = 1_000;
+
 pub struct Summary {
     pub stored: u64,
     pub duplicates: u64,
@@ -149,7 +152,10 @@ pub async fn run(api: &Api, options: ImportOptions) -> Result<Summary, String> {
         Err(_) => Value::Null,
     };
     let max_items = limits["bulk"]["max_items"].as_u64().unwrap_or(10_000) as usize;
-    let max_items = options.batch_items.unwrap_or(max_items).clamp(1, max_items);
+    // 1,000 a call by default: each call answers well within the function's deadline even when
+    // every item carries its id (conditional transactions of 100), and a few calls in flight
+    // keep the table busy; `--batch-size` goes up to the server's limit.
+    let max_items = options.batch_items.unwrap_or(DEFAULT_BATCH_ITEMS).clamp(1, max_items);
     // Sized to the plain-body limit although bodies go gzip-compressed: a compressed body must
     // still fit Lambda's 6 MB payload (base64 inside it), which a batch of the gzip limit's
     // 25 MiB does only when it compresses more than 5:1. A tenth is kept for the envelope.
@@ -324,7 +330,11 @@ fn pack(
                 continue;
             }
         };
-        event.entry(id_field).or_insert_with(|| Value::String(event_id(fingerprint, record.line).to_string()));
+        // DataStream events name their id only with a timestamp (a retry must be the same event):
+        // without one the server stamps the receipt, and the event goes without a derived id.
+        if id_field == "id" || event.get("timestamp").is_some_and(|t| !t.is_null()) {
+            event.entry(id_field).or_insert_with(|| Value::String(event_id(fingerprint, record.line).to_string()));
+        }
         let size = serde_json::to_vec(&event).map_or(0, |v| v.len()) + 1;
         if !batch.is_empty() && (batch.len() >= max_items || bytes + size > max_bytes) {
             flush(&mut batch, &mut seq)?;
@@ -400,10 +410,15 @@ async fn send_batch(
                 Err(err) => return Err(err),
             };
             let results = answer["results"].as_array().cloned().unwrap_or_default();
+            // Every item needs its answer: one the server did not give (a cut-off or unreadable
+            // reply) is sent again, with its id, rather than assumed stored.
+            let mut answered = vec![false; chunk.len()];
             for result in results {
-                let Some((line, item)) = result["index"].as_u64().and_then(|i| chunk.get(i as usize)) else {
+                let Some(index) = result["index"].as_u64().map(|i| i as usize).filter(|i| *i < chunk.len()) else {
                     continue;
                 };
+                answered[index] = true;
+                let (line, item) = &chunk[index];
                 match result["status"].as_u64() {
                     Some(201) => counters.stored.fetch_add(1, Ordering::Relaxed),
                     Some(200) if result["duplicate"] == true => counters.duplicates.fetch_add(1, Ordering::Relaxed),
@@ -418,6 +433,7 @@ async fn send_batch(
                     }
                 };
             }
+            retry.extend(chunk.iter().zip(&answered).filter(|(_, done)| !**done).map(|(pair, _)| pair.clone()));
         }
         pending = retry;
         if !pending.is_empty() && !split {
