@@ -209,7 +209,18 @@ async fn tail(api: &api::Api, stream: &str, since: String, interval: Duration) -
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={}", encode(cursor)));
             }
-            let page = api.get(&path).await.map_err(|e| e.to_string())?;
+            let page = match api.get(&path).await {
+                Ok(page) => page,
+                // Credentials refused: nothing to follow.
+                Err(err) if err.status.is_some_and(|s| s == 401 || s == 403) => return Err(err.to_string()),
+                // A stream no event named yet (404), or a passing failure: keep following.
+                Err(err) => {
+                    if err.status != Some(404) {
+                        eprintln!("argus: {err}; trying again");
+                    }
+                    break;
+                }
+            };
             page_events.extend(page["events"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_str() {
                 Some(next) if page["has_more"] == true => cursor = Some(next.to_string()),

@@ -164,6 +164,8 @@ async fn tail_follows_a_stream_and_status_reports_it() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    // The stream does not exist yet when tail starts: it keeps following until it does.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let when = argus_models::time::format(&(chrono::Utc::now() - chrono::Duration::seconds(30)));
     let events: Vec<Value> =
         (0..3).map(|i| json!({"event_type": "click", "timestamp": when, "data": {"i": i}})).collect();
