@@ -1,10 +1,7 @@
 //! The token issuer of the tests: `tests/jwt_issuer.py`, which mints access tokens with PyJWT
 //! (not Argus's code), serves their JWKS, and forges the attacks the authorizer must refuse.
 
-use std::process::Stdio;
-
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub struct Issuer {
     _child: tokio::process::Child,
@@ -16,27 +13,10 @@ impl Issuer {
     /// Starts an issuer on a free loopback port, with the receiver's venv
     /// (`ARGUS_WEBHOOK_RECEIVER_PYTHON`, which `make test` installs with PyJWT).
     pub async fn start() -> Self {
-        let python = std::env::var("ARGUS_WEBHOOK_RECEIVER_PYTHON")
-            .unwrap_or_else(|_| panic!("ARGUS_WEBHOOK_RECEIVER_PYTHON is not set: run the suite with `make test`"));
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jwt_issuer.py");
-        let mut child = tokio::process::Command::new(python)
-            .arg(script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the token issuer");
-        let stdout = child.stdout.take().expect("issuer stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the issuer starts within 30 s")
-            .expect("reading the issuer's stdout")
-            .expect("the issuer printed its port");
-        let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected issuer output {line}"));
+        let (child, base_url) = crate::receiver::spawn_peer("jwt_issuer.py").await;
         Self {
             _child: child,
-            base_url: format!("http://127.0.0.1:{}", port.trim()),
+            base_url,
             http: {
                 argus_core::aws::install_tls_provider();
                 reqwest::Client::new()

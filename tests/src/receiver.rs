@@ -13,32 +13,42 @@ pub struct Receiver {
     http: reqwest::Client,
 }
 
+/// Starts one of the tests' Python peers (`tests/<script>`, with the venv `make test` installs:
+/// `ARGUS_WEBHOOK_RECEIVER_PYTHON`) and waits for its `LISTENING <port>` line: the process (killed
+/// when dropped) and its base URL on loopback.
+pub async fn spawn_peer(script: &str) -> (tokio::process::Child, String) {
+    let python = std::env::var("ARGUS_WEBHOOK_RECEIVER_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "ARGUS_WEBHOOK_RECEIVER_PYTHON is not set: run the suite with `make test`, which installs the peers' venv"
+        )
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut child = tokio::process::Command::new(python)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    let stdout = child.stdout.take().expect("peer stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{script} starts within 30 s"))
+        .expect("reading the peer's stdout")
+        .expect("the peer printed its port");
+    let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected output of {script}: {line}"));
+    (child, format!("http://127.0.0.1:{}", port.trim()))
+}
+
 impl Receiver {
     /// Starts a receiver on a free loopback port (`ARGUS_WEBHOOK_RECEIVER_PYTHON`: the venv
     /// `make test` installs it in).
     pub async fn start() -> Self {
-        let python = std::env::var("ARGUS_WEBHOOK_RECEIVER_PYTHON").unwrap_or_else(|_| {
-            panic!("ARGUS_WEBHOOK_RECEIVER_PYTHON is not set: run the suite with `make test`, which installs the receiver's venv")
-        });
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py");
-        let mut child = tokio::process::Command::new(python)
-            .arg(script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the webhook receiver");
-        let stdout = child.stdout.take().expect("receiver stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the receiver starts within 30 s")
-            .expect("reading the receiver's stdout")
-            .expect("the receiver printed its port");
-        let port = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected receiver output {line}"));
+        let (child, base_url) = spawn_peer("webhook_receiver.py").await;
         Self {
             child,
-            base_url: format!("http://127.0.0.1:{}", port.trim()),
+            base_url,
             http: {
                 argus_core::aws::install_tls_provider();
                 reqwest::Client::new()
