@@ -31,8 +31,8 @@ ensure_stack_tools() {
     python3 -m venv "$SQS_VENV" && "$SQS_VENV/bin/pip" install -q --disable-pip-version-check \
       -r "$STACK_DIR/requirements-sqs.txt" || die "installing ministack failed"
   fi
-  if ! "$WEBHOOKS_VENV/bin/python" -c 'import standardwebhooks, jwt, cryptography' >/dev/null 2>&1; then
-    log "installing the test peers' libraries (standardwebhooks, PyJWT; pinned in tools/stack/requirements-webhooks.txt)"
+  if ! "$WEBHOOKS_VENV/bin/python" -c 'import standardwebhooks, jwt, cryptography, pyarrow.parquet, fastavro' >/dev/null 2>&1; then
+    log "installing the test peers' libraries (standardwebhooks, PyJWT, pyarrow, fastavro; pinned in tools/stack/requirements-webhooks.txt)"
     rm -rf "$WEBHOOKS_VENV"
     python3 -m venv "$WEBHOOKS_VENV" && "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check \
       -r "$STACK_DIR/requirements-webhooks.txt" || die "installing the test peers' libraries failed"
@@ -98,7 +98,10 @@ start_dynamodb() { # port, log
 
 start_sqs() { # port, log
   port_busy "$1" && die "port $1 (SQS endpoint) is in use; set another port"
-  GATEWAY_PORT="$1" BIND_HOST=127.0.0.1 SERVICES=sqs LOG_LEVEL=WARNING "$SQS_VENV/bin/ministack" >"$2" 2>&1 &
+  # S3 too (exports): presigned download URLs are checked against the local credentials
+  # (local/local, argus_core::aws::local_sdk_config), as S3 checks them against the signer's.
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+    GATEWAY_PORT="$1" BIND_HOST=127.0.0.1 SERVICES=sqs,s3 LOG_LEVEL=WARNING "$SQS_VENV/bin/ministack" >"$2" 2>&1 &
   PIDS+=("$!")
   wait_port "$1" "SQS endpoint (ministack)" "$!" "$2"
 }

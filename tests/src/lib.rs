@@ -46,9 +46,12 @@ pub fn test_settings() -> StackSettings {
         })
     };
     let name = format!("argus-test-{}", uuid::Uuid::new_v4().simple());
+    let sqs_endpoint = var("ARGUS_TEST_SQS_ENDPOINT");
     StackSettings {
         dynamodb_endpoint: var("ARGUS_TEST_DYNAMODB_ENDPOINT"),
-        sqs_endpoint: var("ARGUS_TEST_SQS_ENDPOINT"),
+        // The SQS endpoint (ministack) serves S3 on the same port.
+        s3_endpoint: std::env::var("ARGUS_TEST_S3_ENDPOINT").unwrap_or_else(|_| sqs_endpoint.clone()),
+        sqs_endpoint,
         table: name.clone(),
         queue_prefix: name,
     }

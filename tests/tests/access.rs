@@ -90,7 +90,7 @@ async fn a_full_window_is_refused_from_memory_without_a_write() {
     // Now with DynamoDB unreachable: refusals still answer, so they made no call at all.
     let mut offline = stack.backend.clone();
     let config = argus_core::aws::local_sdk_config();
-    let endpoints = argus_core::Endpoints { dynamodb: Some("http://127.0.0.1:9".into()), sqs: None };
+    let endpoints = argus_core::Endpoints { dynamodb: Some("http://127.0.0.1:9".into()), sqs: None, s3: None };
     offline.dynamodb = argus_core::Backend::new(&config, &endpoints, "t", "q").dynamodb;
     for _ in 0..5 {
         match charge(offline.clone(), one).await.unwrap() {

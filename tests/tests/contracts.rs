@@ -169,6 +169,59 @@ async fn provisioned_resources_match_the_template() {
             None => assert!(!attrs.contains_key(&QueueAttributeName::RedrivePolicy)),
         }
     }
+    // Buckets: encryption, public access block and lifecycle rules as the template says.
+    assert!(!template.buckets.is_empty());
+    let s3 = &stack.backend.exports.s3;
+    for bucket in &template.buckets {
+        let name = stack.provisioned.bucket(&bucket.logical_id).unwrap();
+        let block = s3.get_public_access_block().bucket(name).send().await.unwrap();
+        let block = block.public_access_block_configuration.unwrap();
+        let wanted = &bucket.props["PublicAccessBlockConfiguration"];
+        assert_eq!(block.block_public_acls, wanted["BlockPublicAcls"].as_bool());
+        assert_eq!(block.block_public_policy, wanted["BlockPublicPolicy"].as_bool());
+        assert_eq!(block.ignore_public_acls, wanted["IgnorePublicAcls"].as_bool());
+        assert_eq!(block.restrict_public_buckets, wanted["RestrictPublicBuckets"].as_bool());
+        let encryption = s3.get_bucket_encryption().bucket(name).send().await.unwrap();
+        let algorithm = encryption
+            .server_side_encryption_configuration
+            .and_then(|c| c.rules.into_iter().next())
+            .and_then(|r| r.apply_server_side_encryption_by_default)
+            .map(|d| d.sse_algorithm.as_str().to_string());
+        assert_eq!(
+            algorithm.as_deref(),
+            bucket.props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+                ["SSEAlgorithm"]
+                .as_str()
+        );
+        let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(name).send().await.unwrap();
+        let mut rules: Vec<(String, Option<i32>, Option<i32>)> = lifecycle
+            .rules
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    r.id.clone().unwrap_or_default(),
+                    r.expiration.as_ref().and_then(|e| e.days),
+                    r.abort_incomplete_multipart_upload.as_ref().and_then(|a| a.days_after_initiation),
+                )
+            })
+            .collect();
+        rules.sort();
+        let mut wanted: Vec<(String, Option<i32>, Option<i32>)> = bucket.props["LifecycleConfiguration"]["Rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["Id"].as_str().unwrap().to_string(),
+                    r["ExpirationInDays"].as_i64().map(|d| d as i32),
+                    r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"].as_i64().map(|d| d as i32),
+                )
+            })
+            .collect();
+        wanted.sort();
+        assert_eq!(rules, wanted);
+    }
 }
 
 fn template_doc() -> serde_yaml_ng::Value {
@@ -310,7 +363,7 @@ fn every_function_binary_is_a_workspace_binary() {
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
     let template = argus_stack::Template::load_repo().unwrap();
-    assert_eq!(template.functions.len(), 12);
+    assert_eq!(template.functions.len(), 14);
     for function in &template.functions {
         assert!(
             binaries.contains(&function.binary),

@@ -15,6 +15,7 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
         "argus-streams" => crate::streams::handle(backend, req).await,
         "argus-batch" => crate::batch::handle(backend, req).await,
         "argus-webhooks" => crate::webhooks::handle(backend, req).await,
+        "argus-exports" => crate::exports::handle(backend, req).await,
         _ => return None,
     })
 }
@@ -38,6 +39,33 @@ pub async fn invoke_http_request(binary: &str, backend: &Backend, req: Request) 
     found.then_some(response)
 }
 
+/// A function whose handler lives outside this crate (the export and archive functions link
+/// Parquet and Avro, which no other function should): the process hosting several functions
+/// registers it, and [`invoke_json`] finds it by binary name.
+pub type JsonHandler =
+    fn(
+        Backend,
+        serde_json::Value,
+        Option<std::time::Instant>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>>;
+
+fn registry() -> &'static std::sync::RwLock<std::collections::BTreeMap<String, JsonHandler>> {
+    static REGISTRY: std::sync::OnceLock<std::sync::RwLock<std::collections::BTreeMap<String, JsonHandler>>> =
+        std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Registers `handler` as the function `binary` for [`invoke_json`].
+pub fn register(binary: &str, handler: JsonHandler) {
+    if let Ok(mut registry) = registry().write() {
+        registry.insert(binary.to_string(), handler);
+    }
+}
+
+fn registered(binary: &str) -> Option<JsonHandler> {
+    registry().read().ok().and_then(|r| r.get(binary).copied())
+}
+
 /// Invokes any function by binary name with a raw Lambda event (JSON), returning the JSON the
 /// function would return, as `sam local invoke -e event.json` does. HTTP functions answer in
 /// the API Gateway payload 2.0 response shape (`statusCode`, `headers`, `body`).
@@ -49,6 +77,10 @@ pub async fn invoke_json(
     event: &str,
     deadline: Option<std::time::Instant>,
 ) -> Result<serde_json::Value, String> {
+    if let Some(handler) = registered(binary) {
+        let event: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("not JSON: {e}"))?;
+        return handler(backend.clone(), event, deadline).await;
+    }
     if binary == "argus-authorizer" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an authorizer event: {e}"))?;
         let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;

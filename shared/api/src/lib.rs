@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod errors;
 pub mod events;
+pub mod exports;
 pub mod fallback;
 pub mod health;
 pub mod idempotent;

@@ -52,6 +52,9 @@ pub const ROUTES: &[(&str, &str, &str, Need)] = &[
     ("POST", "/webhooks/{id}/rotate-secret", "argus-webhooks", MANAGE),
     ("POST", "/webhooks/{id}/test", "argus-webhooks", MANAGE),
     ("GET", "/webhooks/{id}/deliveries", "argus-webhooks", READ),
+    ("POST", "/exports", "argus-exports", READ),
+    ("GET", "/exports", "argus-exports", READ),
+    ("GET", "/exports/{id}", "argus-exports", READ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -25,6 +25,8 @@ pub struct Backend {
     pub rate_memo: std::sync::Arc<crate::ratelimit::CounterMemo>,
     /// Bearer tokens' issuer, when configured (`ARGUS_JWT_*`); `None` refuses every token.
     pub jwt: Option<crate::jwt::JwtVerifier>,
+    /// The exports bucket, the export function's queue and the S3 client.
+    pub exports: crate::exports::ExportSettings,
 }
 
 /// Explicit endpoints for local emulators. In Lambda none are set and the SDK resolves the
@@ -33,6 +35,7 @@ pub struct Backend {
 pub struct Endpoints {
     pub dynamodb: Option<String>,
     pub sqs: Option<String>,
+    pub s3: Option<String>,
 }
 
 /// Makes rustls on ring the process's TLS provider. `reqwest` (the CLI, the local runner, the
@@ -112,7 +115,17 @@ impl Backend {
         if let Some(url) = &endpoints.sqs {
             sqs = sqs.endpoint_url(url);
         }
+        // Path-style against an emulator (one host for every bucket); virtual-hosted in AWS.
+        let mut s3 = aws_sdk_s3::config::Builder::from(config);
+        if let Some(url) = &endpoints.s3 {
+            s3 = s3.endpoint_url(url).force_path_style(true);
+        }
         Self {
+            exports: crate::exports::ExportSettings {
+                s3: aws_sdk_s3::Client::from_conf(s3.build()),
+                bucket: std::env::var("ARGUS_EXPORTS_BUCKET").unwrap_or_default(),
+                queue_url: std::env::var("ARGUS_EXPORTS_QUEUE_URL").unwrap_or_default(),
+            },
             dynamodb: aws_sdk_dynamodb::Client::from_conf(ddb.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             table: table.into(),

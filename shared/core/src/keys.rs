@@ -190,3 +190,9 @@ pub fn delivery_sk(created_ms: i64, delivery_id: &str) -> String {
 pub fn notification_marker_sk(notification: &str) -> String {
     format!("N#{notification}")
 }
+
+/// A tenant's exports (one partition: exports are created by people, a few a minute at most),
+/// sorted by their time-ordered ids.
+pub fn exports_pk(tenant: &str) -> String {
+    format!("T#{tenant}#EXPORTS")
+}

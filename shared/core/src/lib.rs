@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod error;
 pub mod errors;
 pub mod events;
+pub mod exports;
 pub mod health;
 pub mod idempotency;
 pub mod job_sweeper;

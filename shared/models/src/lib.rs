@@ -11,6 +11,7 @@ pub mod datastream;
 pub mod envelope;
 pub mod error_record;
 pub mod event;
+pub mod export;
 pub mod ids;
 pub mod limits;
 pub mod rollup;

@@ -58,6 +58,8 @@ pub struct ResourceNames {
     pub tables: BTreeMap<String, String>,
     /// Queue *name* (the URL's last segment: the emulator may answer URLs with another host).
     pub queues: BTreeMap<String, String>,
+    /// Bucket name → logical id.
+    pub buckets: BTreeMap<String, String>,
 }
 
 impl ResourceNames {
@@ -65,7 +67,18 @@ impl ResourceNames {
         Self {
             tables: BTreeMap::from([(table_name.to_string(), table_logical_id.to_string())]),
             queues: queue_urls.iter().map(|(logical, url)| (queue_name(url).to_string(), logical.clone())).collect(),
+            buckets: BTreeMap::new(),
         }
+    }
+
+    /// With the template's buckets (logical id → name).
+    pub fn with_buckets(mut self, buckets: &BTreeMap<String, String>) -> Self {
+        self.buckets = buckets.iter().map(|(logical, name)| (name.clone(), logical.clone())).collect();
+        self
+    }
+
+    fn bucket(&self, name: &str) -> String {
+        self.buckets.get(name).cloned().unwrap_or_else(|| format!("{UNKNOWN_PREFIX}bucket:{name}"))
     }
 
     fn table(&self, name: &str) -> String {
@@ -82,8 +95,15 @@ fn queue_name(url: &str) -> &str {
 }
 
 /// The authorisations one serialized request needs. `service` and `operation` as the SDK names
-/// them (`DynamoDB`/`SQS`, `TransactWriteItems`); `body` is the JSON request body.
-pub fn authorisations(service: &str, operation: &str, body: &Value, names: &ResourceNames) -> Vec<(String, String)> {
+/// them (`DynamoDB`/`SQS`/`S3`, `TransactWriteItems`); `body` is the JSON request body;
+/// `path` the request's path (S3 names the bucket and key there, path-style).
+pub fn authorisations(
+    service: &str,
+    operation: &str,
+    body: &Value,
+    path: &str,
+    names: &ResourceNames,
+) -> Vec<(String, String)> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     match service.to_ascii_lowercase().as_str() {
         "dynamodb" => {
@@ -143,6 +163,21 @@ pub fn authorisations(service: &str, operation: &str, body: &Value, names: &Reso
                 None => "*".into(),
             };
             vec![(format!("sqs:{single}"), resource)]
+        }
+        "s3" => {
+            // Multipart uploads are authorised as s3:PutObject, part by part; a presigned
+            // GetObject carries the signer's s3:GetObject.
+            let action = match operation {
+                "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" | "PutObject" => "PutObject",
+                "HeadObject" => "GetObject",
+                "ListObjectsV2" | "ListObjects" => "ListBucket",
+                other => other,
+            };
+            let path = path.trim_start_matches('/');
+            let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+            let bucket = names.bucket(bucket);
+            let resource = if key.is_empty() || action == "ListBucket" { bucket } else { format!("{bucket}/{key}") };
+            vec![(format!("s3:{action}"), resource)]
         }
         other => vec![(format!("{other}:{operation}"), "*".into())],
     }
@@ -231,7 +266,11 @@ impl Intercept for IamGuard {
         let body: Value =
             context.request().body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
         let mut denied = Vec::new();
-        for (action, resource) in authorisations(metadata.service(), metadata.name(), &body, &self.names) {
+        let path = context.request().uri().split('?').next().unwrap_or_default();
+        // The path as S3 saw it: percent-decoded, after the scheme and host.
+        let path = path.split_once("://").map_or(path, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+        let path = percent_decode(path);
+        for (action, resource) in authorisations(metadata.service(), metadata.name(), &body, &path, &self.names) {
             // A table or queue outside the template is a test's deliberately broken resource:
             // it does not exist in AWS either, so there is no policy to judge it by.
             if resource.starts_with(UNKNOWN_PREFIX) {
@@ -253,6 +292,26 @@ impl Intercept for IamGuard {
         tracing::error!(function = %self.function, %message, "IAM denied");
         Err(message.into())
     }
+}
+
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(byte) =
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Violations of the contract between recorded calls and the template's policies: calls the
@@ -310,7 +369,7 @@ mod tests {
             {"Put": {"TableName": "t1"}}, {"Update": {"TableName": "t1"}},
             {"ConditionCheck": {"TableName": "t1"}}, {"Delete": {"TableName": "t1"}}]});
         let actions: Vec<String> =
-            authorisations("DynamoDB", "TransactWriteItems", &body, &names()).into_iter().map(|a| a.0).collect();
+            authorisations("DynamoDB", "TransactWriteItems", &body, "", &names()).into_iter().map(|a| a.0).collect();
         assert_eq!(
             actions,
             ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem"]
@@ -319,15 +378,21 @@ mod tests {
 
     #[test]
     fn index_queries_and_batch_sqs_calls_map_to_their_resources() {
-        let query = authorisations("DynamoDB", "Query", &json!({"TableName": "t1", "IndexName": "GSI2"}), &names());
+        let query = authorisations("DynamoDB", "Query", &json!({"TableName": "t1", "IndexName": "GSI2"}), "", &names());
         assert_eq!(query, [("dynamodb:Query".to_string(), "ArgusTable/index/GSI2".to_string())]);
         let send = authorisations(
             "SQS",
             "SendMessageBatch",
             &json!({"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123/q1"}),
+            "",
             &names(),
         );
         assert_eq!(send, [("sqs:SendMessage".to_string(), "EventsQueue".to_string())]);
+        let names = names().with_buckets(&BTreeMap::from([("ExportsBucket".to_string(), "b1".to_string())]));
+        let part = authorisations("S3", "UploadPart", &Value::Null, "/b1/exports/t/e/part-00000.csv", &names);
+        assert_eq!(part, [("s3:PutObject".to_string(), "ExportsBucket/exports/t/e/part-00000.csv".to_string())]);
+        let abort = authorisations("S3", "AbortMultipartUpload", &Value::Null, "/b1/exports/x", &names);
+        assert_eq!(abort, [("s3:AbortMultipartUpload".to_string(), "ExportsBucket/exports/x".to_string())]);
     }
 
     #[test]

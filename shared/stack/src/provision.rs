@@ -16,19 +16,28 @@ pub struct Provisioned {
     pub table: String,
     /// Queue logical id → URL.
     pub queue_urls: BTreeMap<String, String>,
+    /// Bucket logical id → bucket name.
+    pub buckets: BTreeMap<String, String>,
 }
 
 impl Provisioned {
+    pub fn bucket(&self, logical_id: &str) -> Result<&str, String> {
+        self.buckets.get(logical_id).map(String::as_str).ok_or_else(|| format!("no bucket {logical_id}"))
+    }
+
     pub fn queue_url(&self, logical_id: &str) -> Result<&str, String> {
         self.queue_urls.get(logical_id).map(String::as_str).ok_or_else(|| format!("no queue {logical_id}"))
     }
 }
 
-/// Creates the table `table_name` and one queue per template queue, named
-/// `<queue_prefix>-<LogicalId>`. Existing ones are kept (safe to run on every start).
+/// Creates the table `table_name`, one queue per template queue, named
+/// `<queue_prefix>-<LogicalId>`, and one bucket per template bucket, named
+/// `<queue_prefix>-<logicalid>` in lower case, with the template's encryption, public access
+/// block and lifecycle rules. Existing ones are kept (safe to run on every start).
 pub async fn provision(
     dynamodb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
+    s3: &aws_sdk_s3::Client,
     template: &Template,
     table_name: &str,
     queue_prefix: &str,
@@ -71,7 +80,13 @@ pub async fn provision(
             .ok_or("CreateQueue returned no URL")?;
         queue_urls.insert(queue.logical_id.clone(), url);
     }
-    Ok(Provisioned { table: table_name.to_string(), queue_urls })
+    let mut buckets = BTreeMap::new();
+    for bucket in &template.buckets {
+        let name = format!("{queue_prefix}-{}", bucket.logical_id).to_ascii_lowercase();
+        create_bucket(s3, &name, &bucket.props).await.map_err(|e| format!("bucket {}: {e}", bucket.logical_id))?;
+        buckets.insert(bucket.logical_id.clone(), name);
+    }
+    Ok(Provisioned { table: table_name.to_string(), queue_urls, buckets })
 }
 
 async fn create_table(client: &aws_sdk_dynamodb::Client, props: &Value, table_name: &str) -> Result<(), String> {
@@ -174,4 +189,112 @@ fn seq<'a>(value: &'a Value, name: &str) -> Result<&'a Vec<Value>, String> {
 
 fn text<'a>(value: &'a Value, name: &str) -> Result<&'a str, String> {
     value.get(name).and_then(Value::as_str).ok_or_else(|| format!("property {name} missing"))
+}
+
+async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str, props: &Value) -> Result<(), String> {
+    use aws_sdk_s3::types::{
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration,
+        LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
+        ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Transition,
+        TransitionStorageClass,
+    };
+    let shown = |e: &dyn std::fmt::Display| e.to_string();
+    match s3.create_bucket().bucket(name).send().await {
+        Ok(_) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()) => {}
+        Err(err) => return Err(format!("creating: {}", aws_sdk_s3::error::DisplayErrorContext(&err))),
+    }
+    if let Some(block) = props.get("PublicAccessBlockConfiguration") {
+        let flag = |name: &str| block.get(name).and_then(Value::as_bool).unwrap_or(false);
+        s3.put_public_access_block()
+            .bucket(name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(flag("BlockPublicAcls"))
+                    .block_public_policy(flag("BlockPublicPolicy"))
+                    .ignore_public_acls(flag("IgnorePublicAcls"))
+                    .restrict_public_buckets(flag("RestrictPublicBuckets"))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("public access block: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+    }
+    let encryption = props
+        .get("BucketEncryption")
+        .and_then(|e| e.get("ServerSideEncryptionConfiguration"))
+        .and_then(Value::as_sequence)
+        .and_then(|rules| rules.first())
+        .and_then(|rule| rule.get("ServerSideEncryptionByDefault"))
+        .and_then(|d| d.get("SSEAlgorithm"))
+        .and_then(Value::as_str);
+    if let Some(algorithm) = encryption {
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::from(algorithm))
+            .build()
+            .map_err(|e| shown(&e))?;
+        let configuration = ServerSideEncryptionConfiguration::builder()
+            .rules(ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(by_default).build())
+            .build()
+            .map_err(|e| shown(&e))?;
+        s3.put_bucket_encryption()
+            .bucket(name)
+            .server_side_encryption_configuration(configuration)
+            .send()
+            .await
+            .map_err(|e| format!("encryption: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+    }
+    let rules = props
+        .get("LifecycleConfiguration")
+        .and_then(|l| l.get("Rules"))
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    if !rules.is_empty() {
+        let mut lifecycle = BucketLifecycleConfiguration::builder();
+        for rule in &rules {
+            let days = |v: Option<&Value>| v.and_then(Value::as_i64).map(|d| d as i32);
+            let mut built = LifecycleRule::builder()
+                .id(text(rule, "Id")?)
+                .status(if text(rule, "Status")? == "Enabled" {
+                    ExpirationStatus::Enabled
+                } else {
+                    ExpirationStatus::Disabled
+                })
+                .filter(
+                    LifecycleRuleFilter::builder()
+                        .prefix(rule.get("Prefix").and_then(Value::as_str).unwrap_or(""))
+                        .build(),
+                );
+            if let Some(days) = days(rule.get("ExpirationInDays")) {
+                built = built.expiration(LifecycleExpiration::builder().days(days).build());
+            }
+            if let Some(days) =
+                days(rule.get("AbortIncompleteMultipartUpload").and_then(|a| a.get("DaysAfterInitiation")))
+            {
+                built = built.abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build(),
+                );
+            }
+            for transition in rule.get("Transitions").and_then(Value::as_sequence).into_iter().flatten() {
+                built = built.transitions(
+                    Transition::builder()
+                        .set_days(days(transition.get("TransitionInDays")))
+                        .storage_class(TransitionStorageClass::from(text(transition, "StorageClass")?))
+                        .build(),
+                );
+            }
+            lifecycle = lifecycle.rules(built.build().map_err(|e| shown(&e))?);
+        }
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(name)
+            .lifecycle_configuration(lifecycle.build().map_err(|e| shown(&e))?)
+            .send()
+            .await
+            .map_err(|e| format!("lifecycle: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+    }
+    Ok(())
 }

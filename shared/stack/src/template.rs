@@ -26,6 +26,13 @@ pub struct QueueSpec {
 }
 
 /// One statement of a function's inline policy (`Policies: - Statement: [...]`).
+/// An `AWS::S3::Bucket` of the template, with its properties as written.
+#[derive(Debug, Clone)]
+pub struct BucketSpec {
+    pub logical_id: String,
+    pub props: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyStatement {
     pub allow: bool,
@@ -64,6 +71,7 @@ pub struct Template {
     /// Its logical id (`ArgusTable`).
     pub table_id: String,
     pub queues: Vec<QueueSpec>,
+    pub buckets: Vec<BucketSpec>,
     /// The API's authorizer cache TTL (`Identity.ReauthorizeEvery`, seconds; 0 = no cache).
     pub authorizer_ttl_seconds: u64,
     /// The authorizer's identity sources (`Identity.Headers`): when any is absent API Gateway
@@ -102,6 +110,7 @@ impl Template {
         let mut authorizer_identity_headers = Vec::new();
         let mut table = None;
         let mut queues = Vec::new();
+        let mut buckets = Vec::new();
         let mut sqs_consumers = BTreeMap::new();
         let mut stream_consumers = BTreeMap::new();
         let mut schedules = BTreeMap::new();
@@ -180,6 +189,7 @@ impl Template {
                     return Err("template.yaml must define exactly one table".into());
                 }
                 "AWS::DynamoDB::Table" => table = Some((logical_id, props)),
+                "AWS::S3::Bucket" => buckets.push(BucketSpec { logical_id, props }),
                 "AWS::SQS::Queue" => {
                     let redrive = match props.get("RedrivePolicy") {
                         Some(policy) => Some((
@@ -205,6 +215,7 @@ impl Template {
             table,
             table_id,
             queues,
+            buckets,
             authorizer_ttl_seconds,
             authorizer_identity_headers,
             schedules,

@@ -114,6 +114,7 @@ async fn backend() -> Backend {
     let endpoints = Endpoints {
         dynamodb: std::env::var("ARGUS_DYNAMODB_ENDPOINT").ok(),
         sqs: std::env::var("ARGUS_SQS_ENDPOINT").ok(),
+        s3: std::env::var("ARGUS_S3_ENDPOINT").ok(),
     };
     if endpoints.dynamodb.is_some() || endpoints.sqs.is_some() {
         Backend::new(&local_sdk_config(), &endpoints, table, queue_url)

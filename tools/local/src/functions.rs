@@ -31,7 +31,10 @@ pub struct Functions {
 
 impl Functions {
     pub fn new(backend: &Backend, template: &Template, provisioned: &Provisioned) -> Self {
-        let names = Arc::new(ResourceNames::new(&provisioned.table, &template.table_id, &provisioned.queue_urls));
+        let names = Arc::new(
+            ResourceNames::new(&provisioned.table, &template.table_id, &provisioned.queue_urls)
+                .with_buckets(&provisioned.buckets),
+        );
         let by_binary = template
             .functions
             .iter()
@@ -41,8 +44,11 @@ impl Functions {
                 function_backend.dynamodb = aws_sdk_dynamodb::Client::from_conf(
                     backend.dynamodb.config().to_builder().interceptor(guard.clone()).build(),
                 );
-                function_backend.sqs =
-                    aws_sdk_sqs::Client::from_conf(backend.sqs.config().to_builder().interceptor(guard).build());
+                function_backend.sqs = aws_sdk_sqs::Client::from_conf(
+                    backend.sqs.config().to_builder().interceptor(guard.clone()).build(),
+                );
+                function_backend.exports.s3 =
+                    aws_sdk_s3::Client::from_conf(backend.exports.s3.config().to_builder().interceptor(guard).build());
                 (spec.binary.clone(), Function { spec: spec.clone(), backend: function_backend })
             })
             .collect();

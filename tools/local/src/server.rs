@@ -44,6 +44,8 @@ impl LocalApi {
     /// `backend` is the runner's own (unrestricted) access; each function gets its own copy of
     /// it, restricted to its policy (see `functions`).
     pub fn new(backend: &Backend, template: &Template, provisioned: &Provisioned) -> Self {
+        // The functions whose handlers live outside argus-api (Parquet and Avro).
+        argus_export::register_functions();
         Self {
             functions: Functions::new(backend, template, provisioned),
             routes: template.routes.clone(),

@@ -12,6 +12,7 @@ use argus_stack::{provision, Provisioned, Template};
 pub struct StackSettings {
     pub dynamodb_endpoint: String,
     pub sqs_endpoint: String,
+    pub s3_endpoint: String,
     pub table: String,
     pub queue_prefix: String,
 }
@@ -19,12 +20,14 @@ pub struct StackSettings {
 impl StackSettings {
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        let sqs_endpoint = var("ARGUS_SQS_ENDPOINT", &format!("http://127.0.0.1:{}", var("ARGUS_SQS_PORT", "9324")));
         Self {
+            s3_endpoint: var("ARGUS_S3_ENDPOINT", &sqs_endpoint),
             dynamodb_endpoint: var(
                 "ARGUS_DYNAMODB_ENDPOINT",
                 &format!("http://127.0.0.1:{}", var("ARGUS_DYNAMODB_PORT", "8000")),
             ),
-            sqs_endpoint: var("ARGUS_SQS_ENDPOINT", &format!("http://127.0.0.1:{}", var("ARGUS_SQS_PORT", "9324"))),
+            sqs_endpoint,
             table: var("ARGUS_TABLE", "argus-dev"),
             queue_prefix: var("ARGUS_QUEUE_PREFIX", "argus-dev"),
         }
@@ -33,8 +36,12 @@ impl StackSettings {
 
 /// Clients pointed at the emulators (no queue URL yet: that comes from provisioning).
 pub fn connect_local(settings: &StackSettings) -> Backend {
-    let endpoints =
-        Endpoints { dynamodb: Some(settings.dynamodb_endpoint.clone()), sqs: Some(settings.sqs_endpoint.clone()) };
+    // The SQS endpoint (ministack) serves S3 on the same port.
+    let endpoints = Endpoints {
+        dynamodb: Some(settings.dynamodb_endpoint.clone()),
+        sqs: Some(settings.sqs_endpoint.clone()),
+        s3: Some(settings.s3_endpoint.clone()),
+    };
     Backend::new(&local_sdk_config(), &endpoints, &settings.table, "")
 }
 
@@ -64,11 +71,20 @@ pub async fn provision_backend(
     template: &Template,
     settings: &StackSettings,
 ) -> Result<(Backend, Provisioned), String> {
-    let provisioned =
-        provision(&backend.dynamodb, &backend.sqs, template, &settings.table, &settings.queue_prefix).await?;
+    let provisioned = provision(
+        &backend.dynamodb,
+        &backend.sqs,
+        &backend.exports.s3,
+        template,
+        &settings.table,
+        &settings.queue_prefix,
+    )
+    .await?;
     backend.table = provisioned.table.clone();
     backend.queue_url = provisioned.queue_url("EventsQueue")?.to_string();
     backend.webhooks.queue_url = provisioned.queue_url("WebhooksQueue")?.to_string();
+    backend.exports.queue_url = provisioned.queue_url("ExportsQueue")?.to_string();
+    backend.exports.bucket = provisioned.bucket("ExportsBucket")?.to_string();
     Ok((backend, provisioned))
 }
 

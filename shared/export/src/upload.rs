@@ -1,0 +1,162 @@
+//! One file streamed to S3: an encoder writes into a buffer, and every [`PART_BYTES`] of it
+//! goes out as one part of a multipart upload. Memory holds at most one part (plus what the
+//! encoder buffers), whatever the file's size.
+
+use argus_core::ServiceError;
+use argus_models::export::{Compression, ExportFormat, ExportRow};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+use crate::encode::{encoder, RowEncoder, SharedBuf};
+
+/// Size of each part but the last. S3 requires at least 5 MiB for every part but the last,
+/// and allows 10,000 parts: 80 GB per file at this size.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// S3's smallest part (all but the last).
+pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+/// S3's largest number of parts.
+pub const MAX_PARTS: i32 = 10_000;
+
+/// A file being written.
+pub struct FileUpload {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    pub key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+    encoder: Option<Box<dyn RowEncoder>>,
+    sink: SharedBuf,
+    pub events: u64,
+    pub bytes: u64,
+    part_bytes: usize,
+}
+
+fn s3_error<E>(
+    operation: &str,
+    err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> ServiceError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    tracing::warn!(operation, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "S3 call failed");
+    ServiceError::from_sdk("s3", err)
+}
+
+impl FileUpload {
+    /// Starts the upload of `key` (a multipart upload: nothing is visible until it completes).
+    pub async fn start(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        format: ExportFormat,
+        compression: Compression,
+    ) -> Result<Self, ServiceError> {
+        Self::start_sized(s3, bucket, key, format, compression, PART_BYTES).await
+    }
+
+    /// As `start`, with another part size (the archive's files are small).
+    pub async fn start_sized(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        format: ExportFormat,
+        compression: Compression,
+        part_bytes: usize,
+    ) -> Result<Self, ServiceError> {
+        let sink = SharedBuf::default();
+        let encoder = encoder(format, compression, sink.clone()).map_err(ServiceError::Internal)?;
+        let mut create = s3.create_multipart_upload().bucket(bucket).key(key).content_type(format.content_type());
+        if compression == Compression::Gzip && matches!(format, ExportFormat::Ndjson | ExportFormat::Csv) {
+            // Stored as the gzip file it is: a download is the .gz file, not silently inflated.
+            create = create.content_type("application/gzip");
+        }
+        let created =
+            argus_core::deadline::bounded(create.send()).await?.map_err(|e| s3_error("CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id.ok_or_else(|| ServiceError::Internal("no upload id".into()))?;
+        Ok(Self {
+            s3: s3.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id,
+            parts: Vec::new(),
+            encoder: Some(encoder),
+            sink,
+            events: 0,
+            bytes: 0,
+            part_bytes: part_bytes.max(MIN_PART_BYTES),
+        })
+    }
+
+    pub async fn push(&mut self, row: &ExportRow) -> Result<(), ServiceError> {
+        let encoder = self.encoder.as_mut().ok_or_else(|| ServiceError::Internal("file already finished".into()))?;
+        encoder.write_row(row).map_err(ServiceError::Internal)?;
+        self.events += 1;
+        if self.sink.len() >= self.part_bytes {
+            let bytes = self.sink.take();
+            self.upload_part(bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_part(&mut self, bytes: Vec<u8>) -> Result<(), ServiceError> {
+        let number = self.parts.len() as i32 + 1;
+        if number > MAX_PARTS {
+            return Err(ServiceError::Internal(format!("{} would need more than {MAX_PARTS} parts", self.key)));
+        }
+        self.bytes += bytes.len() as u64;
+        let upload = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send();
+        let out = argus_core::deadline::bounded(upload).await?.map_err(|e| s3_error("UploadPart", e))?;
+        self.parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+        Ok(())
+    }
+
+    /// Writes the file's end and completes the upload: the file exists from here on.
+    pub async fn finish(mut self) -> Result<FinishedFile, ServiceError> {
+        let encoder = self.encoder.take().ok_or_else(|| ServiceError::Internal("file already finished".into()))?;
+        encoder.finish().map_err(ServiceError::Internal)?;
+        let rest = self.sink.take();
+        // The last part may be smaller than 5 MiB (and the only one may be empty).
+        if !rest.is_empty() || self.parts.is_empty() {
+            self.upload_part(rest).await?;
+        }
+        let complete = self
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build())
+            .send();
+        argus_core::deadline::bounded(complete).await?.map_err(|e| s3_error("CompleteMultipartUpload", e))?;
+        Ok(FinishedFile { key: self.key.clone(), events: self.events, bytes: self.bytes })
+    }
+
+    /// Abandons the upload (its parts are deleted; the bucket's lifecycle rule removes the
+    /// parts of an upload nobody could abort).
+    pub async fn abort(self) {
+        let abort =
+            self.s3.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id).send();
+        match argus_core::deadline::bounded(abort).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(key = %self.key, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "abort failed")
+            }
+            Err(err) => tracing::warn!(key = %self.key, error = %err, "abort not attempted"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedFile {
+    pub key: String,
+    pub events: u64,
+    pub bytes: u64,
+}
