@@ -34,6 +34,10 @@ pub struct TestStack {
     pub proxy: Option<fault_proxy::FaultProxy>,
     /// The table's change stream → aggregator mapping, read on demand (`drain_changes`).
     changes: tokio::sync::Mutex<Option<StreamConsumer>>,
+    /// The change stream → archiver mapping, read on demand (`drain_archive`).
+    archive: tokio::sync::Mutex<Option<StreamConsumer>>,
+    /// Keys the local TTL sweeper deleted (`expire_now`), tagged as TTL removals.
+    pub ttl_marks: argus_local::ttl::TtlMarks,
 }
 
 /// Endpoints of the emulators, from `ARGUS_TEST_DYNAMODB_ENDPOINT` / `ARGUS_TEST_SQS_ENDPOINT`.
@@ -170,23 +174,39 @@ impl TestStack {
             background: Vec::new(),
             proxy: None,
             changes: tokio::sync::Mutex::new(None),
+            archive: tokio::sync::Mutex::new(None),
+            ttl_marks: Default::default(),
         }
     }
 
-    /// Delivers the table's change stream to the aggregator until nothing is left, as Lambda's
-    /// DynamoDB Streams event source does (a reported failure is read again). Returns the
-    /// records delivered.
-    pub async fn drain_changes(&self) -> usize {
-        let mut guard = self.changes.lock().await;
-        let consumer = guard.get_or_insert_with(|| {
-            let (binary, source) = self.template.stream_consumers.iter().next().expect("a stream consumer");
-            let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").expect("ARGUS_TEST_DYNAMODB_ENDPOINT");
-            StreamConsumer::new(binary, &self.provisioned.table, &endpoint, source)
-        });
-        let function = self.functions.function(&consumer.binary).expect("aggregator").clone();
+    /// DynamoDB's TTL service, now: deletes every item whose `expires_at` is past (their
+    /// `REMOVE` records then carry the TTL service's identity). Returns how many.
+    pub async fn expire_now(&self) -> usize {
+        let attribute =
+            self.template.table["TimeToLiveSpecification"]["AttributeName"].as_str().expect("TTL attribute");
+        argus_local::ttl::sweep(&self.backend.dynamodb, &self.backend.table, attribute, &self.ttl_marks)
+            .await
+            .expect("TTL sweep")
+    }
+
+    /// Delivers the change stream to the archiver until nothing is left; returns the records
+    /// it was given (the mapping's filter passes TTL removals of events only).
+    pub async fn drain_archive(&self) -> usize {
+        let mut guard = self.archive.lock().await;
+        let consumer = guard.get_or_insert_with(|| self.stream_consumer("argus-archiver"));
+        Self::drain_consumer(consumer, self.functions.function("argus-archiver").expect("archiver")).await
+    }
+
+    pub fn stream_consumer(&self, binary: &str) -> StreamConsumer {
+        let source = self.template.stream_consumers.get(binary).expect("a stream consumer");
+        let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").expect("ARGUS_TEST_DYNAMODB_ENDPOINT");
+        StreamConsumer::new(binary, &self.provisioned.table, &endpoint, source).with_ttl_marks(self.ttl_marks.clone())
+    }
+
+    pub async fn drain_consumer(consumer: &mut StreamConsumer, function: &argus_local::functions::Function) -> usize {
         let mut delivered = 0;
         for _ in 0..10_000 {
-            let report = consumer.drain_once(&function).await.expect("reading the change stream");
+            let report = consumer.drain_once(function).await.expect("reading the change stream");
             delivered += report.records;
             if report.records == 0 && report.filtered_out == 0 {
                 return delivered;
@@ -196,6 +216,15 @@ impl TestStack {
             }
         }
         panic!("the change stream did not drain");
+    }
+
+    /// Delivers the table's change stream to the aggregator until nothing is left, as Lambda's
+    /// DynamoDB Streams event source does (a reported failure is read again). Returns the
+    /// records delivered.
+    pub async fn drain_changes(&self) -> usize {
+        let mut guard = self.changes.lock().await;
+        let consumer = guard.get_or_insert_with(|| self.stream_consumer("argus-aggregator"));
+        Self::drain_consumer(consumer, self.functions.function("argus-aggregator").expect("aggregator")).await
     }
 
     /// The backend `binary` runs with: its policy enforced and its calls recorded.

@@ -25,7 +25,7 @@ fn parse(t: &str) -> DateTime<Utc> {
 /// Delivers the whole change stream again, from its start, to the aggregator: what Lambda
 /// does when it retries, or when a batch is delivered twice.
 async fn redeliver_everything(stack: &TestStack) -> usize {
-    let (binary, source) = stack.template.stream_consumers.iter().next().unwrap();
+    let (binary, source) = stack.template.stream_consumers.get_key_value("argus-aggregator").unwrap();
     let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap();
     let mut consumer = StreamConsumer::new(binary, &stack.provisioned.table, &endpoint, source);
     let function = stack.functions.function(binary).unwrap().clone();

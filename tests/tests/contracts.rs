@@ -363,7 +363,7 @@ fn every_function_binary_is_a_workspace_binary() {
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
     let template = argus_stack::Template::load_repo().unwrap();
-    assert_eq!(template.functions.len(), 14);
+    assert_eq!(template.functions.len(), 15);
     for function in &template.functions {
         assert!(
             binaries.contains(&function.binary),

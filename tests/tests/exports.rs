@@ -304,3 +304,112 @@ async fn bad_export_requests_get_the_envelope() {
     let (status, answer) = stack.get("/exports?cursor=tampered", &key).await;
     assert_envelope(status, &answer, 400, "INVALID_CURSOR");
 }
+
+/// Archive files under `prefix`, each read with pyarrow: (key, events).
+async fn archived(stack: &TestStack, prefix: &str) -> Vec<(String, Vec<Value>)> {
+    let s3 = &stack.backend.exports.s3;
+    let bucket = stack.provisioned.bucket("ExportsBucket").unwrap();
+    let listed = s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    let python = std::env::var("ARGUS_WEBHOOK_RECEIVER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let reader = argus_stack::template::repo_root().join("tests/export_reader.py");
+    let mut files = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap().to_string();
+        let body = s3.get_object().bucket(bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+        let path = std::env::temp_dir().join(format!("argus-archive-{}.parquet", uuid::Uuid::new_v4()));
+        std::fs::write(&path, body.into_bytes()).unwrap();
+        let out =
+            std::process::Command::new(&python).arg(&reader).args(["parquet", "gzip"]).arg(&path).output().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = out
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .skip(1)
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        files.push((key, rows));
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_events_are_archived_as_parquet_by_tenant_stream_and_date() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("archivist").await;
+    let now = Utc::now();
+    let events: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"event_id": uuid::Uuid::now_v7(), "event_type": "old", "timestamp": fmt(now - Duration::minutes(i * 7)),
+                   "data": {"i": i, "text": "a,\"b\"\n"}, "category": if i % 2 == 0 { Some("even") } else { None }})
+        })
+        .collect();
+    ingest(&stack, &key, "history", &events).await;
+    let (start, end) = (now - Duration::days(1), now + Duration::minutes(1));
+    let before =
+        query_all(&stack, &key, &format!("stream_id=history&start_time={}&end_time={}", fmt(start), fmt(end))).await;
+    assert_eq!(before.len(), 20);
+    // One event deleted by its owner: it expires like the others but is not archived.
+    let deleted = events[0]["event_id"].as_str().unwrap();
+    let (status, _) = stack.call(Method::DELETE, &format!("/events/{deleted}"), Some(&key), None).await;
+    assert_eq!(status, 204);
+    // Time passes for 12 of them: their expiry moves into the past (as retention would).
+    let expired: Vec<String> = events[..12].iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect();
+    for id in &expired {
+        let pk = argus_core::keys::event_pk("archivist", &uuid::Uuid::parse_str(id).unwrap());
+        stack
+            .backend
+            .dynamodb
+            .update_item()
+            .table_name(&stack.backend.table)
+            .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(argus_core::keys::META.into()))
+            .update_expression("SET expires_at = :past")
+            .expression_attribute_values(
+                ":past",
+                aws_sdk_dynamodb::types::AttributeValue::N((now.timestamp() - 5).to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(stack.expire_now().await >= 12, "the TTL service removes them");
+    // The first delivery meets a failing write (a missing bucket): the batch fails whole and
+    // the stream gives it again; nothing is skipped.
+    let mut consumer = stack.stream_consumer("argus-archiver");
+    let mut broken = stack.functions.function("argus-archiver").unwrap().clone();
+    broken.backend.exports.bucket = "argus-missing-bucket".into();
+    let report = consumer.drain_once(&broken).await.unwrap();
+    assert!(report.records >= 12 && report.retried == 1, "{report:?}");
+    assert!(archived(&stack, "archive/tenant=archivist/").await.is_empty());
+    let archiver = stack.functions.function("argus-archiver").unwrap();
+    assert!(TestStack::drain_consumer(&mut consumer, archiver).await >= 12, "the batch again, then written");
+    let files = archived(&stack, "archive/tenant=archivist/").await;
+    assert!(!files.is_empty());
+    for (key, rows) in &files {
+        let date = rows[0]["timestamp"].as_str().unwrap()[..10].to_string();
+        assert!(key.starts_with(&format!("archive/tenant=archivist/stream=history/date={date}/")), "{key}");
+        assert!(rows.iter().all(|r| r["timestamp"].as_str().unwrap().starts_with(&date)), "one date per file");
+    }
+    let mut rows: Vec<Value> = files.iter().flat_map(|(_, rows)| rows.clone()).collect();
+    rows.sort_by_key(|r| r["event_id"].as_str().unwrap().to_string());
+    let mut wanted: Vec<Value> = before
+        .iter()
+        .filter(|e| expired.contains(&e["event_id"].as_str().unwrap().to_string()) && e["event_id"] != deleted)
+        .cloned()
+        .collect();
+    wanted.sort_by_key(|r| r["event_id"].as_str().unwrap().to_string());
+    assert_eq!(rows.len(), 11);
+    assert_eq!(rows, wanted, "archived exactly as the API showed them");
+    // Gone from the table; the 8 others stay.
+    let after =
+        query_all(&stack, &key, &format!("stream_id=history&start_time={}&end_time={}", fmt(start), fmt(end))).await;
+    assert_eq!(after.len(), 8);
+
+    // The stream delivers the same records again (a retry): the same files are rewritten.
+    let mut again = stack.stream_consumer("argus-archiver");
+    TestStack::drain_consumer(&mut again, stack.functions.function("argus-archiver").unwrap()).await;
+    let files_again = archived(&stack, "archive/tenant=archivist/").await;
+    assert_eq!(files_again.len(), files.len(), "no second copy");
+}

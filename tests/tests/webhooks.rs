@@ -642,7 +642,7 @@ async fn processing_errors_are_notified_once_per_stream_window() {
 }
 
 async fn redeliver(stack: &TestStack) -> usize {
-    let (binary, source) = stack.template.stream_consumers.iter().next().unwrap();
+    let (binary, source) = stack.template.stream_consumers.get_key_value("argus-aggregator").unwrap();
     let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap();
     let mut consumer =
         argus_local::table_stream::StreamConsumer::new(binary, &stack.provisioned.table, &endpoint, source);

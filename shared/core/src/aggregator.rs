@@ -98,7 +98,7 @@ fn image(value: &Value) -> Item {
 }
 
 /// The tenant of an entity's item key `T#<tenant>#<KIND>#<id>`.
-fn tenant_of(item: &Item, kind: &str) -> Option<String> {
+pub fn tenant_of(item: &Item, kind: &str) -> Option<String> {
     let pk = get_opt_s(item, PK)?;
     let rest = pk.strip_prefix("T#")?;
     let (tenant, tail) = rest.split_once('#')?;

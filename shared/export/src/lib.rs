@@ -4,6 +4,7 @@
 //! every other function.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod archive;
 pub mod encode;
 pub mod upload;
 pub mod worker;
@@ -13,5 +14,8 @@ pub mod worker;
 pub fn register_functions() {
     argus_api::dispatch::register("argus-exporter", |backend, event, deadline| {
         Box::pin(async move { Ok(worker::handle(&backend, &event, deadline).await) })
+    });
+    argus_api::dispatch::register("argus-archiver", |backend, event, deadline| {
+        Box::pin(async move { Ok(archive::handle(&backend, &event, deadline).await) })
     });
 }

@@ -17,12 +17,16 @@ pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
 /// S3's largest number of parts.
 pub const MAX_PARTS: i32 = 10_000;
 
-/// A file being written.
+/// A file being written. The multipart upload is created with the first part: a file that
+/// gets no row costs no request. An upload abandoned by a failure is never aborted here (the
+/// functions hold no `s3:AbortMultipartUpload`): the bucket's lifecycle rule removes its parts
+/// after a day, and nothing of it is visible meanwhile.
 pub struct FileUpload {
     s3: aws_sdk_s3::Client,
     bucket: String,
     pub key: String,
-    upload_id: String,
+    content_type: &'static str,
+    upload_id: Option<String>,
     parts: Vec<CompletedPart>,
     encoder: Option<Box<dyn RowEncoder>>,
     sink: SharedBuf,
@@ -43,19 +47,19 @@ where
 }
 
 impl FileUpload {
-    /// Starts the upload of `key` (a multipart upload: nothing is visible until it completes).
-    pub async fn start(
+    /// A file to be written at `key` (nothing is sent until its first part is full).
+    pub fn start(
         s3: &aws_sdk_s3::Client,
         bucket: &str,
         key: &str,
         format: ExportFormat,
         compression: Compression,
     ) -> Result<Self, ServiceError> {
-        Self::start_sized(s3, bucket, key, format, compression, PART_BYTES).await
+        Self::start_sized(s3, bucket, key, format, compression, PART_BYTES)
     }
 
     /// As `start`, with another part size (the archive's files are small).
-    pub async fn start_sized(
+    pub fn start_sized(
         s3: &aws_sdk_s3::Client,
         bucket: &str,
         key: &str,
@@ -65,19 +69,19 @@ impl FileUpload {
     ) -> Result<Self, ServiceError> {
         let sink = SharedBuf::default();
         let encoder = encoder(format, compression, sink.clone()).map_err(ServiceError::Internal)?;
-        let mut create = s3.create_multipart_upload().bucket(bucket).key(key).content_type(format.content_type());
-        if compression == Compression::Gzip && matches!(format, ExportFormat::Ndjson | ExportFormat::Csv) {
-            // Stored as the gzip file it is: a download is the .gz file, not silently inflated.
-            create = create.content_type("application/gzip");
-        }
-        let created =
-            argus_core::deadline::bounded(create.send()).await?.map_err(|e| s3_error("CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id.ok_or_else(|| ServiceError::Internal("no upload id".into()))?;
+        // Stored as the gzip file it is: a download is the .gz file, not silently inflated.
+        let content_type =
+            if compression == Compression::Gzip && matches!(format, ExportFormat::Ndjson | ExportFormat::Csv) {
+                "application/gzip"
+            } else {
+                format.content_type()
+            };
         Ok(Self {
             s3: s3.clone(),
             bucket: bucket.to_string(),
             key: key.to_string(),
-            upload_id,
+            content_type,
+            upload_id: None,
             parts: Vec::new(),
             encoder: Some(encoder),
             sink,
@@ -85,6 +89,23 @@ impl FileUpload {
             bytes: 0,
             part_bytes: part_bytes.max(MIN_PART_BYTES),
         })
+    }
+
+    async fn upload_id(&mut self) -> Result<String, ServiceError> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let create = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type(self.content_type)
+            .send();
+        let created = argus_core::deadline::bounded(create).await?.map_err(|e| s3_error("CreateMultipartUpload", e))?;
+        let id = created.upload_id.ok_or_else(|| ServiceError::Internal("no upload id".into()))?;
+        self.upload_id = Some(id.clone());
+        Ok(id)
     }
 
     pub async fn push(&mut self, row: &ExportRow) -> Result<(), ServiceError> {
@@ -103,13 +124,14 @@ impl FileUpload {
         if number > MAX_PARTS {
             return Err(ServiceError::Internal(format!("{} would need more than {MAX_PARTS} parts", self.key)));
         }
+        let upload_id = self.upload_id().await?;
         self.bytes += bytes.len() as u64;
         let upload = self
             .s3
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
+            .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(bytes))
             .send();
@@ -120,6 +142,7 @@ impl FileUpload {
 
     /// Writes the file's end and completes the upload: the file exists from here on.
     pub async fn finish(mut self) -> Result<FinishedFile, ServiceError> {
+        // (The upload exists after the last part below, whatever the file's size.)
         let encoder = self.encoder.take().ok_or_else(|| ServiceError::Internal("file already finished".into()))?;
         encoder.finish().map_err(ServiceError::Internal)?;
         let rest = self.sink.take();
@@ -132,25 +155,11 @@ impl FileUpload {
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
+            .upload_id(self.upload_id().await?)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build())
             .send();
         argus_core::deadline::bounded(complete).await?.map_err(|e| s3_error("CompleteMultipartUpload", e))?;
         Ok(FinishedFile { key: self.key.clone(), events: self.events, bytes: self.bytes })
-    }
-
-    /// Abandons the upload (its parts are deleted; the bucket's lifecycle rule removes the
-    /// parts of an upload nobody could abort).
-    pub async fn abort(self) {
-        let abort =
-            self.s3.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id).send();
-        match argus_core::deadline::bounded(abort).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(key = %self.key, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "abort failed")
-            }
-            Err(err) => tracing::warn!(key = %self.key, error = %err, "abort not attempted"),
-        }
     }
 }
 

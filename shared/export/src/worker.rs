@@ -139,22 +139,15 @@ async fn work(
             &key,
             export.request.format,
             export.request.compression,
-        )
-        .await?;
-        let filled = fill(backend, &mut reader, &mut file, slice_end, tuning).await;
-        if let Err(err) = filled {
-            file.abort().await;
-            return Err(err);
-        }
+        )?;
+        fill(backend, &mut reader, &mut file, slice_end, tuning).await?;
         let keep = file.events > 0 || (reader.exhausted() && export.files.is_empty());
         let written = if keep {
-            match file.finish().await {
-                Ok(done) => Some(ExportFile { key: done.key, events: done.events, bytes: done.bytes }),
-                Err(err) => return Err(err),
-            }
+            let done = file.finish().await?;
+            Some(ExportFile { key: done.key, events: done.events, bytes: done.bytes })
         } else {
-            // Nothing matched in this stretch of the window: no empty file, but the position moves.
-            file.abort().await;
+            // Nothing matched in this stretch of the window: no file (none was started), but
+            // the position moves.
             None
         };
         if !exports::checkpoint(backend, export, owner, written.as_ref(), reader.position()).await? {

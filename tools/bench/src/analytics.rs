@@ -94,8 +94,8 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
     let source = argus_stack::Template::load_repo()?
         .stream_consumers
         .into_iter()
-        .next()
-        .ok_or("template.yaml has no stream consumer")?;
+        .find(|(binary, _)| binary == "argus-aggregator")
+        .ok_or("template.yaml has no aggregator")?;
     let endpoint = bench.settings.dynamodb_endpoint.clone();
     let mut consumer = StreamConsumer::new(&source.0, &bench.settings.table, &endpoint, &source.1);
     let function = bench.functions.function(&source.0)?.clone();

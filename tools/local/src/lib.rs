@@ -10,6 +10,7 @@ pub mod schedule;
 pub mod server;
 pub mod stack;
 pub mod table_stream;
+pub mod ttl;
 
 pub use server::{serve, LocalApi};
 pub use stack::{connect_local, seed_tenant, wait_for_emulators, StackSettings};

@@ -51,7 +51,22 @@ async fn run() -> Result<(), String> {
         tokio::spawn(consumer.run(backend.clone(), function));
     }
 
+    // DynamoDB's TTL deletions, which DynamoDB Local does not make: a sweep every
+    // ARGUS_LOCAL_TTL_SECONDS (60), its REMOVE records tagged as the TTL service's.
+    let ttl_marks = argus_local::ttl::TtlMarks::default();
+    if let Some(attribute) = template.table["TimeToLiveSpecification"]["AttributeName"].as_str() {
+        let every = std::env::var("ARGUS_LOCAL_TTL_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+        println!("  deleting expired items (TTL on {attribute}) every {every} s");
+        tokio::spawn(argus_local::ttl::run(
+            backend.dynamodb.clone(),
+            provisioned.table.clone(),
+            attribute.to_string(),
+            ttl_marks.clone(),
+            Duration::from_secs(every),
+        ));
+    }
     for consumer in argus_local::table_stream::consumers(&template, &provisioned.table, &settings.dynamodb_endpoint) {
+        let consumer = consumer.with_ttl_marks(ttl_marks.clone());
         println!("  feeding the table's change stream into {}", consumer.binary);
         let function = api.functions.function(&consumer.binary)?.clone();
         tokio::spawn(consumer.run(function));

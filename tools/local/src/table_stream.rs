@@ -35,6 +35,9 @@ pub struct StreamConsumer {
     filters: Vec<Value>,
     http: reqwest::Client,
     positions: BTreeMap<String, Position>,
+    /// Keys the local TTL sweeper deleted: their `REMOVE` records carry the TTL service's
+    /// `userIdentity`, as in AWS.
+    ttl_marks: crate::ttl::TtlMarks,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,7 +64,14 @@ impl StreamConsumer {
                 reqwest::Client::new()
             },
             positions: BTreeMap::new(),
+            ttl_marks: Default::default(),
         }
+    }
+
+    /// Tags the `REMOVE` records of keys `marks` holds as TTL deletions.
+    pub fn with_ttl_marks(mut self, marks: crate::ttl::TtlMarks) -> Self {
+        self.ttl_marks = marks;
+        self
     }
 
     /// One call of DynamoDB Local's JSON API. The credential scope must be the one the SDK
@@ -136,6 +146,10 @@ impl StreamConsumer {
                 continue;
             };
             report.filtered_out += read.len();
+            let mut read = read;
+            for record in &mut read {
+                self.ttl_marks.tag(record);
+            }
             let mut records: Vec<Value> = read.into_iter().filter(|r| self.delivers(r)).collect();
             report.filtered_out -= records.len();
             if records.is_empty() {
