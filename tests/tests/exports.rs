@@ -413,3 +413,27 @@ async fn expired_events_are_archived_as_parquet_by_tenant_stream_and_date() {
     let files_again = archived(&stack, "archive/tenant=archivist/").await;
     assert_eq!(files_again.len(), files.len(), "no second copy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_larger_than_a_part_goes_up_in_parts_s3_accepts() {
+    let stack = TestStack::start_with_processor().await;
+    let key = stack.key("big-export").await;
+    let now = Utc::now();
+    // 2,400 events of ~5 KB: a 12 MB NDJSON file, two parts of the multipart upload (every part
+    // but the last at least 5 MiB, which the harness checks as S3 does).
+    let filler: String = (0..5_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let events: Vec<Value> = (0..2_400)
+        .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "event_type": "big", "timestamp": fmt(now - Duration::seconds(i)), "data": {"i": i, "pad": filler}}))
+        .collect();
+    ingest(&stack, &key, "big", &events).await;
+    let (start, end) = (now - Duration::hours(1), now + Duration::minutes(1));
+    let done =
+        export(&stack, &key, json!({"stream_id": "big", "time_window": window(start, end), "format": "ndjson"})).await;
+    assert_eq!(done["files_written"], 1);
+    assert!(done["bytes_written"].as_u64().unwrap() > 8 * 1024 * 1024, "{done}");
+    let (_, read) = read_back(&stack, &done).await;
+    let expected =
+        query_all(&stack, &key, &format!("stream_id=big&start_time={}&end_time={}", fmt(start), fmt(end))).await;
+    assert_eq!(read.len(), 2_400);
+    assert_eq!(read, expected);
+}

@@ -4,6 +4,7 @@
 
 pub mod iam;
 pub mod provision;
+pub mod s3_limits;
 pub mod template;
 
 pub use provision::{provision, Provisioned};
