@@ -437,3 +437,60 @@ async fn a_file_larger_than_a_part_goes_up_in_parts_s3_accepts() {
     assert_eq!(read.len(), 2_400);
     assert_eq!(read, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_slices_retry_with_backoff_then_fail_the_export_with_a_reason() {
+    use argus_core::exports::ExportMessage;
+    use argus_export::worker::{run_slice, ExportTuning, SliceOutcome};
+    let stack = TestStack::start().await;
+    let key = stack.key("unlucky").await;
+    ingest(&stack, &key, "s", &[json!({"event_type": "x", "data": {"a": 1}})]).await;
+    let now = Utc::now();
+    let body = json!({"stream_id": "s", "time_window": window(now - Duration::hours(1), now + Duration::minutes(1)), "format": "csv"});
+    let tuning = ExportTuning::from_env();
+
+    // S3 refuses every write (a bucket that does not exist): each slice fails, gives the lease
+    // back and queues the export again after a backoff; the fifth failure ends it.
+    let (status, created) = stack.post("/exports", &key, body.clone()).await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["status"], "queued");
+    let message = ExportMessage { tenant: "unlucky".into(), export_id: created["export_id"].as_str().unwrap().into() };
+    let mut broken = stack.function_backend("argus-exporter");
+    broken.exports.bucket = "argus-missing-bucket".into();
+    for attempt in 1..=4 {
+        assert_eq!(
+            run_slice(&broken, &message, None, &tuning).await.unwrap(),
+            SliceOutcome::Retrying,
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(run_slice(&broken, &message, None, &tuning).await.unwrap(), SliceOutcome::Failed);
+    let (_, failed) = stack.get(&format!("/exports/{}", message.export_id), &key).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "EXPORT_FAILED");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("5 times"), "{failed}");
+    assert_eq!(failed["files"], json!([]));
+    // A message for a finished export does nothing.
+    let exporter = stack.function_backend("argus-exporter");
+    assert_eq!(run_slice(&exporter, &message, None, &tuning).await.unwrap(), SliceOutcome::Skipped);
+
+    // Slices that crash or time out (the lease taken, never given back, the message back after
+    // the visibility timeout): the sixth attempt finds five without progress and ends it.
+    let (_, created) = stack.post("/exports", &key, body.clone()).await;
+    let message = ExportMessage { tenant: "unlucky".into(), export_id: created["export_id"].as_str().unwrap().into() };
+    for _ in 0..5 {
+        let lapsed = argus_models::time::now().timestamp_millis() as u64;
+        assert!(argus_core::exports::claim(&exporter, &message, "crashed", lapsed).await.unwrap().is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(run_slice(&exporter, &message, None, &tuning).await.unwrap(), SliceOutcome::Failed);
+    let (_, failed) = stack.get(&format!("/exports/{}", message.export_id), &key).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+
+    // While one invocation holds the lease, a second delivery of the message does nothing.
+    let (_, created) = stack.post("/exports", &key, body).await;
+    let message = ExportMessage { tenant: "unlucky".into(), export_id: created["export_id"].as_str().unwrap().into() };
+    let held = argus_models::time::now().timestamp_millis() as u64 + 60_000;
+    assert!(argus_core::exports::claim(&exporter, &message, "holder", held).await.unwrap().is_some());
+    assert_eq!(run_slice(&exporter, &message, None, &tuning).await.unwrap(), SliceOutcome::Skipped);
+}

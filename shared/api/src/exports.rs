@@ -23,6 +23,13 @@ async fn route(backend: &Backend, req: &Request) -> Result<Response<Body>, ApiEr
     let tenant = crate::input::authenticated_tenant(backend, req).await?;
     match route_key(req).as_str() {
         "POST /exports" => {
+            if query(req, "validate_only").is_some() {
+                return Err(ApiError::invalid_field(
+                    "validate_only",
+                    "UNSUPPORTED_PARAMETER",
+                    "POST /exports has no dry run: an export request is checked when it is created",
+                ));
+            }
             idempotent::run(backend, &tenant, req, "POST /exports", || async {
                 let body = json_body(req, MAX_BODY_BYTES)?
                     .ok_or_else(|| ApiError::invalid_field("body", "INVALID_TYPE", "a JSON object is required"))?;

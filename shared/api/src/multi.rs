@@ -101,16 +101,20 @@ fn parse(body: &Value) -> Result<Vec<SubRequest>, ApiError> {
         let route_path = path.split('?').next().unwrap_or_default();
         // Bulk inside a batch would step around the bulk limits: bulk calls go on their own.
         let normalized = crate::routes::normalize(route_path);
-        // Webhook management is configuration, not data: it runs on its own function (whose
-        // queue and grants the batch function does not hold).
-        let webhook_route = normalized == "/webhooks" || normalized.starts_with("/webhooks/");
-        if route_path.starts_with("/batch") || normalized == "/ingest/batch" || normalized == "/health" || webhook_route
+        // Webhook management and exports run on their own functions (whose queues and grants
+        // the batch function does not hold).
+        let own_function = |prefix: &str| normalized == prefix || normalized.starts_with(&format!("{prefix}/"));
+        if route_path.starts_with("/batch")
+            || normalized == "/ingest/batch"
+            || normalized == "/health"
+            || own_function("/webhooks")
+            || own_function("/exports")
         {
             return Err(invalid(
                 index,
                 Some(&id),
                 "path",
-                "batches cannot contain /batch, /ingest/batch, /health or /webhooks requests",
+                "batches cannot contain /batch, /ingest/batch, /health, /webhooks or /exports requests",
             ));
         }
         match match_route(&method, route_path) {

@@ -130,7 +130,8 @@ fn export_of(item: &Item) -> Result<Export, ServiceError> {
 /// `POST /exports`: records the export and queues it. The stream must exist.
 pub async fn create(backend: &Backend, tenant: &str, request: ExportRequest) -> Result<Export, ServiceError> {
     crate::streams::get(backend, tenant, &request.stream_id).await?;
-    let export_id = Uuid::now_v7().to_string();
+    // With an Idempotency-Key, the id derives from it: a rerun after a takeover finds its export.
+    let export_id = crate::keyed_ids::id_for(0).to_string();
     let now = time::now();
     let created_at = time::format(&now);
     let request_text = serde_json::to_string(&request).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -153,21 +154,58 @@ pub async fn create(backend: &Backend, tenant: &str, request: ExportRequest) -> 
         .item(EXPIRES_AT, AttributeValue::N(expires.to_string()))
         .condition_expression("attribute_not_exists(PK)")
         .send();
-    crate::deadline::bounded(put).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+    if crate::ddb::condition_held(crate::deadline::bounded(put).await?)?.is_none() {
+        // The same keyed request ran before (its holder died after writing): the export exists.
+        return get(backend, tenant, &export_id).await;
+    }
     if let Err(err) = enqueue(backend, tenant, &export_id).await {
         // Not queued: say so on the record rather than leave it queued forever.
         let reason = json!({"code": "NOT_QUEUED", "message": "the export could not be queued; create it again"});
         let _ = finish(backend, tenant, &export_id, None, ExportStatus::Failed, Some(reason)).await;
         return Err(err);
     }
-    get(backend, tenant, &export_id).await
+    Ok(Export {
+        export_id,
+        tenant: tenant.to_string(),
+        request,
+        status: ExportStatus::Queued,
+        created_at: created_at.clone(),
+        updated_at: created_at,
+        completed_at: None,
+        error: None,
+        files: Vec::new(),
+        events: 0,
+        bytes: 0,
+        position: None,
+        invocations: 0,
+        failed_slices: 0,
+        lease_owner: None,
+        lease_until_ms: 0,
+    })
 }
 
 /// Queues (or re-queues, to continue) an export for the export function.
 pub async fn enqueue(backend: &Backend, tenant: &str, export_id: &str) -> Result<(), ServiceError> {
+    enqueue_after(backend, tenant, export_id, 0).await
+}
+
+/// Queues an export to run after `delay_seconds` (at most 900, SQS's longest delay): a failed
+/// slice's retry, with backoff.
+pub async fn enqueue_after(
+    backend: &Backend,
+    tenant: &str,
+    export_id: &str,
+    delay_seconds: i32,
+) -> Result<(), ServiceError> {
     let body = serde_json::to_string(&ExportMessage { tenant: tenant.into(), export_id: export_id.into() })
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let send = backend.sqs.send_message().queue_url(&backend.exports.queue_url).message_body(body).send();
+    let send = backend
+        .sqs
+        .send_message()
+        .queue_url(&backend.exports.queue_url)
+        .message_body(body)
+        .delay_seconds(delay_seconds.clamp(0, 900))
+        .send();
     crate::deadline::bounded(send).await?.map_err(|e| ServiceError::from_sdk("sqs", e))?;
     Ok(())
 }
@@ -285,7 +323,9 @@ pub async fn claim(
         .update_item()
         .table_name(&backend.table)
         .set_key(Some(key(exports_pk(&message.tenant), &export_sk(&message.export_id))))
-        .update_expression("SET lease_owner = :owner, lease_until_ms = :until, #status = :running, updated_at = :now ADD invocations :one")
+        // An attempt counts as failed until its first checkpoint resets the count: a slice that
+        // crashes or times out is counted too, not only one that returns an error.
+        .update_expression("SET lease_owner = :owner, lease_until_ms = :until, #status = :running, updated_at = :now ADD invocations :one, failed_slices :one")
         .condition_expression(
             "attribute_exists(PK) AND #status IN (:queued, :running) AND (attribute_not_exists(lease_until_ms) OR lease_until_ms < :now_ms)",
         )
@@ -355,14 +395,10 @@ pub async fn checkpoint(
 }
 
 /// Gives the lease back (the slice ended with work left, or failed): the next message takes it
-/// at once. `failed`: counts a failed slice.
-pub async fn release(backend: &Backend, export: &Export, owner: &str, failed: bool) -> Result<(), ServiceError> {
-    let expression = if failed {
-        "REMOVE lease_owner, lease_until_ms SET updated_at = :now ADD failed_slices :one"
-    } else {
-        "REMOVE lease_owner, lease_until_ms SET updated_at = :now"
-    };
-    let mut update = backend
+/// at once. A successful slice has reset the failure count at its checkpoints.
+pub async fn release(backend: &Backend, export: &Export, owner: &str) -> Result<(), ServiceError> {
+    let expression = "REMOVE lease_owner, lease_until_ms SET updated_at = :now";
+    let update = backend
         .dynamodb
         .update_item()
         .table_name(&backend.table)
@@ -371,9 +407,6 @@ pub async fn release(backend: &Backend, export: &Export, owner: &str, failed: bo
         .condition_expression("lease_owner = :owner")
         .expression_attribute_values(":owner", s(owner))
         .expression_attribute_values(":now", s(time::format(&time::now())));
-    if failed {
-        update = update.expression_attribute_values(":one", AttributeValue::N("1".into()));
-    }
     crate::ddb::condition_held(crate::deadline::bounded(update.send()).await?)?;
     Ok(())
 }

@@ -75,6 +75,8 @@ pub enum SliceOutcome {
     Failed,
     /// The lease was lost mid-slice (it lapsed): the holder now continues.
     LeaseLost,
+    /// The slice failed; the export is queued again after a backoff.
+    Retrying,
 }
 
 pub async fn run_slice(
@@ -94,31 +96,40 @@ pub async fn run_slice(
     let Some(mut export) = exports::claim(backend, message, &owner, until_ms).await? else {
         return Ok(SliceOutcome::Skipped);
     };
+    // `failed_slices` counts this attempt: attempts since the last checkpoint. Past the limit,
+    // the earlier ones crashed or timed out without progress (their messages came back).
+    if export.failed_slices > MAX_FAILED_SLICES {
+        give_up(backend, &export, &owner, "the export's slices stopped (crashed or timed out) without progress")
+            .await?;
+        return Ok(SliceOutcome::Failed);
+    }
     match work(backend, &mut export, &owner, slice_end, tuning).await {
         Ok(outcome) => Ok(outcome),
+        Err(err) if export.failed_slices >= MAX_FAILED_SLICES => {
+            give_up(backend, &export, &owner, &format!("last error: {err}")).await?;
+            Ok(SliceOutcome::Failed)
+        }
         Err(err) => {
-            let failed_slices = export.failed_slices + 1;
-            if failed_slices >= MAX_FAILED_SLICES {
-                let reason = json!({
-                    "code": "EXPORT_FAILED",
-                    "message": format!("the export failed {failed_slices} times in a row; last error: {err}"),
-                });
-                exports::finish(
-                    backend,
-                    &export.tenant,
-                    &export.export_id,
-                    Some(&owner),
-                    ExportStatus::Failed,
-                    Some(reason),
-                )
-                .await?;
-                return Ok(SliceOutcome::Failed);
-            }
-            // Best effort: a lease not given back lapses by itself.
-            let _ = exports::release(backend, &export, &owner, true).await;
-            Err(err)
+            // Retried from its checkpoint after a backoff (30 s, 60 s, 120 s, …; the queue's
+            // visibility timeout is far longer), not when the message's visibility lapses.
+            tracing::warn!(export_id = %export.export_id, error = %err, attempt = export.failed_slices, "export slice failed; retrying");
+            exports::release(backend, &export, &owner).await?;
+            let delay: i32 = 30 << export.failed_slices.saturating_sub(1).min(4);
+            exports::enqueue_after(backend, &export.tenant, &export.export_id, delay).await?;
+            Ok(SliceOutcome::Retrying)
         }
     }
+}
+
+async fn give_up(backend: &Backend, export: &Export, owner: &str, why: &str) -> Result<(), ServiceError> {
+    let reason = json!({
+        "code": "EXPORT_FAILED",
+        "message": format!("the export failed {} times in a row without progress; {why}", export.failed_slices.min(MAX_FAILED_SLICES)),
+    });
+    tracing::error!(export_id = %export.export_id, %why, "export failed");
+    exports::finish(backend, &export.tenant, &export.export_id, Some(owner), ExportStatus::Failed, Some(reason))
+        .await?;
+    Ok(())
 }
 
 async fn work(
@@ -166,7 +177,7 @@ async fn work(
             return Ok(SliceOutcome::Completed);
         }
         if Instant::now() >= slice_end {
-            exports::release(backend, export, owner, false).await?;
+            exports::release(backend, export, owner).await?;
             exports::enqueue(backend, &export.tenant, &export.export_id).await?;
             tracing::info!(export_id = %export.export_id, events = export.events, "export continues in the next invocation");
             return Ok(SliceOutcome::Continued);

@@ -252,19 +252,18 @@ fn parse_filters(raw: Option<&Value>, errors: &mut ValidationError) -> ExportFil
             errors.push(type_error(&field, "a string", value));
             continue;
         };
-        if text.is_empty() || text.chars().count() > crate::event::MAX_NAME_LEN {
-            errors.push(FieldError::new(
-                field,
-                "INVALID_LENGTH",
-                format!("1 to {} characters", crate::event::MAX_NAME_LEN),
-            ));
+        // The same bounds as the events' own fields.
+        let max = if name == "category" { crate::event::MAX_CATEGORY_LEN } else { crate::event::MAX_NAME_LEN };
+        if text.is_empty() || text.chars().count() > max {
+            errors.push(FieldError::new(field, "INVALID_LENGTH", format!("1 to {max} characters")));
             continue;
         }
         match name.as_str() {
             "category" => filters.category = Some(text.clone()),
+            // Hyphenated, as every id Argus answers with.
             "session_id" => match uuid::Uuid::try_parse(text) {
-                Ok(id) => filters.session_id = Some(id.to_string()),
-                Err(_) => errors.push(FieldError::new(field, "INVALID_UUID", "session_id is a UUID")),
+                Ok(id) if text.len() == 36 => filters.session_id = Some(id.to_string()),
+                _ => errors.push(FieldError::new(field, "INVALID_UUID", "session_id is a hyphenated UUID")),
             },
             _ if filters.event_type.is_some() => errors.push(FieldError::new(
                 field,
