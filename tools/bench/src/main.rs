@@ -8,6 +8,8 @@
 //!   argus-bench queue                single events until stored: one client vs 16
 //!   argus-bench analytics            issue 12's stream analytics (ARGUS_BENCH_ANALYTICS_*)
 //!   argus-bench webhooks             error record stored → webhook received (ARGUS_BENCH_WEBHOOK_ERRORS, 50)
+//!   argus-bench clients              the CLI's import vs raw bulk calls (ARGUS_BENCH_CLI_EVENTS, 100000)
+//!   argus-bench exports              exports of N events per format (ARGUS_BENCH_EXPORT_EVENTS, 1000000)
 //!
 //! Knobs (env): ARGUS_BENCH_EVENTS (10000), ARGUS_BENCH_RUNS (3), ARGUS_BENCH_LATENCY_EVENTS
 //! (1000), ARGUS_BENCH_ASYNC_EVENTS (1000),
@@ -18,7 +20,9 @@ mod analytics;
 mod clients;
 mod coldstart;
 mod common;
+mod exports;
 mod import;
+mod peak;
 mod sustained;
 mod webhooks;
 
@@ -39,6 +43,9 @@ fn cli_path() -> PathBuf {
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+#[global_allocator]
+static ALLOCATOR: peak::Counting = peak::Counting;
 
 #[tokio::main]
 async fn main() {
@@ -61,6 +68,10 @@ async fn main() {
             Ok(bench) => clients::run(&bench, knob("ARGUS_BENCH_CLI_EVENTS", 100_000), &cli_path()).await.map(|_| ()),
             Err(err) => Err(err),
         },
+        "exports" => match Bench::start().await {
+            Ok(bench) => exports::run(&bench, knob("ARGUS_BENCH_EXPORT_EVENTS", 1_000_000)).await.map(|_| ()),
+            Err(err) => Err(err),
+        },
         "webhooks" => match Bench::start().await {
             Ok(bench) => webhooks::run(&bench, knob("ARGUS_BENCH_WEBHOOK_ERRORS", 50)).await.map(|_| ()),
             Err(err) => Err(err),
@@ -76,7 +87,7 @@ async fn main() {
             }
             Err(err) => Err(err),
         },
-        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics | webhooks | clients]"
+        _ => Err("usage: argus-bench [all | writer-concurrency | queue | sustained | analytics | webhooks | clients | exports]"
             .to_string()),
     };
     if let Err(err) = result {
@@ -206,6 +217,10 @@ async fn all() -> Result<(), String> {
     let cli_events = knob("ARGUS_BENCH_CLI_EVENTS", 100_000);
     println!("\n8. The argus CLI importing {cli_events} events, against raw bulk calls; gzip's bytes (issue 15)");
     results.insert("clients".into(), clients::run(&bench, cli_events, &cli_path()).await?);
+
+    let export_events = knob("ARGUS_BENCH_EXPORT_EVENTS", 1_000_000);
+    println!("\n9. Exports of {export_events} events, per format: time, bytes, peak memory (issue 16)");
+    results.insert("exports".into(), exports::run(&bench, export_events).await?);
 
     let analytics_events = knob("ARGUS_BENCH_ANALYTICS_EVENTS", 1_000_000);
     println!("\n6. Analytics over {analytics_events} events of one stream (issue 12)");

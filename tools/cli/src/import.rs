@@ -111,6 +111,8 @@ enum Work {
 
 #[derive(Default)]
 struct Counters {
+    /// HTTP calls made, `GET /limits` and every resend included (what API Gateway bills).
+    calls: AtomicU64,
     stored: AtomicU64,
     duplicates: AtomicU64,
     failed: AtomicU64,
@@ -135,6 +137,7 @@ impl<R: Read> Read for Counting<R> {
 pub const DEFAULT_BATCH_ITEMS: usize = 1_000;
 
 pub struct Summary {
+    pub calls: u64,
     pub stored: u64,
     pub duplicates: u64,
     pub failed: u64,
@@ -273,6 +276,8 @@ pub async fn run(api: &Api, options: ImportOptions) -> Result<Summary, String> {
     }
     reader_thread.join().map_err(|_| "the reader thread panicked".to_string())??;
     Ok(Summary {
+        // GET /limits, plus every batch call.
+        calls: 1 + counters.calls.load(Ordering::Relaxed),
         stored: counters.stored.load(Ordering::Relaxed),
         duplicates: counters.duplicates.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
@@ -388,6 +393,7 @@ async fn send_batch(
                 Dialect::Argus => json!({"mode": "partial", "items": items}),
                 Dialect::DataStream { stream } => json!({"stream_id": stream, "events": items}),
             };
+            counters.calls.fetch_add(1, Ordering::Relaxed);
             let answer = match api.post_gzip(path, &body).await {
                 Ok(answer) => answer,
                 Err(err) if err.status == Some(413) && chunk.len() > 1 => {

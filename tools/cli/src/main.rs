@@ -137,12 +137,13 @@ async fn run(args: &[String]) -> Result<i32, String> {
             let seconds = summary.elapsed.as_secs_f64().max(0.001);
             let verb = if dry_run { "valid" } else { "stored" };
             println!(
-                "{} events {verb}, {} already there, {} failed in {:.1} s ({:.0} events/s)",
+                "{} events {verb}, {} already there, {} failed in {:.1} s ({:.0} events/s, {} HTTP calls)",
                 summary.stored,
                 summary.duplicates,
                 summary.failed,
                 seconds,
-                (summary.stored + summary.duplicates) as f64 / seconds
+                (summary.stored + summary.duplicates) as f64 / seconds,
+                summary.calls
             );
             if summary.failed > 0 {
                 println!("failed items, with their line and error: {}", failed_path.display());
