@@ -270,9 +270,7 @@ async fn a_long_export_continues_across_invocations_and_redelivery_is_harmless()
 async fn bad_export_requests_get_the_envelope() {
     let stack = TestStack::start().await;
     let key = stack.key("picky").await;
-    let (status, body) =
-        stack.post("/ingest/events", &key, json!({"stream_id": "s1", "event_type": "x", "data": {"a": 1}})).await;
-    assert_eq!(status, 202, "{body}");
+    ingest(&stack, &key, "s1", &[json!({"event_type": "x", "data": {"a": 1}})]).await;
     let now = Utc::now();
     let good = json!({"stream_id": "s1", "time_window": window(now - Duration::days(1), now), "format": "csv"});
     let cases = [
@@ -303,6 +301,37 @@ async fn bad_export_requests_get_the_envelope() {
     assert_envelope(status, &answer, 404, "NOT_FOUND");
     let (status, answer) = stack.get("/exports?cursor=tampered", &key).await;
     assert_envelope(status, &answer, 400, "INVALID_CURSOR");
+    let (status, answer) = stack.post("/exports?validate_only=true", &key, good.clone()).await;
+    assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+
+    // Five at once per tenant (nothing drains the queue here, so they stay queued); another
+    // tenant is not affected.
+    for _ in 0..5 {
+        let (status, body) = stack.post("/exports", &key, good.clone()).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, answer) = stack.post("/exports", &key, good.clone()).await;
+    let details = assert_envelope(status, &answer, 409, "TOO_MANY_ACTIVE_EXPORTS");
+    assert_eq!(details["max_active"], 5);
+    // The same request again with its Idempotency-Key is answered from the first, not a second export.
+    let other = stack.key("patient").await;
+    ingest(&stack, &other, "s1", &[json!({"event_type": "x", "data": {"a": 1}})]).await;
+    let keyed = |body: Value| {
+        stack
+            .http
+            .post(format!("{}/exports", stack.base_url))
+            .header("x-api-key", &other)
+            .header("idempotency-key", "export-once")
+            .body(body.to_string())
+            .send()
+    };
+    let first: Value = keyed(good.clone()).await.unwrap().json().await.unwrap();
+    let again = keyed(good.clone()).await.unwrap();
+    assert_eq!(again.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["export_id"], again["export_id"]);
+    let (_, list) = stack.get("/exports", &other).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
 /// Archive files under `prefix`, each read with pyarrow: (key, events).
@@ -412,6 +441,23 @@ async fn expired_events_are_archived_as_parquet_by_tenant_stream_and_date() {
     TestStack::drain_consumer(&mut again, stack.functions.function("argus-archiver").unwrap()).await;
     let files_again = archived(&stack, "archive/tenant=archivist/").await;
     assert_eq!(files_again.len(), files.len(), "no second copy");
+
+    // A record that is not a readable event (an old item without its fields) does not hold the
+    // shard back: it is kept as it came under archive/_unreadable/, and the batch succeeds.
+    let garbage = json!({"Records": [{
+        "eventID": "e-garbage", "eventName": "REMOVE", "eventSource": "aws:dynamodb",
+        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "dynamodb": {"SequenceNumber": "9990001", "Keys": {"PK": {"S": "T#archivist#EVENT#x"}, "SK": {"S": "#META"}},
+                     "OldImage": {"PK": {"S": "T#archivist#EVENT#x"}, "SK": {"S": "#META"}, "entity": {"S": "event"}}}}]});
+    let answer = argus_api::dispatch::invoke_json("argus-archiver", &archiver.backend, &garbage.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let bucket = stack.provisioned.bucket("ExportsBucket").unwrap();
+    let kept =
+        stack.backend.exports.s3.get_object().bucket(bucket).key("archive/_unreadable/9990001.json").send().await;
+    let kept: Value = serde_json::from_slice(&kept.unwrap().body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(kept["Records"][0]["eventID"], "e-garbage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

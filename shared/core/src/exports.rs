@@ -30,6 +30,13 @@ pub const EXPORT_KEEP_DAYS: i64 = 7;
 pub const DOWNLOAD_URL_SECONDS: u64 = 3_600;
 /// Slices that end in an error, in a row, before the export is marked failed.
 pub const MAX_FAILED_SLICES: u64 = 5;
+/// Files one export may have: its record lists them (DynamoDB's 400 KB item) and its status
+/// answer carries a presigned URL for each (Lambda's 6 MB response). With the default of a
+/// million events a file, that is a billion events.
+pub const MAX_EXPORT_FILES: usize = 1_000;
+/// Exports a tenant may have queued or running at once: the export function's concurrency is
+/// shared by every tenant.
+pub const MAX_ACTIVE_EXPORTS: usize = 5;
 
 /// Where exports go: the bucket, the export function's queue, and the S3 client.
 #[derive(Debug, Clone)]
@@ -130,6 +137,19 @@ fn export_of(item: &Item) -> Result<Export, ServiceError> {
 /// `POST /exports`: records the export and queues it. The stream must exist.
 pub async fn create(backend: &Backend, tenant: &str, request: ExportRequest) -> Result<Export, ServiceError> {
     crate::streams::get(backend, tenant, &request.stream_id).await?;
+    let active = active_exports(backend, tenant).await?;
+    if active >= MAX_ACTIVE_EXPORTS {
+        return Err(ServiceError::Conflict {
+            code: "TOO_MANY_ACTIVE_EXPORTS",
+            message: format!(
+                "{active} exports are queued or running; a tenant may have {MAX_ACTIVE_EXPORTS} at once: wait for one to finish"
+            ),
+            details: serde_json::Map::from_iter([
+                ("active".into(), json!(active)),
+                ("max_active".into(), json!(MAX_ACTIVE_EXPORTS)),
+            ]),
+        });
+    }
     // With an Idempotency-Key, the id derives from it: a rerun after a takeover finds its export.
     let export_id = crate::keyed_ids::id_for(0).to_string();
     let now = time::now();
@@ -156,7 +176,13 @@ pub async fn create(backend: &Backend, tenant: &str, request: ExportRequest) -> 
         .send();
     if crate::ddb::condition_held(crate::deadline::bounded(put).await?)?.is_none() {
         // The same keyed request ran before (its holder died after writing): the export exists.
-        return get(backend, tenant, &export_id).await;
+        // If no slice ever ran, its message may never have been sent: send it (a duplicate
+        // message finds the lease or the finished export and does nothing).
+        let existing = get(backend, tenant, &export_id).await?;
+        if existing.status == ExportStatus::Queued && existing.invocations == 0 {
+            enqueue(backend, tenant, &export_id).await?;
+        }
+        return Ok(existing);
     }
     if let Err(err) = enqueue(backend, tenant, &export_id).await {
         // Not queued: say so on the record rather than leave it queued forever.
@@ -182,6 +208,37 @@ pub async fn create(backend: &Backend, tenant: &str, request: ExportRequest) -> 
         lease_owner: None,
         lease_until_ms: 0,
     })
+}
+
+/// The tenant's exports that are queued or running (a Query of its exports partition, which
+/// holds a week of exports; checked at creation, so two racing creations may both pass).
+async fn active_exports(backend: &Backend, tenant: &str) -> Result<usize, ServiceError> {
+    let mut count = 0usize;
+    let mut start = None;
+    loop {
+        let query = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .filter_expression(format!("#status IN (:queued, :running) AND {NOT_EXPIRED}"))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":pk", s(exports_pk(tenant)))
+            .expression_attribute_values(":prefix", s("EX#"))
+            .expression_attribute_values(":queued", s(ExportStatus::Queued.name()))
+            .expression_attribute_values(":running", s(ExportStatus::Running.name()))
+            .expression_attribute_values(":epoch", epoch_now())
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start.take())
+            .send();
+        let out = crate::deadline::bounded(query).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        count += out.count.max(0) as usize;
+        match out.last_evaluated_key {
+            Some(key) if count < MAX_ACTIVE_EXPORTS => start = Some(key),
+            _ => return Ok(count),
+        }
+    }
 }
 
 /// Queues (or re-queues, to continue) an export for the export function.
@@ -338,17 +395,33 @@ pub async fn claim(
         .expression_attribute_values(":now", s(time::format(&time::now())))
         .expression_attribute_values(":one", AttributeValue::N("1".into()))
         .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .return_values_on_condition_check_failure(
+            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+        )
         .send();
-    let out = crate::ddb::condition_held(crate::deadline::bounded(update).await?)?;
-    match out.and_then(|o| o.attributes) {
-        Some(item) => export_of(&item).map(Some),
-        None => Ok(None),
+    match crate::deadline::bounded(update).await? {
+        Ok(out) => out.attributes.as_ref().map(export_of).transpose(),
+        Err(err) => {
+            // The SDK may resend a write whose answer was lost: if the lease found is ours,
+            // the first attempt took it.
+            use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+            if let Some(UpdateItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
+                let ours = failed.item().is_some_and(|item| get_opt_s(item, "lease_owner") == Some(owner));
+                return match failed.item() {
+                    Some(item) if ours => export_of(item).map(Some),
+                    _ => Ok(None),
+                };
+            }
+            Err(ServiceError::from_sdk("dynamodb", err))
+        }
     }
 }
 
 /// Records a finished file (if the stretch of the window held any event) and where the reader
-/// continues. `false`: the lease was lost (the file is rewritten under the same key by
-/// whoever holds it now).
+/// continues; with `position` `None` (the window is read) the same write completes the export,
+/// so a completed export can never be read again from the start. `false`: the lease was lost
+/// (the file is rewritten under the same key by whoever holds it now). Totals are written as
+/// values, not added: a resent write changes nothing.
 pub async fn checkpoint(
     backend: &Backend,
     export: &Export,
@@ -360,18 +433,19 @@ pub async fn checkpoint(
     files.extend(file.cloned());
     let files_text = serde_json::to_string(&files).map_err(|e| ServiceError::Internal(e.to_string()))?;
     let (events, bytes) = file.map_or((0, 0), |f| (f.events, f.bytes));
-    let mut set = vec!["files = :files", "updated_at = :now", "failed_slices = :zero"];
+    let now = time::format(&time::now());
+    let mut set =
+        vec!["files = :files", "updated_at = :now", "failed_slices = :zero", "events = :events", "bytes = :bytes"];
     let mut remove = Vec::new();
-    if position.is_some() {
-        set.push("#position = :position");
-    } else {
-        remove.push("#position");
+    match position {
+        Some(_) => set.push("#position = :position"),
+        None => {
+            remove.extend(["#position", "lease_owner", "lease_until_ms"]);
+            set.extend(["#status = :completed", "completed_at = :now"]);
+        }
     }
-    let expression = format!(
-        "SET {}{} ADD events :events, bytes :bytes",
-        set.join(", "),
-        if remove.is_empty() { String::new() } else { format!(" REMOVE {}", remove.join(", ")) }
-    );
+    let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+    let expression = expression.trim_end_matches(" REMOVE ").to_string();
     let mut update = backend
         .dynamodb
         .update_item()
@@ -384,13 +458,14 @@ pub async fn checkpoint(
         .expression_attribute_values(":owner", s(owner))
         .expression_attribute_values(":running", s(ExportStatus::Running.name()))
         .expression_attribute_values(":files", s(files_text))
-        .expression_attribute_values(":events", AttributeValue::N(events.to_string()))
-        .expression_attribute_values(":bytes", AttributeValue::N(bytes.to_string()))
-        .expression_attribute_values(":now", s(time::format(&time::now())))
+        .expression_attribute_values(":events", AttributeValue::N((export.events + events).to_string()))
+        .expression_attribute_values(":bytes", AttributeValue::N((export.bytes + bytes).to_string()))
+        .expression_attribute_values(":now", s(now))
         .expression_attribute_values(":zero", AttributeValue::N("0".into()));
-    if let Some(position) = position {
-        update = update.expression_attribute_values(":position", s(position));
-    }
+    update = match position {
+        Some(position) => update.expression_attribute_values(":position", s(position)),
+        None => update.expression_attribute_values(":completed", s(ExportStatus::Completed.name())),
+    };
     Ok(crate::ddb::condition_held(crate::deadline::bounded(update.send()).await?)?.is_some())
 }
 

@@ -27,6 +27,8 @@ pub struct ArchiveReport {
     pub files: Vec<String>,
     /// Records that were not TTL removals of live events (filtered out in AWS already).
     pub skipped: usize,
+    /// Records kept under `archive/_unreadable/` (not readable as events).
+    pub unreadable: usize,
 }
 
 /// Where one archive file goes.
@@ -40,13 +42,8 @@ pub fn archive_key(tenant: &str, stream: &str, date: &str, first_sequence: &str,
 }
 
 pub async fn handle(backend: &Backend, event: &Value, deadline: Option<std::time::Instant>) -> Value {
-    let records = parse_event(event);
-    let first = event["Records"]
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let records: Vec<Value> = event["Records"].as_array().cloned().unwrap_or_default();
+    let first = records.first().and_then(|r| r["dynamodb"]["SequenceNumber"].as_str()).unwrap_or_default().to_string();
     let work = argus_core::deadline::scope(deadline, Box::pin(archive(backend, &records, &first)));
     match work.await {
         Ok(report) => {
@@ -54,6 +51,7 @@ pub async fn handle(backend: &Backend, event: &Value, deadline: Option<std::time
                 archived = report.archived,
                 files = report.files.len(),
                 skipped = report.skipped,
+                unreadable = report.unreadable,
                 "archived"
             );
             json!({"batchItemFailures": []})
@@ -65,16 +63,28 @@ pub async fn handle(backend: &Backend, event: &Value, deadline: Option<std::time
     }
 }
 
+/// Archives one batch of stream records (Lambda's `Records`). A record that cannot be read as
+/// an event is not a reason to hold the shard back (it would block every expiry behind it until
+/// the stream drops them after 24 h): it is written as it came under `archive/_unreadable/`
+/// (a path Athena and Hive skip) and counted. Only S3 failures fail the batch.
 pub async fn archive(
     backend: &Backend,
-    records: &[Result<argus_core::aggregator::ChangeRecord, String>],
+    records: &[Value],
     first_sequence: &str,
 ) -> Result<ArchiveReport, ServiceError> {
     let mut report = ArchiveReport::default();
     // (tenant, stream, date) → rows, in stream order.
     let mut groups: BTreeMap<(String, String, String), Vec<ExportRow>> = BTreeMap::new();
-    for record in records {
-        let record = record.as_ref().map_err(|seq| ServiceError::Internal(format!("unreadable record {seq}")))?;
+    let mut unreadable: Vec<Value> = Vec::new();
+    for raw in records {
+        let parsed = parse_event(&json!({"Records": [raw]})).into_iter().next();
+        let record = match parsed {
+            Some(Ok(record)) => record,
+            _ => {
+                unreadable.push(raw.clone());
+                continue;
+            }
+        };
         let old = match (&record.kind, &record.old) {
             (ChangeKind::Remove, Some(old)) if record.by_ttl => old,
             _ => {
@@ -87,11 +97,10 @@ pub async fn archive(
             report.skipped += 1;
             continue;
         }
-        let Some(tenant) = tenant_of(old, "EVENT#") else {
-            report.skipped += 1;
+        let (Some(tenant), Ok(row)) = (tenant_of(old, "EVENT#"), argus_core::exports::row_of(old)) else {
+            unreadable.push(raw.clone());
             continue;
         };
-        let row = argus_core::exports::row_of(old)?;
         let date = row.timestamp.format("%Y-%m-%d").to_string();
         groups.entry((tenant, row.stream_id.clone(), date)).or_default().push(row);
     }
@@ -111,6 +120,25 @@ pub async fn archive(
         let done = file.finish().await?;
         report.archived += rows.len();
         report.files.push(done.key);
+    }
+    if !unreadable.is_empty() {
+        let key = format!("archive/_unreadable/{}.json", path_segment(first_sequence));
+        tracing::error!(records = unreadable.len(), %key, "stream records that are not readable events, kept as they came");
+        argus_core::metrics::Record::new("argus-archiver").count("UnreadableRecords", unreadable.len()).emit();
+        let body =
+            serde_json::to_vec(&json!({"Records": unreadable})).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let put = backend
+            .exports
+            .s3
+            .put_object()
+            .bucket(&backend.exports.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send();
+        argus_core::deadline::bounded(put).await?.map_err(|e| ServiceError::from_sdk("s3", e))?;
+        report.unreadable = unreadable.len();
+        report.files.push(key);
     }
     Ok(report)
 }

@@ -101,6 +101,9 @@ impl FileUpload {
             .bucket(&self.bucket)
             .key(&self.key)
             .content_type(self.content_type)
+            // Every part carries its CRC32 and the completion lists them, as S3 expects of an
+            // upload created with a checksum algorithm (the SDK adds CRC32 to parts anyway).
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
             .send();
         let created = argus_core::deadline::bounded(create).await?.map_err(|e| s3_error("CreateMultipartUpload", e))?;
         let id = created.upload_id.ok_or_else(|| ServiceError::Internal("no upload id".into()))?;
@@ -133,10 +136,17 @@ impl FileUpload {
             .key(&self.key)
             .upload_id(upload_id)
             .part_number(number)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(bytes))
             .send();
         let out = argus_core::deadline::bounded(upload).await?.map_err(|e| s3_error("UploadPart", e))?;
-        self.parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .set_checksum_crc32(out.checksum_crc32)
+                .build(),
+        );
         Ok(())
     }
 

@@ -96,17 +96,28 @@ pub async fn run_slice(
     let Some(mut export) = exports::claim(backend, message, &owner, until_ms).await? else {
         return Ok(SliceOutcome::Skipped);
     };
+    // Read to the end and files recorded, but not marked completed (a record written before
+    // the checkpoint completed exports in the same write): it is complete, never read again.
+    if export.position.is_none() && !export.files.is_empty() {
+        exports::finish(backend, &export.tenant, &export.export_id, Some(&owner), ExportStatus::Completed, None)
+            .await?;
+        return Ok(SliceOutcome::Completed);
+    }
     // `failed_slices` counts this attempt: attempts since the last checkpoint. Past the limit,
     // the earlier ones crashed or timed out without progress (their messages came back).
     if export.failed_slices > MAX_FAILED_SLICES {
-        give_up(backend, &export, &owner, "the export's slices stopped (crashed or timed out) without progress")
-            .await?;
+        let why = format!(
+            "the export failed {MAX_FAILED_SLICES} times in a row without progress: its slices stopped (crashed or timed out)"
+        );
+        give_up(backend, &export, &owner, &why).await?;
         return Ok(SliceOutcome::Failed);
     }
     match work(backend, &mut export, &owner, slice_end, tuning).await {
         Ok(outcome) => Ok(outcome),
         Err(err) if export.failed_slices >= MAX_FAILED_SLICES => {
-            give_up(backend, &export, &owner, &format!("last error: {err}")).await?;
+            let why =
+                format!("the export failed {MAX_FAILED_SLICES} times in a row without progress; last error: {err}");
+            give_up(backend, &export, &owner, &why).await?;
             Ok(SliceOutcome::Failed)
         }
         Err(err) => {
@@ -121,11 +132,9 @@ pub async fn run_slice(
     }
 }
 
+/// Ends the export as failed, saying why.
 async fn give_up(backend: &Backend, export: &Export, owner: &str, why: &str) -> Result<(), ServiceError> {
-    let reason = json!({
-        "code": "EXPORT_FAILED",
-        "message": format!("the export failed {} times in a row without progress; {why}", export.failed_slices.min(MAX_FAILED_SLICES)),
-    });
+    let reason = json!({"code": "EXPORT_FAILED", "message": why});
     tracing::error!(export_id = %export.export_id, %why, "export failed");
     exports::finish(backend, &export.tenant, &export.export_id, Some(owner), ExportStatus::Failed, Some(reason))
         .await?;
@@ -171,10 +180,19 @@ async fn work(
         }
         export.position = reader.position().map(str::to_string);
         if reader.exhausted() {
-            exports::finish(backend, &export.tenant, &export.export_id, Some(owner), ExportStatus::Completed, None)
-                .await?;
+            // The checkpoint above completed it.
             tracing::info!(export_id = %export.export_id, events = export.events, files = export.files.len(), "export completed");
             return Ok(SliceOutcome::Completed);
+        }
+        if export.files.len() >= exports::MAX_EXPORT_FILES {
+            give_up(
+                backend,
+                export,
+                owner,
+                &format!("the export needs more than {} files; export a shorter window", exports::MAX_EXPORT_FILES),
+            )
+            .await?;
+            return Ok(SliceOutcome::Failed);
         }
         if Instant::now() >= slice_end {
             exports::release(backend, export, owner).await?;
