@@ -206,7 +206,7 @@ impl AggregateRequest {
                 None
             }
         };
-        let window = parse_window(fields.get("time_window"), &mut errors);
+        let window = parse_window(fields.get("time_window"), MAX_WINDOW_DAYS, &mut errors);
         let aggregations = parse_aggregations(fields.get("aggregations"), &mut errors);
         let group_by = match fields.get("group_by") {
             None | Some(Value::Null) => None,
@@ -285,7 +285,13 @@ fn type_error(field: &str, expected: &str, got: &Value) -> FieldError {
     FieldError::new(field, "INVALID_TYPE", format!("expected {expected}, got {}", json_type_name(got)))
 }
 
-fn parse_window(raw: Option<&Value>, errors: &mut ValidationError) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+/// A body's `time_window` `{start, end}`: both RFC 3339, millisecond-rounded, end after start,
+/// at most `max_days` apart (aggregates: [`MAX_WINDOW_DAYS`]; exports their own maximum).
+pub fn parse_window(
+    raw: Option<&Value>,
+    max_days: i64,
+    errors: &mut ValidationError,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let window = match raw {
         Some(Value::Object(window)) => window,
         Some(other) => {
@@ -312,7 +318,9 @@ fn parse_window(raw: Option<&Value>, errors: &mut ValidationError) -> Option<(Da
         }
     };
     let (start, end) = (ceil_millis(instant("start", errors)?), ceil_millis(instant("end", errors)?));
-    check_window("time_window.start", "time_window.end", &start, &end).map_err(|e| errors.push(e)).ok()?;
+    check_window_within("time_window.start", "time_window.end", &start, &end, max_days)
+        .map_err(|e| errors.push(e))
+        .ok()?;
     Some((start, end))
 }
 
@@ -335,6 +343,17 @@ pub fn check_window(
     start: &DateTime<Utc>,
     end: &DateTime<Utc>,
 ) -> Result<(), FieldError> {
+    check_window_within(start_field, end_field, start, end, MAX_WINDOW_DAYS)
+}
+
+/// A window `[start, end)`: end after start, at most `max_days` long.
+pub fn check_window_within(
+    start_field: &str,
+    end_field: &str,
+    start: &DateTime<Utc>,
+    end: &DateTime<Utc>,
+    max_days: i64,
+) -> Result<(), FieldError> {
     if end <= start {
         return Err(FieldError::new(
             end_field,
@@ -342,12 +361,8 @@ pub fn check_window(
             format!("{end_field} must be after {start_field} (the window is [start, end))"),
         ));
     }
-    if *end - *start > chrono::Duration::days(MAX_WINDOW_DAYS) {
-        return Err(FieldError::new(
-            end_field,
-            "WINDOW_TOO_LARGE",
-            format!("a window spans at most {MAX_WINDOW_DAYS} days"),
-        ));
+    if *end - *start > chrono::Duration::days(max_days) {
+        return Err(FieldError::new(end_field, "WINDOW_TOO_LARGE", format!("a window spans at most {max_days} days")));
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! Exports: `POST /exports` requests, formats, the columns every format shares, and where the
 //! files go. No I/O: the export function (`argus-export`) and the API share these rules.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::analytics::ceil_millis;
+use crate::analytics::parse_window;
 use crate::stream::check_stream_id;
 use crate::validation::{body_object, json_type_name};
 use crate::{time, FieldError, ValidationError};
@@ -131,7 +131,7 @@ impl ExportRequest {
                 None
             }
         };
-        let window = parse_window(fields.get("time_window"), &mut errors);
+        let window = parse_window(fields.get("time_window"), MAX_EXPORT_WINDOW_DAYS, &mut errors);
         let format = match fields.get("format") {
             Some(Value::String(raw)) => ExportFormat::parse(raw).or_else(|| {
                 errors.push(FieldError::new(
@@ -176,56 +176,6 @@ impl ExportRequest {
 
 fn type_error(field: &str, expected: &str, got: &Value) -> FieldError {
     FieldError::new(field, "INVALID_TYPE", format!("{field} is {expected}, got {}", json_type_name(got)))
-}
-
-fn parse_window(raw: Option<&Value>, errors: &mut ValidationError) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let window = match raw {
-        Some(Value::Object(window)) => window,
-        Some(other) => {
-            errors.push(type_error("time_window", "an object {start, end}", other));
-            return None;
-        }
-        None => {
-            errors.push(FieldError::new("time_window", "REQUIRED", "time_window {start, end} is required"));
-            return None;
-        }
-    };
-    let instant = |name: &str, errors: &mut ValidationError| {
-        let field = format!("time_window.{name}");
-        match window.get(name) {
-            Some(Value::String(raw)) => time::parse(&field, raw).map(ceil_millis).map_err(|e| errors.push(e)).ok(),
-            Some(other) => {
-                errors.push(type_error(&field, "an RFC 3339 timestamp", other));
-                None
-            }
-            None => {
-                errors.push(FieldError::new(field, "REQUIRED", "required"));
-                None
-            }
-        }
-    };
-    let start = instant("start", errors);
-    let end = instant("end", errors);
-    let (start, end) = (start?, end?);
-    if end <= start {
-        errors.push(FieldError::new(
-            "time_window.end",
-            "WINDOW_END_BEFORE_START",
-            "time_window.end must be after time_window.start (the window is [start, end))",
-        ));
-        return None;
-    }
-    if end - start > Duration::days(MAX_EXPORT_WINDOW_DAYS) {
-        errors.push(FieldError::new(
-            "time_window.end",
-            "WINDOW_TOO_LARGE",
-            format!(
-                "an export covers at most {MAX_EXPORT_WINDOW_DAYS} days; split longer periods into several exports"
-            ),
-        ));
-        return None;
-    }
-    Some((start, end))
 }
 
 fn parse_filters(raw: Option<&Value>, errors: &mut ValidationError) -> ExportFilters {

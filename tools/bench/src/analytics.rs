@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use argus_core::rollups::{RawLimits, RawWindow};
 use argus_local::table_stream::StreamConsumer;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::common::{ms, Bench};
@@ -58,34 +57,7 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
 
     let requests_before = bench.counter.get();
     let started = Instant::now();
-    let url = format!("{}/ingest/batch", bench.api_url);
-    let calls = futures::stream::iter(all.chunks(10_000).map(|chunk| {
-        let body = json!({"stream_id": STREAM, "events": chunk}).to_string();
-        let (http, url, key) = (&bench.http, &url, &key);
-        async move {
-            for _ in 0..20 {
-                let response = http
-                    .post(url)
-                    .header("x-api-key", key)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status().as_u16();
-                let report: Value = response.json().await.map_err(|e| e.to_string())?;
-                if (status == 200 || status == 201) && report["failed"] == 0 {
-                    return Ok(());
-                }
-                // 503 items (throttled or out of time): the same call again stores the rest once.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err("an ingest call kept failing".to_string())
-        }
-    }))
-    .buffer_unordered(2)
-    .collect::<Vec<Result<(), String>>>()
-    .await;
-    calls.into_iter().collect::<Result<Vec<()>, String>>()?;
+    bench.ingest_batches(&key, STREAM, &all).await?;
     let ingest = started.elapsed();
     let ingest_requests = bench.counter.get() - requests_before;
     println!("  ingested {events} events in {:.1?} ({} DynamoDB requests)", ingest, ingest_requests);

@@ -120,6 +120,40 @@ impl Bench {
         Ok((tenant, key, session.id.to_string()))
     }
 
+    /// Sends DataStream events to `stream` with `POST /ingest/batch`, 10,000 a call, 2 calls in
+    /// flight; a call that answers 503 items (throttled or out of time) is sent again, which
+    /// stores the rest once (the events carry client ids).
+    pub async fn ingest_batches(&self, key: &str, stream: &str, events: &[Value]) -> Result<(), String> {
+        use futures::StreamExt;
+        let url = format!("{}/ingest/batch", self.api_url);
+        let calls = futures::stream::iter(events.chunks(10_000).map(|chunk| {
+            let body = json!({"stream_id": stream, "events": chunk}).to_string();
+            let (http, url) = (&self.http, &url);
+            async move {
+                for _ in 0..30 {
+                    let response = http
+                        .post(url)
+                        .header("x-api-key", key)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = response.status().as_u16();
+                    let report: Value = response.json().await.map_err(|e| e.to_string())?;
+                    if (status == 200 || status == 201) && report["failed"] == 0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err("an ingest call kept failing".to_string())
+            }
+        }))
+        .buffer_unordered(2)
+        .collect::<Vec<Result<(), String>>>()
+        .await;
+        calls.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ())
+    }
+
     /// Events of `session` stored so far (uncounted reads).
     pub async fn stored(&self, tenant: &str, session: &str) -> Result<usize, String> {
         let filter =

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::common::Bench;
@@ -21,54 +20,21 @@ pub async fn run(bench: &Bench, events: usize) -> Result<Value, String> {
     let now = argus_models::time::now();
     let window_start = now - chrono::Duration::hours(24);
     let started = Instant::now();
-    let url = format!("{}/ingest/batch", bench.api_url);
     // Typical events: a type, a category, a small JSON object (≈ 200 bytes of data).
-    let chunks: Vec<Vec<Value>> = (0..events)
-        .collect::<Vec<_>>()
-        .chunks(10_000)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|&i| {
-                    let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
-                    json!({
-                        "event_id": uuid::Uuid::new_v4(),
-                        "event_type": format!("type-{}", i % 5),
-                        "category": CATEGORIES[i % 3],
-                        "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
-                        "data": {"n": i, "path": format!("/products/{}", i % 500), "value": (i * 7) % 1000, "user": format!("u{}", i % 20_000)},
-                    })
-                })
-                .collect()
+    let all: Vec<Value> = (0..events)
+        .map(|i| {
+            let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
+            json!({
+                "event_id": uuid::Uuid::new_v4(),
+                "event_type": format!("type-{}", i % 5),
+                "category": CATEGORIES[i % 3],
+                "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
+                "data": {"n": i, "path": format!("/products/{}", i % 500), "value": (i * 7) % 1000, "user": format!("u{}", i % 20_000)},
+            })
         })
         .collect();
-    let calls = futures::stream::iter(chunks.iter().map(|chunk| {
-        let body = json!({"stream_id": STREAM, "events": chunk}).to_string();
-        let (http, url, key) = (&bench.http, &url, &key);
-        async move {
-            for _ in 0..30 {
-                let response = http
-                    .post(url)
-                    .header("x-api-key", key)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status().as_u16();
-                let report: Value = response.json().await.map_err(|e| e.to_string())?;
-                if (status == 200 || status == 201) && report["failed"] == 0 {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err("an ingest call kept failing".to_string())
-        }
-    }))
-    .buffer_unordered(2)
-    .collect::<Vec<Result<(), String>>>()
-    .await;
-    calls.into_iter().collect::<Result<Vec<()>, String>>()?;
-    drop(chunks);
+    bench.ingest_batches(&key, STREAM, &all).await?;
+    drop(all);
     println!("  ingested {events} events in {:.1?}", started.elapsed());
 
     let window = json!({"start": argus_models::time::format(&window_start), "end": argus_models::time::format(&(now + chrono::Duration::minutes(1)))});
