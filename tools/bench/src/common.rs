@@ -121,29 +121,54 @@ impl Bench {
     }
 
     /// Sends DataStream events to `stream` with `POST /ingest/batch`, 10,000 a call, 2 calls in
-    /// flight; a call that answers 503 items (throttled or out of time) is sent again, which
-    /// stores the rest once (the events carry client ids).
+    /// flight. The events carry no client ids, so the server writes them with `BatchWriteItem`
+    /// (client ids would make every create a conditional transaction, far slower on DynamoDB
+    /// Local); items answered 429/5xx (throttled, out of time: not stored) are sent again, and
+    /// only those. A lost answer is an error, never a blind resend.
     pub async fn ingest_batches(&self, key: &str, stream: &str, events: &[Value]) -> Result<(), String> {
         use futures::StreamExt;
         let url = format!("{}/ingest/batch", self.api_url);
         let calls = futures::stream::iter(events.chunks(10_000).map(|chunk| {
-            let body = json!({"stream_id": stream, "events": chunk}).to_string();
             let (http, url) = (&self.http, &url);
             async move {
-                for _ in 0..30 {
-                    let response = http
-                        .post(url)
-                        .header("x-api-key", key)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = response.status().as_u16();
-                    let report: Value = response.json().await.map_err(|e| e.to_string())?;
-                    if (status == 200 || status == 201) && report["failed"] == 0 {
+                // Indexes of this chunk's items not stored yet. Only those are sent again: events
+                // without client ids get server ids, so resending a stored one would store it twice.
+                let mut pending: Vec<usize> = (0..chunk.len()).collect();
+                for attempt in 0..30u32 {
+                    if pending.is_empty() {
                         return Ok(());
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
+                    }
+                    let items: Vec<&Value> = pending.iter().map(|&i| &chunk[i]).collect();
+                    let body = json!({"stream_id": stream, "events": items}).to_string();
+                    let response =
+                        http.post(url).header("x-api-key", key).body(body).send().await.map_err(|e| e.to_string())?;
+                    let status = response.status().as_u16();
+                    let report: Value = response.json().await.map_err(|e| e.to_string())?;
+                    let Some(results) = report["results"].as_array() else {
+                        // Refused whole (429, 503 before any write): nothing of it was stored.
+                        if status == 429 || status >= 500 {
+                            continue;
+                        }
+                        return Err(format!("ingest refused ({status}): {report}"));
+                    };
+                    let mut still = Vec::new();
+                    for result in results {
+                        let index = result["index"].as_u64().ok_or("a result without index")? as usize;
+                        let code = result["status"].as_u64().unwrap_or(0);
+                        let original = *pending.get(index).ok_or("a result index out of range")?;
+                        match code {
+                            200 | 201 => {}
+                            429 | 500..=599 => still.push(original),
+                            _ => return Err(format!("item refused: {result}")),
+                        }
+                    }
+                    if results.len() != pending.len() {
+                        return Err(format!("{} results for {} items", results.len(), pending.len()));
+                    }
+                    pending = still;
                 }
                 Err("an ingest call kept failing".to_string())
             }

@@ -25,7 +25,6 @@ pub async fn run(bench: &Bench, events: usize) -> Result<Value, String> {
         .map(|i| {
             let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
             json!({
-                "event_id": uuid::Uuid::new_v4(),
                 "event_type": format!("type-{}", i % 5),
                 "category": CATEGORIES[i % 3],
                 "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
