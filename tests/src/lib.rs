@@ -279,8 +279,10 @@ impl TestStack {
     /// use streams of their own, with the default 90 days).
     pub async fn key(&self, tenant: &str) -> String {
         let secret = seed_tenant(&self.backend, tenant, None).await.expect("seeding tenant").secret;
-        let longest =
-            argus_models::stream::StreamChanges { retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS) };
+        let longest = argus_models::stream::StreamChanges {
+            retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS),
+            write_shards: None,
+        };
         for stream in HISTORIC_STREAMS {
             argus_core::streams::update(&self.backend, tenant, stream, &longest).await.expect("stream retention");
         }

@@ -519,3 +519,152 @@ async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
     assert_eq!(status, 200);
     assert_eq!(answer["results"][0]["values"][0]["value"], 20_001);
 }
+
+/// The shard of an event's index key (`…#NN`).
+async fn index_shards(stack: &TestStack, id: &str) -> (u32, u32) {
+    let item = stack
+        .backend
+        .dynamodb
+        .get_item()
+        .table_name(&stack.backend.table)
+        .key("PK", AttributeValue::S(format!("T#acme#EVENT#{id}")))
+        .key("SK", AttributeValue::S("#META".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap_or_else(|| panic!("event {id} stored"));
+    let shard = |attr: &str| item[attr].as_s().unwrap().rsplit('#').next().unwrap().parse::<u32>().unwrap();
+    (shard("GSI4PK"), shard("GSI3PK"))
+}
+
+/// A stream past 8,000 events/s spreads its events over more index shards: `write_shards`
+/// only grows, and every reader (query pages, total_count, aggregates, the tenant's listing,
+/// exports) finds the events written before and after the change, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_spread_over_more_write_shards_keeps_every_event_readable() {
+    let stack = TestStack::start_with_changes().await.with_processor().await;
+    let key = stack.key("acme").await;
+    let start = Utc::now().duration_trunc(Duration::minutes(1)).unwrap() - Duration::minutes(40);
+    let event = |i: usize| json!({"stream_id": "hot", "event_type": format!("t{}", i % 3), "timestamp": fmt(start + Duration::milliseconds(i as i64 * 2_900 + 7)), "data": {"i": i}});
+    let before: Vec<Value> = (0..400).map(event).collect();
+    ingest(&stack, &key, "hot", &before).await;
+    let (status, stream) = stack.get("/streams/hot", &key).await;
+    assert_eq!((status, &stream["write_shards"]), (200, &json!(8)), "{stream}");
+
+    // Only 8, 16, 32 or 64, and never fewer than now.
+    for bad in [json!(12), json!(128), json!("64"), json!(0)] {
+        let (status, answer) =
+            call(&stack, Method::PATCH, "/streams/hot", &key, Some(json!({"write_shards": bad}))).await;
+        assert_eq!(assert_envelope(status, &answer, 400, "VALIDATION_FAILED")["field"], "write_shards", "{answer}");
+    }
+    let (status, answer) = call(&stack, Method::PATCH, "/streams/hot", &key, Some(json!({"write_shards": 64}))).await;
+    assert_eq!((status, &answer["write_shards"]), (200, &json!(64)), "{answer}");
+    let (status, answer) = call(&stack, Method::PATCH, "/streams/hot", &key, Some(json!({"write_shards": 16}))).await;
+    let details = assert_envelope(status, &answer, 409, "WRITE_SHARDS_CANNOT_DECREASE");
+    assert_eq!(details, json!({"field": "write_shards", "current": 64, "requested": 16}));
+    let (status, answer) = call(&stack, Method::PATCH, "/streams/hot", &key, Some(json!({"write_shards": 64}))).await;
+    assert_eq!(status, 200, "the same count again is no change: {answer}");
+
+    // After: through the bulk path and through the queue and processor.
+    let after: Vec<Value> = (400..800).map(event).collect();
+    ingest(&stack, &key, "hot", &after[..380]).await;
+    for single in &after[380..] {
+        let (status, answer) = stack.post("/ingest/events", &key, single.clone()).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let query = format!("stream_id=hot&start_time={}&end_time={}", fmt(start), fmt(Utc::now() + Duration::minutes(1)));
+    // total_count comes from the rollups: the aggregator applies the change stream first.
+    let (listed, total) = eventually(60, "800 events stored and counted", || async {
+        stack.drain_changes().await;
+        let (listed, total) = query_all(&stack, &key, &query).await;
+        (listed.len() == 800 && total == 800).then_some((listed, total))
+    })
+    .await;
+    assert_eq!(total, 800);
+    let ids: Vec<String> = listed.iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 800, "each event once");
+    let times: Vec<&str> = listed.iter().map(|e| e["timestamp"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first across all 64 shards");
+
+    // Where they went: the first 400 within 8 shards (GSI3: 16), the rest across 64 (GSI3: 64).
+    let by_i: BTreeMap<u64, String> = listed
+        .iter()
+        .map(|e| (e["data"]["i"].as_u64().unwrap(), e["event_id"].as_str().unwrap().to_string()))
+        .collect();
+    let (mut high_stream, mut high_tenant) = (0, 0);
+    for (i, id) in &by_i {
+        let (stream_shard, tenant_shard) = index_shards(&stack, id).await;
+        if *i < 400 {
+            assert!(stream_shard < 8 && tenant_shard < 16, "event {i}: shards {stream_shard}/{tenant_shard}");
+        } else {
+            assert!(stream_shard < 64 && tenant_shard < 64);
+            high_stream += usize::from(stream_shard >= 8);
+            high_tenant += usize::from(tenant_shard >= 16);
+        }
+    }
+    assert!(high_stream > 250 && high_tenant > 200, "spread over the new shards: {high_stream}, {high_tenant}");
+
+    // Small pages walk the 64 shards (each asked for a share, not the whole page): every event once, in order.
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/query/events?{query}&limit=100&cursor={c}"),
+            None => format!("/query/events?{query}&limit=100"),
+        };
+        let (status, page) = stack.get(&path, &key).await;
+        assert_eq!(status, 200, "{page}");
+        walked.extend(page["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids, "pages of 100 give the same events in the same order");
+
+    // The tenant's listing (GSI3, now 64 shards) finds them all too.
+    let tenant_listing = stack.all_pages("/events?stream=hot", &key, 150).await;
+    let tenant_ids: BTreeSet<String> = tenant_listing.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!((tenant_listing.len(), tenant_ids), (800, ids.iter().cloned().collect()));
+
+    // Aggregates: whole minutes from the rollups, the unaligned edges read raw across the shards.
+    stack.drain_changes().await;
+    let window = json!({"start": fmt(start + Duration::seconds(31)), "end": fmt(start + Duration::seconds(2_200))});
+    let body = json!({"stream_id": "hot", "time_window": window, "aggregations": [{"operation": "count"}], "group_by": "event_type"});
+    let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let all: Vec<Value> = before.iter().chain(after.iter()).cloned().collect();
+    assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&all, &body), "count by type");
+    let raw =
+        json!({"stream_id": "hot", "time_window": window, "aggregations": [{"field": "data.i", "operation": "sum"}]});
+    let (status, answer) = stack.post("/query/aggregate", &key, raw.clone()).await;
+    assert_eq!((status, answer["source"].as_str()), (200, Some("raw")), "{answer}");
+    assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&all, &raw), "raw sum");
+
+    // An export of the window reads every shard too.
+    let (status, created) = stack
+        .post(
+            "/exports",
+            &key,
+            json!({"stream_id": "hot", "time_window": {"start": fmt(start), "end": fmt(Utc::now() + Duration::minutes(1))}, "format": "ndjson", "compression": "none"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["export_id"].as_str().unwrap().to_string();
+    let done = eventually(120, "the export", || async {
+        let (_, body) = stack.get(&format!("/exports/{id}"), &key).await;
+        (body["status"] == "completed").then_some(body)
+    })
+    .await;
+    assert_eq!(done["events_exported"], 800, "{done}");
+    let mut exported = BTreeSet::new();
+    for file in done["files"].as_array().unwrap() {
+        let text = stack.http.get(file["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            assert!(exported.insert(row["event_id"].as_str().unwrap().to_string()), "exported once");
+        }
+    }
+    assert_eq!(exported, ids.iter().cloned().collect::<BTreeSet<_>>());
+}

@@ -31,8 +31,10 @@ async fn every_fixture_invokes_its_function() {
         .await
         .unwrap();
     // the_eye's sample (in the processor's fixture) dates from 2021: within 10 years' retention.
-    let longest =
-        argus_models::stream::StreamChanges { retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS) };
+    let longest = argus_models::stream::StreamChanges {
+        retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS),
+        write_shards: None,
+    };
     argus_core::streams::update(&stack.backend, "fixtures", "default", &longest).await.unwrap();
     let events = repo_root().join("events");
     let expected: serde_json::Map<String, Value> =

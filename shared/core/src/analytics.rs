@@ -231,6 +231,7 @@ pub async fn count_window(
     backend: &Backend,
     tenant: &str,
     stream: &str,
+    shards: u32,
     from: &DateTime<Utc>,
     to: &DateTime<Utc>,
     event_type: Option<&str>,
@@ -246,16 +247,17 @@ pub async fn count_window(
         total += cells.iter().filter(|c| event_type.is_none_or(|t| c.value == t)).map(|c| c.n).sum::<i64>();
     }
     for (from, to) in edges(from, to) {
-        total += RawWindow { tenant, stream, from, to, event_type }.count(backend).await? as i64;
+        total += RawWindow { tenant, stream, shards, from, to, event_type }.count(backend).await? as i64;
     }
     Ok(total.max(0) as u64)
 }
 
 pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -> Result<EventPage, ServiceError> {
     let position = query.cursor.as_deref().map(|c| cursor::decode::<QueryPosition>("query-events", c)).transpose()?;
-    crate::streams::get(backend, tenant, &query.stream).await?;
+    let shards = crate::streams::get(backend, tenant, &query.stream).await?.write_shards;
     let total_count =
-        count_window(backend, tenant, &query.stream, &query.start, &query.end, query.event_type.as_deref()).await?;
+        count_window(backend, tenant, &query.stream, shards, &query.start, &query.end, query.event_type.as_deref())
+            .await?;
     let mut filter = Filter::default();
     filter.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
     filter.and(NOT_EXPIRED).name("#expires", EXPIRES_AT).value(":epoch", epoch_now());
@@ -268,8 +270,7 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
         None => end,
     });
     let mut to_skip = query.offset;
-    let partitions: Vec<String> =
-        (0..STREAM_EVENT_SHARDS).map(|shard| stream_events_pk(tenant, &query.stream, shard)).collect();
+    let partitions = stream_event_partitions(tenant, &query.stream, shards);
     // Offset: read and drop pages until `offset` events are behind us.
     loop {
         let wanted = if to_skip > 0 { to_skip.min(crate::page::MAX_PAGE) } else { query.limit };
@@ -360,7 +361,7 @@ pub async fn aggregate(
     tenant: &str,
     request: &AggregateRequest,
 ) -> Result<AggregateAnswer, ServiceError> {
-    crate::streams::get(backend, tenant, &request.stream).await?;
+    let shards = crate::streams::get(backend, tenant, &request.stream).await?.write_shards;
     let now = time::now().timestamp();
     let mut fold = Fold::default();
     let mut scanned = 0u64;
@@ -388,7 +389,7 @@ pub async fn aggregate(
             }
         }
         for (from, to) in edges(&request.start, &request.end) {
-            let window = RawWindow { tenant, stream, from, to, event_type: None };
+            let window = RawWindow { tenant, stream, shards, from, to, event_type: None };
             // An edge lies within one minute, so within one bucket of any interval.
             let bucket = request.interval.map(|i| i.bucket(from.timestamp()));
             if kind == DimKind::All {
@@ -404,7 +405,7 @@ pub async fn aggregate(
     } else {
         source = "raw";
         // The rollups say how many events the window holds before anything is read.
-        let in_window = count_window(backend, tenant, stream, &request.start, &request.end, None).await?;
+        let in_window = count_window(backend, tenant, stream, shards, &request.start, &request.end, None).await?;
         if in_window > MAX_RAW_EVENTS {
             return Err(raw_limit_error(Some(in_window)));
         }
@@ -415,7 +416,7 @@ pub async fn aggregate(
             projection.push("data");
         }
         let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
-        let window = RawWindow { tenant, stream, from: request.start, to: request.end, event_type: None };
+        let window = RawWindow { tenant, stream, shards, from: request.start, to: request.end, event_type: None };
         scanned = fold_raw(backend, &window, &projection, limits, request, &mut fold, Some(in_window)).await?;
     }
     Ok(AggregateAnswer {

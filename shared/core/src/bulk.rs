@@ -199,7 +199,7 @@ pub(crate) fn new_event_violations(
     received: &chrono::DateTime<chrono::Utc>,
     now: &chrono::DateTime<chrono::Utc>,
     sessions_found: &HashSet<Uuid>,
-    retention: &crate::streams::Retention,
+    retention: &crate::streams::WriteSettings,
 ) -> Vec<FieldError> {
     let mut violations = content_violations(&input.data, &input.timestamp, received);
     if let Some(session) = input.session_id {
@@ -294,7 +294,7 @@ pub(crate) async fn prepare_creates(
     let (found_sessions, existing, retention) = tokio::join!(
         sessions::existing(backend, tenant, &session_ids),
         events::existing_hashes(backend, tenant, &client_ids),
-        crate::streams::retention_days_of(backend, tenant, &streams, !options.validate_only)
+        crate::streams::write_settings_of(backend, tenant, &streams, !options.validate_only)
     );
     let found_sessions: HashSet<Uuid> = found_sessions?.into_iter().collect();
     let existing = existing?;
@@ -335,7 +335,16 @@ pub(crate) async fn prepare_creates(
         }
         let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
-        let item = events::event_item(tenant, &id, &input, &received_at, &now, Some(retention.days(&input.stream)))?;
+        let setting = retention.of(&input.stream);
+        let item = events::event_item(
+            tenant,
+            &id,
+            &input,
+            &received_at,
+            &now,
+            Some(setting.retention_days),
+            setting.write_shards,
+        )?;
         ready.push(Ready { index, id, item, client_id });
     }
     Ok((results, ready))
@@ -642,7 +651,7 @@ pub async fn update_events(
         current.insert(event.id, event);
     }
     let streams = distinct_streams(current.values().map(|e| e.stream.as_str()));
-    let retention = crate::streams::retention_days(backend, tenant, &streams).await?;
+    let settings = crate::streams::write_settings(backend, tenant, &streams).await?;
     let mut changed: Vec<(usize, Uuid, Item, String)> = Vec::new();
     let now = time::format(&time::now());
     for (index, id, raw_id, changes) in &wanted {
@@ -651,8 +660,9 @@ pub async fn update_events(
             continue;
         };
         // The single PATCH's own path: same content rules, same size limit.
-        let days = (!without_expiry.contains(id)).then(|| retention.days(&event.stream));
-        match events::changed_event(tenant, event, changes, &now, days) {
+        let setting = settings.of(&event.stream);
+        let days = (!without_expiry.contains(id)).then_some(setting.retention_days);
+        match events::changed_event(tenant, event, changes, &now, days, setting.write_shards) {
             Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
             Err(err) => results[*index] = Some(item_failure(*index, err)),
         }

@@ -114,6 +114,20 @@ pub struct ShardedPage {
 pub const MAX_QUERY_CALLS_PER_SHARD: usize = 2;
 /// With a filter, each call evaluates this many items (DynamoDB's `Limit` counts items read).
 const FILTERED_READ_BATCH: usize = 200;
+/// The least a shard is asked for when a page's items are spread over many shards.
+const MIN_SHARD_QUOTA: usize = 32;
+
+/// Items each of `shards` is asked for to fill a page of `limit`. `limit + 1` from each would
+/// be exact in one round but reads `shards` times the page (64 × 1,001 items for a page of
+/// 1,000 from a stream with 64 write shards); a share of twice the page is enough to fill it
+/// almost always, and a shard that stops at its share marks where the page must end.
+pub fn shard_quota(limit: usize, shards: usize) -> usize {
+    let wanted = limit + 1;
+    if shards <= 1 {
+        return wanted;
+    }
+    wanted.min((2 * wanted).div_ceil(shards).max(MIN_SHARD_QUOTA))
+}
 /// A page's items stop at this many bytes of response (Lambda answers at most 6 MB, and the
 /// body is escaped once more inside Lambda's JSON): the page ends early, with a cursor.
 pub const MAX_PAGE_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -148,6 +162,8 @@ pub fn response_bytes(item: &Item) -> usize {
 /// Why the page is exact: every item of the next page has a sort key below this page's last
 /// one, and the newest `limit` items of the union are among the newest `limit` of each shard.
 /// Asking each shard for `limit + 1` tells without a further call whether anything follows.
+/// With many shards each is asked for a share ([`shard_quota`]); a shard that has more than
+/// its share stops at its last item, like one that hit the call cap below.
 ///
 /// Bounded: a shard stops after `MAX_QUERY_CALLS_PER_SHARD` calls. Everything at or above the
 /// highest point where a shard stopped was read in every shard, so the page keeps only those
@@ -216,7 +232,8 @@ async fn query_partition_desc(
     query: &ListQuery<'_>,
     partition: &str,
 ) -> Result<(Vec<Item>, Option<String>), ServiceError> {
-    let wanted = query.limit + 1;
+    let exact = query.limit + 1;
+    let wanted = shard_quota(query.limit, query.partitions.len());
     let mut calls = 0usize;
     // BETWEEN is inclusive at both ends; an exclusive upper bound with a lower bound is done
     // as BETWEEN plus dropping the (at most one) item equal to the bound.
@@ -280,9 +297,15 @@ async fn query_partition_desc(
                 return Ok((items, stopped_at));
             }
             Some(key) if items.len() < wanted => start_key = Some(key),
-            _ => {
+            last_key => {
+                let more = items.len() > wanted || last_key.is_some();
                 items.truncate(wanted);
-                return Ok((items, None));
+                // Below a full `limit + 1` the shard's unread items could belong on this page:
+                // it stops at its last item, and the page ends there.
+                let stopped_at = (more && wanted < exact)
+                    .then(|| items.last().and_then(|item| get_opt_s(item, query.sk_attr)).map(str::to_string))
+                    .flatten();
+                return Ok((items, stopped_at));
             }
         }
     }
@@ -422,5 +445,26 @@ where
             Ok(None)
         }
         Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_quota;
+
+    #[test]
+    fn shards_are_asked_for_a_share_of_twice_the_page() {
+        // One partition, or few shards and small pages: the exact `limit + 1` as before.
+        assert_eq!(shard_quota(1000, 1), 1001);
+        assert_eq!(shard_quota(20, 16), 21);
+        // Many shards: twice the page spread over them, at least 32 each.
+        assert_eq!(shard_quota(1000, 8), 251);
+        assert_eq!(shard_quota(1000, 64), 32);
+        assert_eq!(shard_quota(100, 64), 32);
+        for (limit, shards) in [(1, 64), (50, 4), (1000, 16), (999, 3)] {
+            let quota = shard_quota(limit, shards);
+            assert!(quota >= 1 && quota <= limit + 1);
+            assert!(quota * shards >= (limit + 1).min(32 * shards), "{limit}/{shards}");
+        }
     }
 }

@@ -559,6 +559,8 @@ impl WindowReader {
     /// The next page (up to `limit` events; possibly none while more follow).
     pub async fn next_page(&mut self, backend: &Backend, limit: usize) -> Result<Vec<ExportRow>, ServiceError> {
         let Some(before) = self.before.clone() else { return Ok(Vec::new()) };
+        // Read fresh for every page: a count raised while the export runs applies at once.
+        let shards = crate::streams::get(backend, &self.tenant, &self.stream).await?.write_shards;
         let mut filter = Filter::default();
         filter.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
         filter.and(NOT_EXPIRED).name("#expires", EXPIRES_AT).value(":epoch", epoch_now());
@@ -575,9 +577,7 @@ impl WindowReader {
             index: GSI4,
             pk_attr: "GSI4PK",
             sk_attr: "GSI4SK",
-            partitions: (0..STREAM_EVENT_SHARDS)
-                .map(|shard| stream_events_pk(&self.tenant, &self.stream, shard))
-                .collect(),
+            partitions: stream_event_partitions(&self.tenant, &self.stream, shards),
             sk_from: Some(self.start.clone()),
             sk_before: Some(before),
             filter: Some(filter),

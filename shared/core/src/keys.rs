@@ -40,6 +40,13 @@ pub fn tenant_limits_pk(tenant: &str) -> String {
     format!("T#{tenant}#LIMITS")
 }
 
+/// A tenant's index fan-out: how many GSI3 shards its events may be spread over
+/// (`event_shards`, only raised, by a stream's `write_shards`). No `entity` attribute: the
+/// aggregator's change-stream filter drops its writes.
+pub fn tenant_shards_pk(tenant: &str) -> String {
+    format!("T#{tenant}#SHARDS")
+}
+
 pub fn tenant_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
 }
@@ -53,13 +60,18 @@ pub const GSI3SK: &str = "GSI3SK";
 
 /// Write shards of the per-tenant, per-category event index: ≈ 4,000 events/s per category.
 pub const EVENT_CATEGORY_SHARDS: u32 = 4;
-/// Write shards of the per-tenant event time index: ≈ 16,000 events/s per tenant.
+/// Write shards of the per-tenant event time index, at least: ≈ 16,000 events/s per tenant.
+/// A stream with more `write_shards` spreads its events over as many, and raises the tenant's
+/// fan-out (`tenant_shards_pk`) so readers query them all.
 pub const EVENT_TENANT_SHARDS: u32 = 16;
 pub const GSI4: &str = "GSI4";
 pub const GSI4PK: &str = "GSI4PK";
 pub const GSI4SK: &str = "GSI4SK";
-/// Write shards of a stream's event time index (GSI4): ≈ 8,000 events/s per stream.
-pub const STREAM_EVENT_SHARDS: u32 = 8;
+
+/// Every GSI4 partition of a stream whose events are spread over `shards`.
+pub fn stream_event_partitions(tenant: &str, stream: &str, shards: u32) -> Vec<String> {
+    (0..shards).map(|shard| stream_events_pk(tenant, stream, shard)).collect()
+}
 
 /// GSI4 partition of one shard of a stream's events.
 pub fn stream_events_pk(tenant: &str, stream: &str, shard: u32) -> String {

@@ -182,7 +182,7 @@ async fn process_events(backend: &Backend, messages: &[QueueMessage], config: &B
         let (found_sessions, found_events, retention) = tokio::join!(
             sessions::existing(backend, tenant, &session_ids),
             events::existing_hashes(backend, tenant, &named.events),
-            crate::streams::retention_days(backend, tenant, &streams)
+            crate::streams::write_settings(backend, tenant, &streams)
         );
         let tenant_known = match (found_sessions, found_events, retention) {
             (Ok(sessions), Ok(events), Ok(retention)) => {
@@ -328,7 +328,7 @@ struct Named<'a> {
 struct Known {
     sessions: HashSet<Uuid>,
     events: HashMap<Uuid, String>,
-    retention: crate::streams::Retention,
+    retention: crate::streams::WriteSettings,
 }
 
 fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) -> Outcome {
@@ -357,8 +357,17 @@ fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) ->
         retention,
     ));
     if violations.is_empty() {
-        let days = retention.days(&queued.event.stream);
-        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, Some(days)) {
+        let setting = retention.of(&queued.event.stream);
+        let days = Some(setting.retention_days);
+        return match events::event_item(
+            tenant,
+            &id,
+            &queued.event,
+            &queued.received_at,
+            now,
+            days,
+            setting.write_shards,
+        ) {
             Ok(item) => Outcome::Event(Box::new(item)),
             Err(_) => Outcome::Retry,
         };

@@ -229,6 +229,8 @@ pub enum RawError {
 pub struct RawWindow<'a> {
     pub tenant: &'a str,
     pub stream: &'a str,
+    /// The stream's `write_shards` (read fresh by the caller).
+    pub shards: u32,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub event_type: Option<&'a str>,
@@ -236,7 +238,7 @@ pub struct RawWindow<'a> {
 
 impl RawWindow<'_> {
     fn partitions(&self) -> Vec<String> {
-        (0..STREAM_EVENT_SHARDS).map(|shard| stream_events_pk(self.tenant, self.stream, shard)).collect()
+        stream_event_partitions(self.tenant, self.stream, self.shards)
     }
 
     /// `GSI4SK BETWEEN "<from>" AND "<to>"` is exactly `[from, to)`: `"<to>#id"` sorts after `"<to>"`.
@@ -348,7 +350,7 @@ impl RawWindow<'_> {
                     }
                 }
             })
-            .buffer_unordered(STREAM_EVENT_SHARDS as usize)
+            .buffer_unordered(self.shards.clamp(1, 16) as usize)
             .try_collect()
             .await?;
         Ok(counts.into_iter().sum())

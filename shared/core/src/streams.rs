@@ -1,35 +1,55 @@
-//! Streams: a tenant's named event streams and their settings (`retention_days`).
+//! Streams: a tenant's named event streams and their settings (`retention_days`,
+//! `write_shards`).
 //!
 //! A stream's item is created the first time an event names it (with the default settings) or
-//! when its settings are set. Writers need the retention of every event's stream (it sets the
-//! event's TTL), so they read it through a per-process cache: a stream item is read once per
-//! warm function instance and minute, never once per event, and stays far from its
-//! partition's limits whatever the stream's event rate.
+//! when its settings are set. Writers need two settings of every event's stream (the retention
+//! sets the event's TTL, the write shards its index partitions), so they read them through a
+//! per-process cache: a stream item is read once per warm function instance and minute, never
+//! once per event, and stays far from its partition's limits whatever the stream's event rate.
+//! Readers of a stream's events read its `write_shards` fresh (one consistent `GetItem`): a
+//! cached count lower than a writer's would miss that writer's events.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use argus_models::stream::{check_stream_id, Stream, StreamChanges, DEFAULT_RETENTION_DAYS};
+use argus_models::stream::{
+    check_stream_id, Stream, StreamChanges, DEFAULT_RETENTION_DAYS, DEFAULT_WRITE_SHARDS, WRITE_SHARD_COUNTS,
+};
 use argus_models::time;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
 use crate::ddb::{batch_get, get_n, get_s, key, query_sharded_desc, s, Item, ListQuery};
-use crate::keys::{stream_list_pk, stream_pk, GSI1, GSI1PK, GSI1SK, META, PK, SK};
+use crate::keys::{
+    stream_list_pk, stream_pk, tenant_shards_pk, EVENT_TENANT_SHARDS, GSI1, GSI1PK, GSI1SK, META, PK, SK,
+};
 use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
 
-/// How long a writer trusts a cached retention: a settings change applies to events stored
-/// from at most this long after it.
+/// How long a writer trusts cached settings: a settings change applies to events stored from
+/// at most this long after it.
 pub const SETTINGS_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Entries the cache holds before it starts over (a bound on memory, not a working limit).
 const SETTINGS_CACHE_MAX: usize = 10_000;
 
 type CacheKey = (String, String, String);
 
-fn cache() -> &'static Mutex<HashMap<CacheKey, (u32, Instant)>> {
-    static CACHE: OnceLock<Mutex<HashMap<CacheKey, (u32, Instant)>>> = OnceLock::new();
+/// What a writer needs of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSetting {
+    pub retention_days: u32,
+    pub write_shards: u32,
+}
+
+impl Default for WriteSetting {
+    fn default() -> Self {
+        Self { retention_days: DEFAULT_RETENTION_DAYS, write_shards: DEFAULT_WRITE_SHARDS }
+    }
+}
+
+fn cache() -> &'static Mutex<HashMap<CacheKey, (WriteSetting, Instant)>> {
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, (WriteSetting, Instant)>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -37,22 +57,34 @@ fn cache_key(backend: &Backend, tenant: &str, stream: &str) -> CacheKey {
     (backend.table.clone(), tenant.to_string(), stream.to_string())
 }
 
-fn cached(key: &CacheKey) -> Option<u32> {
+fn cached(key: &CacheKey) -> Option<WriteSetting> {
     let cache = cache().lock().ok()?;
-    cache.get(key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(days, _)| *days)
+    cache.get(key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(setting, _)| *setting)
 }
 
-fn remember(key: CacheKey, retention_days: u32) {
+fn remember(key: CacheKey, setting: WriteSetting) {
     if let Ok(mut cache) = cache().lock() {
         if cache.len() >= SETTINGS_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(key, (retention_days, Instant::now()));
+        cache.insert(key, (setting, Instant::now()));
     }
 }
 
 fn retention_of(item: &Item) -> u32 {
     u32::try_from(get_n(item, "retention_days")).ok().filter(|d| *d > 0).unwrap_or(DEFAULT_RETENTION_DAYS)
+}
+
+/// A stream item without the attribute (every stream before the setting existed) has the default.
+fn write_shards_of(item: &Item) -> u32 {
+    u32::try_from(get_n(item, "write_shards"))
+        .ok()
+        .filter(|n| WRITE_SHARD_COUNTS.contains(n))
+        .unwrap_or(DEFAULT_WRITE_SHARDS)
+}
+
+fn setting_of(item: &Item) -> WriteSetting {
+    WriteSetting { retention_days: retention_of(item), write_shards: write_shards_of(item) }
 }
 
 fn stream_item(tenant: &str, stream: &str, retention_days: u32, now: &str) -> Item {
@@ -73,87 +105,94 @@ fn stream_from_item(item: &Item) -> Result<Stream, ServiceError> {
     Ok(Stream {
         stream_id: get_s(item, "stream_id")?.to_string(),
         retention_days: retention_of(item),
+        write_shards: write_shards_of(item),
         created_at: get_s(item, "created_at")?.to_string(),
         updated_at: get_s(item, "updated_at")?.to_string(),
     })
 }
 
-/// The retention of the streams a batch of writes names (`retention_days`).
+/// The settings of the streams a batch of writes names.
 #[derive(Debug, Clone, Default)]
-pub struct Retention(HashMap<String, u32>);
+pub struct WriteSettings(HashMap<String, WriteSetting>);
 
-impl Retention {
-    /// Days the events of `stream` live (the default for a stream not looked up).
+impl WriteSettings {
+    /// The settings of `stream` (the defaults for a stream not looked up).
+    pub fn of(&self, stream: &str) -> WriteSetting {
+        self.0.get(stream).copied().unwrap_or_default()
+    }
+
+    /// Days the events of `stream` live.
     pub fn days(&self, stream: &str) -> u32 {
-        self.0.get(stream).copied().unwrap_or(DEFAULT_RETENTION_DAYS)
+        self.of(stream).retention_days
     }
 }
 
 /// Stream items created at once by one call (first use of many streams).
 const CREATE_CONCURRENCY: usize = 16;
 
-/// The retention of each of `streams` (distinct ids), creating the streams that do not exist
+/// The settings of each of `streams` (distinct ids), creating the streams that do not exist
 /// yet with the default settings.
-pub async fn retention_days(backend: &Backend, tenant: &str, streams: &[&str]) -> Result<Retention, ServiceError> {
-    retention_days_of(backend, tenant, streams, true).await
+pub async fn write_settings(backend: &Backend, tenant: &str, streams: &[&str]) -> Result<WriteSettings, ServiceError> {
+    write_settings_of(backend, tenant, streams, true).await
 }
 
-/// Like [`retention_days`]; with `create_missing` false a stream not found is only assumed to
-/// have the default retention, and nothing is written (validate-only requests).
-pub async fn retention_days_of(
+/// Like [`write_settings`]; with `create_missing` false a stream not found is only assumed to
+/// have the default settings, and nothing is written (validate-only requests).
+pub async fn write_settings_of(
     backend: &Backend,
     tenant: &str,
     streams: &[&str],
     create_missing: bool,
-) -> Result<Retention, ServiceError> {
+) -> Result<WriteSettings, ServiceError> {
     let mut found = HashMap::new();
     let mut missing = Vec::new();
     for stream in streams {
         // A stream id from before ids were restricted (in an old queue message or job chunk)
-        // cannot have a settings item or be set: it keeps the default retention.
+        // cannot have a settings item or be set: it keeps the default settings.
         if check_stream_id("stream", stream).is_err() {
-            found.insert(stream.to_string(), DEFAULT_RETENTION_DAYS);
+            found.insert(stream.to_string(), WriteSetting::default());
             continue;
         }
         match cached(&cache_key(backend, tenant, stream)) {
-            Some(days) => {
-                found.insert(stream.to_string(), days);
+            Some(setting) => {
+                found.insert(stream.to_string(), setting);
             }
             None => missing.push(*stream),
         }
     }
     if missing.is_empty() {
-        return Ok(Retention(found));
+        return Ok(WriteSettings(found));
     }
     let keys = missing.iter().map(|stream| key(stream_pk(tenant, stream), META)).collect();
-    for item in batch_get(&backend.dynamodb, &backend.table, keys, Some("stream_id, retention_days")).await? {
+    let projection = Some("stream_id, retention_days, write_shards");
+    for item in batch_get(&backend.dynamodb, &backend.table, keys, projection).await? {
         let stream = get_s(&item, "stream_id")?.to_string();
-        let days = retention_of(&item);
-        remember(cache_key(backend, tenant, &stream), days);
-        found.insert(stream, days);
+        let setting = setting_of(&item);
+        remember(cache_key(backend, tenant, &stream), setting);
+        found.insert(stream, setting);
     }
     let new: Vec<&str> = missing.into_iter().filter(|stream| !found.contains_key(*stream)).collect();
     if !create_missing {
         for stream in new {
-            found.insert(stream.to_string(), DEFAULT_RETENTION_DAYS);
+            found.insert(stream.to_string(), WriteSetting::default());
         }
-        return Ok(Retention(found));
+        return Ok(WriteSettings(found));
     }
     let mut created = Vec::with_capacity(new.len());
     for group in new.chunks(CREATE_CONCURRENCY) {
         created
             .extend(futures::future::try_join_all(group.iter().map(|stream| create(backend, tenant, stream))).await?);
     }
-    for (stream, days) in new.into_iter().zip(created) {
-        remember(cache_key(backend, tenant, stream), days);
-        found.insert(stream.to_string(), days);
+    for (stream, setting) in new.into_iter().zip(created) {
+        remember(cache_key(backend, tenant, stream), setting);
+        found.insert(stream.to_string(), setting);
     }
-    Ok(Retention(found))
+    Ok(WriteSettings(found))
 }
 
-/// Creates a stream with the default settings; returns its retention (another writer's, when
+/// Creates a stream with the default settings; returns its settings (another writer's, when
 /// it created the stream first).
-async fn create(backend: &Backend, tenant: &str, stream: &str) -> Result<u32, ServiceError> {
+async fn create(backend: &Backend, tenant: &str, stream: &str) -> Result<WriteSetting, ServiceError> {
     let now = time::format(&time::now());
     let result = crate::deadline::bounded(
         backend
@@ -166,10 +205,10 @@ async fn create(backend: &Backend, tenant: &str, stream: &str) -> Result<u32, Se
     )
     .await?;
     match result {
-        Ok(_) => Ok(DEFAULT_RETENTION_DAYS),
+        Ok(_) => Ok(WriteSetting::default()),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
             let item = crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, stream)).await?;
-            Ok(item.as_ref().map(retention_of).unwrap_or(DEFAULT_RETENTION_DAYS))
+            Ok(item.as_ref().map(setting_of).unwrap_or_default())
         }
         Err(err) => Err(ServiceError::from_sdk("dynamodb", err)),
     }
@@ -190,6 +229,9 @@ pub async fn get(backend: &Backend, tenant: &str, raw_id: &str) -> Result<Stream
 
 /// `PATCH /streams/{id}`: sets the settings named, creating the stream if no event named it yet
 /// (so that a stream can be configured before its first event).
+///
+/// `write_shards` only grows (409 otherwise). The tenant's fan-out for its all-events index is
+/// raised first, so a reader never queries fewer shards than a writer may be writing to.
 pub async fn update(
     backend: &Backend,
     tenant: &str,
@@ -198,22 +240,26 @@ pub async fn update(
 ) -> Result<Stream, ServiceError> {
     let stream = check_stream_id("stream_id", raw_id)?;
     let now = time::format(&time::now());
+    if let Some(shards) = changes.write_shards {
+        let current = crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, &stream)).await?;
+        let current = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
+        if shards < current {
+            return Err(shrink_refused(current, shards));
+        }
+        raise_tenant_event_shards(backend, tenant, shards).await?;
+    }
     // A setting left out keeps its value (or takes the default, when the stream is new).
     let retention = match changes.retention_days {
         Some(_) => "retention_days = :days",
         None => "retention_days = if_not_exists(retention_days, :days)",
     };
     let days = changes.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-    let update = backend
+    let mut update = backend
         .dynamodb
         .update_item()
         .table_name(&backend.table)
         .key(PK, s(stream_pk(tenant, &stream)))
         .key(SK, s(META))
-        .update_expression(format!(
-            "SET updated_at = :now, created_at = if_not_exists(created_at, :now), stream_id = :id, \
-             entity = :entity, GSI1PK = :list, GSI1SK = if_not_exists(GSI1SK, :sort), {retention}"
-        ))
         .expression_attribute_values(":now", s(&now))
         .expression_attribute_values(":id", s(&stream))
         .expression_attribute_values(":entity", s("stream"))
@@ -221,10 +267,70 @@ pub async fn update(
         .expression_attribute_values(":sort", s(format!("{now}#{stream}")))
         .expression_attribute_values(":days", AttributeValue::N(days.to_string()))
         .return_values(ReturnValue::AllNew);
-    let out = crate::deadline::bounded(update.send()).await?.map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-    let updated = stream_from_item(&out.attributes.unwrap_or_default())?;
-    remember(cache_key(backend, tenant, &stream), updated.retention_days);
+    let mut set = format!(
+        "SET updated_at = :now, created_at = if_not_exists(created_at, :now), stream_id = :id, \
+         entity = :entity, GSI1PK = :list, GSI1SK = if_not_exists(GSI1SK, :sort), {retention}"
+    );
+    if let Some(shards) = changes.write_shards {
+        set.push_str(", write_shards = :shards");
+        // Another PATCH may have raised it since the read above.
+        update = update
+            .condition_expression("attribute_not_exists(write_shards) OR write_shards <= :shards")
+            .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()));
+    }
+    let result = crate::ddb::condition_held(crate::deadline::bounded(update.update_expression(set).send()).await?)?;
+    let Some(out) = result else {
+        let current = crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, &stream)).await?;
+        let current = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
+        return Err(shrink_refused(current, changes.write_shards.unwrap_or_default()));
+    };
+    let item = out.attributes.unwrap_or_default();
+    let updated = stream_from_item(&item)?;
+    remember(cache_key(backend, tenant, &stream), setting_of(&item));
     Ok(updated)
+}
+
+fn shrink_refused(current: u32, requested: u32) -> ServiceError {
+    ServiceError::Conflict {
+        code: "WRITE_SHARDS_CANNOT_DECREASE",
+        message: format!(
+            "write_shards only grows: the stream's events are spread over {current} shards, and fewer would hide some from readers"
+        ),
+        details: serde_json::Map::from_iter([
+            ("field".to_string(), serde_json::Value::from("write_shards")),
+            ("current".to_string(), serde_json::Value::from(current)),
+            ("requested".to_string(), serde_json::Value::from(requested)),
+        ]),
+    }
+}
+
+/// How many shards of the tenant's all-events index (GSI3) a reader queries: at least
+/// [`EVENT_TENANT_SHARDS`], more once a stream with more write shards was set (it only grows).
+/// A consistent read, never cached: see the module's note.
+pub async fn tenant_event_shards(backend: &Backend, tenant: &str) -> Result<u32, ServiceError> {
+    let item = crate::ddb::get_meta(&backend.dynamodb, &backend.table, tenant_shards_pk(tenant)).await?;
+    let raised = item.as_ref().map(|item| get_n(item, "event_shards")).unwrap_or(0);
+    Ok(u32::try_from(raised).unwrap_or(0).clamp(EVENT_TENANT_SHARDS, argus_models::stream::MAX_WRITE_SHARDS))
+}
+
+/// GSI3 shards an event of a stream with `write_shards` is written across.
+pub fn tenant_write_shards(write_shards: u32) -> u32 {
+    write_shards.max(EVENT_TENANT_SHARDS)
+}
+
+async fn raise_tenant_event_shards(backend: &Backend, tenant: &str, shards: u32) -> Result<(), ServiceError> {
+    let shards = tenant_write_shards(shards);
+    let update = backend
+        .dynamodb
+        .update_item()
+        .table_name(&backend.table)
+        .key(PK, s(tenant_shards_pk(tenant)))
+        .key(SK, s(META))
+        .update_expression("SET event_shards = :n")
+        .condition_expression("attribute_not_exists(event_shards) OR event_shards < :n")
+        .expression_attribute_values(":n", AttributeValue::N(shards.to_string()));
+    crate::ddb::condition_held(crate::deadline::bounded(update.send()).await?)?;
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]

@@ -11,6 +11,14 @@ pub const MAX_STREAM_ID_LEN: usize = 100;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 pub const MIN_RETENTION_DAYS: u32 = 1;
 pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Index partitions a stream's events are written across (GSI4; GSI3 takes at least the
+/// tenant's 16). A DynamoDB partition takes about 1,000 writes/s, so 8 hold ≈ 8,000 events/s
+/// and 64 hold ≈ 64,000. Powers of two from 8 to 64, and a stream's count only grows: an event
+/// is written to shard `hash(id) mod n`, which is below every larger count, so readers that
+/// query the current count's shards find every event written under a smaller one.
+pub const DEFAULT_WRITE_SHARDS: u32 = 8;
+pub const MAX_WRITE_SHARDS: u32 = 64;
+pub const WRITE_SHARD_COUNTS: [u32; 4] = [8, 16, 32, 64];
 const SECONDS_PER_DAY: i64 = 86_400;
 
 /// A stream id: 1 to 100 of `A-Z a-z 0-9 _ - . :`. Ids appear in URL paths
@@ -46,6 +54,7 @@ pub fn check_stream_id(field: &str, raw: &str) -> Result<String, FieldError> {
 pub struct Stream {
     pub stream_id: String,
     pub retention_days: u32,
+    pub write_shards: u32,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -54,9 +63,10 @@ pub struct Stream {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamChanges {
     pub retention_days: Option<u32>,
+    pub write_shards: Option<u32>,
 }
 
-const CHANGEABLE: [&str; 1] = ["retention_days"];
+const CHANGEABLE: [&str; 2] = ["retention_days", "write_shards"];
 
 impl StreamChanges {
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
@@ -67,8 +77,26 @@ impl StreamChanges {
             errors.push(FieldError::new("body", "EMPTY_PATCH", "name at least one setting to change"));
         }
         let retention_days = retention_days(fields, &mut errors);
+        let write_shards = write_shards(fields, &mut errors);
         errors.into_result()?;
-        Ok(Self { retention_days })
+        Ok(Self { retention_days, write_shards })
+    }
+}
+
+fn write_shards(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<u32> {
+    let value = fields.get("write_shards")?;
+    let whole = value.as_u64().or_else(|| value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64));
+    match whole.and_then(|n| u32::try_from(n).ok()).filter(|n| WRITE_SHARD_COUNTS.contains(n)) {
+        Some(n) => Some(n),
+        None => {
+            let (code, message) = if value.is_number() {
+                ("OUT_OF_RANGE", format!("write_shards is one of 8, 16, 32 or 64, got {value}"))
+            } else {
+                ("INVALID_TYPE", format!("expected an integer, got {}", json_type_name(value)))
+            };
+            errors.push(FieldError::new("write_shards", code, message));
+            None
+        }
     }
 }
 
@@ -163,6 +191,13 @@ mod tests {
         assert_eq!(code(json!({})), "EMPTY_PATCH");
         assert_eq!(code(json!({"name": "x"})), "NOT_CHANGEABLE");
         assert_eq!(code(json!([])), "INVALID_TYPE");
+        assert_eq!(StreamChanges::parse(&json!({"write_shards": 64})).unwrap().write_shards, Some(64));
+        assert_eq!(StreamChanges::parse(&json!({"write_shards": 16.0})).unwrap().write_shards, Some(16));
+        for bad in [json!(0), json!(12), json!(128), json!(-8), json!(8.5), json!(4294967304u64)] {
+            let error = &StreamChanges::parse(&json!({"write_shards": bad})).unwrap_err().errors[0];
+            assert_eq!((error.field.as_str(), error.code), ("write_shards", "OUT_OF_RANGE"), "{bad}");
+        }
+        assert_eq!(code(json!({"write_shards": "64"})), "INVALID_TYPE");
     }
 
     #[test]

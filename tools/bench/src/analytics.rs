@@ -46,8 +46,6 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
         .map(|i| {
             let offset_ms = (i as i64 * 86_400_000) / events.max(1) as i64;
             json!({
-                // A client id: a call resent after a 503 stores the rest once, never twice.
-                "event_id": uuid::Uuid::new_v4(),
                 "event_type": format!("type-{}", i % TYPES),
                 "timestamp": argus_models::time::format(&(window_start + chrono::Duration::milliseconds(offset_ms + 1))),
                 "data": {"n": i % 1000},
@@ -140,20 +138,26 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
     let to = argus_models::time::parse("end", window["end"].as_str().unwrap_or_default()).map_err(|e| e.message)?;
     let mut fold: BTreeMap<(String, String), u64> = BTreeMap::new();
     let limits = RawLimits { max_events: u64::MAX, max_bytes: u64::MAX };
-    let read = RawWindow { tenant: &tenant, stream: STREAM, from, to, event_type: None }
-        .fold_pages(&bench.plain, None, limits, |page| {
-            for item in &page {
-                let event = argus_core::analytics::datastream_event(item)?;
-                let at = argus_models::time::parse("t", event["timestamp"].as_str().unwrap_or_default())?;
-                let hour = chrono::DateTime::from_timestamp(at.timestamp() / 3600 * 3600, 0).unwrap_or_default();
-                let key =
-                    (argus_models::time::format(&hour), event["event_type"].as_str().unwrap_or_default().to_string());
-                *fold.entry(key).or_insert(0) += 1;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| format!("raw read: {e:?}"))?;
+    let read = RawWindow {
+        tenant: &tenant,
+        stream: STREAM,
+        shards: argus_models::stream::DEFAULT_WRITE_SHARDS,
+        from,
+        to,
+        event_type: None,
+    }
+    .fold_pages(&bench.plain, None, limits, |page| {
+        for item in &page {
+            let event = argus_core::analytics::datastream_event(item)?;
+            let at = argus_models::time::parse("t", event["timestamp"].as_str().unwrap_or_default())?;
+            let hour = chrono::DateTime::from_timestamp(at.timestamp() / 3600 * 3600, 0).unwrap_or_default();
+            let key = (argus_models::time::format(&hour), event["event_type"].as_str().unwrap_or_default().to_string());
+            *fold.entry(key).or_insert(0) += 1;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| format!("raw read: {e:?}"))?;
     let raw = started.elapsed();
     let answered: BTreeMap<(String, String), u64> = answer["results"]
         .as_array()

@@ -171,6 +171,7 @@ async fn raw_batch_write(bench: &Bench, tenant: &str, items: &[Value]) -> Result
             &now,
             &now,
             Some(argus_models::stream::DEFAULT_RETENTION_DAYS),
+            argus_models::stream::DEFAULT_WRITE_SHARDS,
         )
         .map_err(|e| e.to_string())?;
         requests.push(Write::Put(item));
