@@ -566,9 +566,13 @@ async fn a_stream_spread_over_more_write_shards_keeps_every_event_readable() {
     let (status, answer) = call(&stack, Method::PATCH, "/streams/hot", &key, Some(json!({"write_shards": 64}))).await;
     assert_eq!(status, 200, "the same count again is no change: {answer}");
 
-    // After: through the bulk path and through the queue and processor.
+    // After: through the bulk path and through the queue and processor. The aggregator runs
+    // between chunks: each of its batches adds to one counter sub-partition of 8.
     let after: Vec<Value> = (400..800).map(event).collect();
-    ingest(&stack, &key, "hot", &after[..380]).await;
+    for chunk in after[..380].chunks(20) {
+        ingest(&stack, &key, "hot", chunk).await;
+        stack.drain_changes().await;
+    }
     for single in &after[380..] {
         let (status, answer) = stack.post("/ingest/events", &key, single.clone()).await;
         assert_eq!(status, 202, "{answer}");
@@ -641,6 +645,40 @@ async fn a_stream_spread_over_more_write_shards_keeps_every_event_readable() {
     let (status, answer) = stack.post("/query/aggregate", &key, raw.clone()).await;
     assert_eq!((status, answer["source"].as_str()), (200, Some("raw")), "{answer}");
     assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&all, &raw), "raw sum");
+
+    // The stream's counters went to several sub-partitions, and every reader adds them up.
+    let mut stored_per_part = Vec::new();
+    for k in 0..8 {
+        let pk = if k == 0 { "T#acme#STAT#hot".to_string() } else { format!("T#acme#STAT#hot#{k}") };
+        let total = stack
+            .backend
+            .dynamodb
+            .get_item()
+            .table_name(&stack.backend.table)
+            .key("PK", AttributeValue::S(pk))
+            .key("SK", AttributeValue::S("TOTAL".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item;
+        let stored = total.and_then(|t| t.get("stored").and_then(|n| n.as_n().ok()).map(|n| n.parse::<u64>().unwrap()));
+        stored_per_part.push(stored.unwrap_or(0));
+    }
+    assert_eq!(stored_per_part.iter().sum::<u64>(), 800, "{stored_per_part:?}");
+    assert!(stored_per_part[1..].iter().any(|n| *n > 0), "sub-partitions above 0 used: {stored_per_part:?}");
+    let (_, status) = stack.get("/streams/hot/status", &key).await;
+    assert_eq!(status["events_processed"], 800, "{status}");
+    // Redelivered, twice at once: still exact.
+    let (a, b) = tokio::join!(redeliver_everything(&stack), redeliver_everything(&stack));
+    assert!(a > 0 && b > 0);
+    let (_, status) = stack.get("/streams/hot/status", &key).await;
+    assert_eq!(status["events_processed"], 800, "{status}");
+    let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&all, &body), "count by type, redelivered");
+    let (_, total) = query_all(&stack, &key, &query).await;
+    assert_eq!(total, 800);
 
     // An export of the window reads every shard too.
     let (status, created) = stack

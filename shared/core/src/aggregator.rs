@@ -7,7 +7,7 @@
 //! batch, a batch arrives twice or two invocations race, finds its marker and adds nothing.
 //! The deltas are sums, so the order records are applied in does not matter.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use argus_models::rollup::{self, Cell, EventFacts, LAG_BUCKETS};
 use argus_models::time;
@@ -191,8 +191,28 @@ fn widen(bounds: &mut Bounds, tenant: &str, stream: &str, bound: Bound, value: &
     }
 }
 
-/// What one change record does: counter changes, and the bounds it widens.
-fn record_changes(record: &ChangeRecord, bounds: &mut Bounds) -> Changes {
+/// The streams a change record counts in (tenant, stream): its event's old and new, or the
+/// stream its error record names.
+fn record_streams(record: &ChangeRecord) -> Vec<(String, String)> {
+    let mut streams = Vec::new();
+    for item in [&record.old, &record.new].into_iter().flatten() {
+        if let Some(facts) = event_facts(item) {
+            streams.push((facts.tenant, facts.stream));
+        } else if get_opt_s(item, "entity") == Some("error") {
+            if let Some(tenant) = tenant_of(item, "ERROR#") {
+                streams.push((tenant, get_opt_s(item, "stream").unwrap_or("default").to_string()));
+            }
+        }
+    }
+    streams
+}
+
+/// Which counter sub-partition a batch adds to, per stream (`crate::stream_stats`).
+type SubPartition<'a> = &'a dyn Fn(&str, &str) -> u32;
+
+/// What one change record does: counter changes, and the bounds it widens. `sub` names the
+/// sub-partition of each stream's cells and statistics this batch writes.
+fn record_changes(record: &ChangeRecord, bounds: &mut Bounds, sub: SubPartition) -> Changes {
     let mut changes = Changes::new();
     // TTL deletes an event that every read already hides: its cells are expired, not changed.
     let old = if record.by_ttl { None } else { record.old.as_ref().and_then(event_facts) };
@@ -201,7 +221,7 @@ fn record_changes(record: &ChangeRecord, bounds: &mut Bounds) -> Changes {
         let Cell { tenant, stream, level, bucket, retention_days, dim } = &cell;
         add(
             &mut changes,
-            rollup_pk(tenant, stream, *level, dim.kind(), *bucket),
+            stream_sub_pk(&rollup_pk(tenant, stream, *level, dim.kind(), *bucket), sub(tenant, stream)),
             rollup_sk(*level, *bucket, *retention_days, dim.value()),
             "n",
             delta,
@@ -221,7 +241,7 @@ fn record_changes(record: &ChangeRecord, bounds: &mut Bounds) -> Changes {
                 _ => None,
             };
             if let (Some((tenant, stream, counter)), Some(created)) = (stats, epoch_of(item, "created_at")) {
-                let pk = stream_stats_pk(&tenant, &stream);
+                let pk = stream_sub_pk(&stream_stats_pk(&tenant, &stream), sub(&tenant, &stream));
                 let minute = rollup::Level::Minute.bucket(created);
                 let minute_sk = stream_stats_minute_sk(minute);
                 let ttl = Some(minute + STATS_TTL_SECONDS);
@@ -274,6 +294,27 @@ struct Pending {
 /// point Lambda retries from (`ReportBatchItemFailures`), and later ones are not attempted.
 pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) -> Applied {
     let mut result = Applied::default();
+    let first = records.first().and_then(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
+    let partitions = match sub_partitions(backend, records).await {
+        Ok(partitions) => partitions,
+        Err(err) => {
+            tracing::warn!(error = %err, "stream settings not read; Lambda retries the batch");
+            result.retry_from = first.or_else(|| records.iter().find_map(|r| r.as_ref().err().cloned()));
+            return result;
+        }
+    };
+    // One sub-partition per batch and stream: the batch's first record picks it, so concurrent
+    // batches spread over them and one batch's transactions still pack into few items.
+    let salt = records.iter().find_map(|r| r.as_ref().ok()).map_or(0, |r| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        r.event_id.hash(&mut hasher);
+        hasher.finish()
+    });
+    let sub = |tenant: &str, stream: &str| -> u32 {
+        let count = partitions.get(&(tenant.to_string(), stream.to_string())).copied().unwrap_or(1).max(1);
+        (salt % u64::from(count)) as u32
+    };
     let mut bounds = Bounds::new();
     let mut pending = Vec::new();
     for (index, record) in records.iter().enumerate() {
@@ -285,7 +326,7 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
                 break;
             }
         };
-        let changes = record_changes(record, &mut bounds);
+        let changes = record_changes(record, &mut bounds, &sub);
         if changes.is_empty() {
             result.unchanged += 1;
             continue;
@@ -294,9 +335,9 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
     }
     // Bounds first: a reader that clamps a window to them never misses a counted event.
     for ((tenant, stream, bound), value) in &bounds {
-        if let Err(err) = widen_stored(backend, tenant, stream, *bound, value).await {
+        let pk = stream_sub_pk(&stream_stats_pk(tenant, stream), sub(tenant, stream));
+        if let Err(err) = widen_stored(backend, &pk, *bound, value).await {
             tracing::warn!(error = %err, "stream bounds not recorded; Lambda retries the batch");
-            let first = records.first().and_then(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
             result.retry_from = first.or(result.retry_from);
             return result;
         }
@@ -338,6 +379,30 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
         start = end;
     }
     result
+}
+
+/// The counter sub-partitions of every stream the batch counts in (cached stream settings, as
+/// writers read them; nothing is created for a stream without settings: it has 1).
+async fn sub_partitions(
+    backend: &Backend,
+    records: &[Result<ChangeRecord, String>],
+) -> Result<HashMap<(String, String), u32>, ServiceError> {
+    let mut by_tenant: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in records.iter().flatten() {
+        for (tenant, stream) in record_streams(record) {
+            by_tenant.entry(tenant).or_default().insert(stream);
+        }
+    }
+    let mut partitions = HashMap::new();
+    for (tenant, streams) in by_tenant {
+        let names: Vec<&str> = streams.iter().map(String::as_str).collect();
+        let settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
+        for stream in streams {
+            let count = argus_models::stream::rollup_shards(settings.of(&stream).write_shards);
+            partitions.insert((tenant.clone(), stream), count);
+        }
+    }
+    Ok(partitions)
 }
 
 /// What the notifier must look at after a batch (webhooks), for tenants with a webhook that
@@ -584,18 +649,12 @@ fn transaction(backend: &Backend, records: &[&Pending]) -> Result<Vec<TransactWr
 
 /// [`widen_stored_once`], retried with backoff on throttling and transaction conflicts (the
 /// `TOTAL` item is hot: every batch of the stream widens it).
-async fn widen_stored(
-    backend: &Backend,
-    tenant: &str,
-    stream: &str,
-    bound: Bound,
-    value: &str,
-) -> Result<(), ServiceError> {
+async fn widen_stored(backend: &Backend, stats_pk: &str, bound: Bound, value: &str) -> Result<(), ServiceError> {
     let config = BatchWriterConfig::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match widen_stored_once(backend, tenant, stream, bound, value).await {
+        match widen_stored_once(backend, stats_pk, bound, value).await {
             Err(ServiceError::Unavailable { .. }) if attempt < MAX_ATTEMPTS => {
                 if !crate::deadline::sleep_within(backoff(&config, attempt)).await {
                     return Err(crate::deadline::out_of_time());
@@ -606,20 +665,14 @@ async fn widen_stored(
     }
 }
 
-async fn widen_stored_once(
-    backend: &Backend,
-    tenant: &str,
-    stream: &str,
-    bound: Bound,
-    value: &str,
-) -> Result<(), ServiceError> {
+async fn widen_stored_once(backend: &Backend, stats_pk: &str, bound: Bound, value: &str) -> Result<(), ServiceError> {
     let condition =
         if bound.is_minimum() { "attribute_not_exists(#b) OR #b > :v" } else { "attribute_not_exists(#b) OR #b < :v" };
     let sent = backend
         .dynamodb
         .update_item()
         .table_name(&backend.table)
-        .key(PK, s(stream_stats_pk(tenant, stream)))
+        .key(PK, s(stats_pk))
         .key(SK, s(STATS_TOTAL))
         .update_expression("SET #b = :v")
         .condition_expression(condition)
@@ -697,7 +750,7 @@ mod tests {
     #[test]
     fn an_insert_counts_cells_and_arrival() {
         let mut bounds = Bounds::new();
-        let changes = record_changes(&record("INSERT", None, Some(event_image(false))), &mut bounds);
+        let changes = record_changes(&record("INSERT", None, Some(event_image(false))), &mut bounds, &|_, _| 0);
         // 2 levels × 3 dimensions, plus the minute and total statistics.
         assert_eq!(changes.len(), 8);
         let minute = changes.iter().find(|((_, sk), _)| sk.starts_with("M#")).unwrap().1;
@@ -708,7 +761,7 @@ mod tests {
         assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
         let mut later = event_image(false);
         later["timestamp"] = json!({"S": "2026-12-01T11:00:00.000Z"});
-        record_changes(&record("MODIFY", Some(event_image(false)), Some(later)), &mut bounds);
+        record_changes(&record("MODIFY", Some(event_image(false)), Some(later)), &mut bounds, &|_, _| 0);
         assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
         assert_eq!(bound(&bounds, Bound::LatestTimestamp), "2026-12-01T11:00:00.000Z");
     }
@@ -717,24 +770,27 @@ mod tests {
     fn deletes_and_ttl_removals() {
         let mut bounds = Bounds::new();
         let delete = record("MODIFY", Some(event_image(false)), Some(event_image(true)));
-        let changes = record_changes(&delete, &mut bounds);
+        let changes = record_changes(&delete, &mut bounds, &|_, _| 0);
         assert_eq!(changes.len(), 6);
         assert!(changes.values().all(|a| a.counters["n"] == -1));
         assert!(!bounds.keys().any(|(_, _, b)| *b == Bound::LastReceived));
         let mut expired = record("REMOVE", Some(event_image(false)), None);
-        assert_eq!(record_changes(&expired, &mut bounds).len(), 6);
+        assert_eq!(record_changes(&expired, &mut bounds, &|_, _| 0).len(), 6);
         expired.by_ttl = true;
-        assert!(record_changes(&expired, &mut bounds).is_empty());
+        assert!(record_changes(&expired, &mut bounds, &|_, _| 0).is_empty());
         let unrelated = record("INSERT", None, Some(json!({"PK": {"S": "AGG#x"}, "SK": {"S": "#META"}})));
-        assert!(record_changes(&unrelated, &mut bounds).is_empty());
+        assert!(record_changes(&unrelated, &mut bounds, &|_, _| 0).is_empty());
         // An event stored before rollups (no GSI4 key) was never counted: its delete moves nothing,
         // and its first change after counts it once.
         let mut legacy = event_image(false);
         legacy.as_object_mut().unwrap().remove("GSI4PK");
-        assert!(
-            record_changes(&record("MODIFY", Some(legacy.clone()), Some(event_image(true))), &mut bounds).is_empty()
-        );
-        let counted = record_changes(&record("MODIFY", Some(legacy), Some(event_image(false))), &mut bounds);
+        assert!(record_changes(
+            &record("MODIFY", Some(legacy.clone()), Some(event_image(true))),
+            &mut bounds,
+            &|_, _| 0
+        )
+        .is_empty());
+        let counted = record_changes(&record("MODIFY", Some(legacy), Some(event_image(false))), &mut bounds, &|_, _| 0);
         assert_eq!(counted.len(), 6);
         assert!(counted.values().all(|a| a.counters["n"] == 1));
     }

@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::aggregator::lag_histogram;
-use crate::ddb::{get_n, get_opt_s, key, query_sharded_desc, s, Filter, Item, ListQuery};
-use crate::deadline::WithinDeadline;
+use crate::ddb::{get_n, get_opt_s, query_sharded_desc, s, Filter, Item, ListQuery};
 use crate::events::{epoch_now, NOT_EXPIRED};
 use crate::keys::*;
 use crate::rollups::{cell_counts, edges, sum_cells, whole_minutes, CellQuery, RawError, RawLimits, RawWindow};
@@ -71,33 +70,26 @@ pub struct StreamStatus {
     pub measured_at: String,
 }
 
-/// Three reads: the stream's item (404 if no event named it), its totals, and its last hour
-/// of per-minute statistics.
+/// A few reads: the stream's item (404 if no event named it), then, per counter sub-partition
+/// (one below 16 write shards), its totals and its last hour of per-minute statistics.
 pub async fn status(backend: &Backend, tenant: &str, raw_id: &str) -> Result<StreamStatus, ServiceError> {
-    let stream = crate::streams::get(backend, tenant, raw_id).await?.stream_id;
+    let stream = crate::streams::get(backend, tenant, raw_id).await?;
+    let sub_partitions = argus_models::stream::rollup_shards(stream.write_shards);
+    let stream = stream.stream_id;
     let now = time::now();
     let pk = stream_stats_pk(tenant, &stream);
-    let total = crate::ddb::get_item(&backend.dynamodb, &backend.table, key(pk.clone(), STATS_TOTAL)).await?;
     let minute_now = Level::Minute.bucket(now.timestamp());
     let hour_ago = minute_now - 59 * 60;
-    let out = backend
-        .dynamodb
-        .query()
-        .table_name(&backend.table)
-        .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
-        .expression_attribute_values(":pk", s(&pk))
-        .expression_attribute_values(":from", s(stream_stats_minute_sk(hour_ago)))
-        .expression_attribute_values(":to", s(stream_stats_minute_sk(minute_now)))
-        .send()
-        .within_deadline()
-        .await?
-        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-    let minutes: BTreeMap<i64, Item> = out
-        .items
-        .unwrap_or_default()
+    let (from, to) = (stream_stats_minute_sk(hour_ago), stream_stats_minute_sk(minute_now));
+    let (total, minutes) = tokio::try_join!(
+        crate::stream_stats::merged_range(backend, &pk, sub_partitions, STATS_TOTAL, STATS_TOTAL, None),
+        crate::stream_stats::merged_range(backend, &pk, sub_partitions, &from, &to, None),
+    )?;
+    let total = total.into_values().next();
+    let minutes: BTreeMap<i64, Item> = minutes
         .into_iter()
-        .filter_map(|item| {
-            let minute = get_opt_s(&item, SK)?.strip_prefix("M#")?;
+        .filter_map(|(sk, item)| {
+            let minute = sk.strip_prefix("M#")?;
             let minute = chrono::NaiveDateTime::parse_from_str(&format!("{minute}:00"), "%Y-%m-%dT%H:%M:%S").ok()?;
             Some((minute.and_utc().timestamp(), item))
         })
@@ -241,7 +233,16 @@ pub async fn count_window(
         let kind = if event_type.is_some() { DimKind::EventType } else { DimKind::All };
         let cells = cell_counts(
             backend,
-            CellQuery { tenant, stream, kind, from: start, to: end, minutes_only: false, now: time::now().timestamp() },
+            CellQuery {
+                tenant,
+                stream,
+                sub_partitions: argus_models::stream::rollup_shards(shards),
+                kind,
+                from: start,
+                to: end,
+                minutes_only: false,
+                now: time::now().timestamp(),
+            },
         )
         .await?;
         total += cells.iter().filter(|c| event_type.is_none_or(|t| c.value == t)).map(|c| c.n).sum::<i64>();
@@ -362,6 +363,7 @@ pub async fn aggregate(
     request: &AggregateRequest,
 ) -> Result<AggregateAnswer, ServiceError> {
     let shards = crate::streams::get(backend, tenant, &request.stream).await?.write_shards;
+    let sub_partitions = argus_models::stream::rollup_shards(shards);
     let now = time::now().timestamp();
     let mut fold = Fold::default();
     let mut scanned = 0u64;
@@ -376,9 +378,11 @@ pub async fn aggregate(
         };
         if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
             let minutes_only = request.interval == Some(Interval::Minute);
-            let cells =
-                cell_counts(backend, CellQuery { tenant, stream, kind, from: start, to: end, minutes_only, now })
-                    .await?;
+            let cells = cell_counts(
+                backend,
+                CellQuery { tenant, stream, sub_partitions, kind, from: start, to: end, minutes_only, now },
+            )
+            .await?;
             for ((bucket, value), n) in sum_cells(&cells, request.interval) {
                 // Category cell "" holds the events without a category (group null).
                 let group = match kind {

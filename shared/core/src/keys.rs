@@ -138,6 +138,16 @@ pub fn rollup_pk(tenant: &str, stream: &str, level: Level, kind: DimKind, bucket
     format!("T#{tenant}#RU#{stream}#{}{}#{period}", level.tag(), kind.tag())
 }
 
+/// Sub-partition `k` of a stream's rollup or statistics partition `pk` (0 is `pk` itself, as
+/// before streams had more than one: `crate::stream_stats`).
+pub fn stream_sub_pk(pk: &str, k: u32) -> String {
+    if k == 0 {
+        pk.to_string()
+    } else {
+        format!("{pk}#{k}")
+    }
+}
+
 /// The sort key prefix of a bucket: fixed width, so a range of buckets is a range of keys.
 pub fn rollup_bucket_sk(level: Level, bucket: i64) -> String {
     match level {

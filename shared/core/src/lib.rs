@@ -33,6 +33,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod rollups;
 pub mod sessions;
+pub mod stream_stats;
 pub mod streams;
 pub mod webhooks;
 

@@ -41,8 +41,14 @@ fn at(epoch: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(epoch, 0).unwrap_or_default()
 }
 
-/// The partitions (and sort key ranges) holding `segment`'s cells.
-fn partitions(tenant: &str, stream: &str, kind: DimKind, segment: &Segment) -> Vec<(String, String, String)> {
+/// The partitions (and sort key ranges) holding `segment`'s cells, every sub-partition of each.
+fn partitions(
+    tenant: &str,
+    stream: &str,
+    kind: DimKind,
+    segment: &Segment,
+    sub_partitions: u32,
+) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut start = segment.from;
     while start < segment.to {
@@ -57,12 +63,15 @@ fn partitions(tenant: &str, stream: &str, kind: DimKind, segment: &Segment) -> V
         };
         let end = period_end.min(segment.to);
         let last_bucket = end - segment.level.seconds();
-        out.push((
-            rollup_pk(tenant, stream, segment.level, kind, start),
-            rollup_bucket_sk(segment.level, start),
-            // '$' sorts after '#': every cell of the last bucket is included.
-            format!("{}$", rollup_bucket_sk(segment.level, last_bucket)),
-        ));
+        let pk = rollup_pk(tenant, stream, segment.level, kind, start);
+        for sub_pk in crate::stream_stats::sub_pks(&pk, sub_partitions) {
+            out.push((
+                sub_pk,
+                rollup_bucket_sk(segment.level, start),
+                // '$' sorts after '#': every cell of the last bucket is included.
+                format!("{}$", rollup_bucket_sk(segment.level, last_bucket)),
+            ));
+        }
         start = end;
     }
     out
@@ -121,6 +130,8 @@ fn parse_cell_sk(level: Level, sk: &str) -> Option<(i64, Option<u32>, String)> {
 pub struct CellQuery<'a> {
     pub tenant: &'a str,
     pub stream: &'a str,
+    /// The stream's counter sub-partitions (`stream_stats::sub_partitions`, read fresh).
+    pub sub_partitions: u32,
     pub kind: DimKind,
     pub from: i64,
     pub to: i64,
@@ -132,15 +143,16 @@ pub struct CellQuery<'a> {
 /// The visible cell counts: hour cells for whole hours, minute cells elsewhere, and an hour
 /// cell that is partly expired replaced by its minute cells.
 pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<CellCount>, ServiceError> {
-    let CellQuery { tenant, stream, kind, from, to, minutes_only, now } = query;
+    let CellQuery { tenant, stream, sub_partitions, kind, from, to, minutes_only, now } = query;
     // No event outside the stream's earliest and latest timestamps was ever counted (the
     // aggregator widens them before it counts), so the cells outside need no reading.
     let Some((earliest, latest)) = timestamp_span(backend, tenant, stream).await? else { return Ok(Vec::new()) };
+    // Cells are summed below: a cell split over sub-partitions counts as its parts' sum.
     let (from, to) = (from.max(Level::Minute.bucket(earliest)), to.min(Level::Minute.bucket(latest) + 60));
     let segments = plan(from, to, !minutes_only);
     let mut ranges = Vec::new();
     for segment in &segments {
-        for range in partitions(tenant, stream, kind, segment) {
+        for range in partitions(tenant, stream, kind, segment, sub_partitions) {
             ranges.push((segment.level, range));
         }
     }
@@ -173,7 +185,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     partial_hours.dedup();
     for (hour, retention) in partial_hours {
         let segment = Segment { level: Level::Minute, from: hour, to: hour + 3_600 };
-        for (pk, from, to) in partitions(tenant, stream, kind, &segment) {
+        for (pk, from, to) in partitions(tenant, stream, kind, &segment, sub_partitions) {
             for item in query_range(backend, pk, from, to).await? {
                 let Some((bucket, cell_retention, value)) =
                     get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(Level::Minute, sk))
@@ -197,12 +209,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
 /// The earliest and latest event timestamps (epoch seconds) the aggregator has seen in the
 /// stream; `None` before its first event.
 async fn timestamp_span(backend: &Backend, tenant: &str, stream: &str) -> Result<Option<(i64, i64)>, ServiceError> {
-    let total = crate::ddb::get_item(
-        &backend.dynamodb,
-        &backend.table,
-        crate::ddb::key(stream_stats_pk(tenant, stream), STATS_TOTAL),
-    )
-    .await?;
+    let total = crate::stream_stats::merged_stats(backend, tenant, stream, STATS_TOTAL).await?;
     let epoch = |name: &str| {
         let raw = total.as_ref().and_then(|item| get_opt_s(item, name))?;
         argus_models::time::parse(name, raw).ok().map(|t| t.timestamp())
@@ -414,14 +421,14 @@ mod tests {
     #[test]
     fn partitions_follow_days_and_months() {
         let minutes = Segment { level: Level::Minute, from: DAY - 120, to: DAY + 120 };
-        let parts = partitions("t", "s", DimKind::All, &minutes);
+        let parts = partitions("t", "s", DimKind::All, &minutes, 1);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].1, "1970-01-01T23:58");
         assert_eq!(parts[0].2, "1970-01-01T23:59$");
         assert_eq!(parts[1].2, "1970-01-02T00:01$");
         let from = t("2026-01-15T00:00:00Z").timestamp();
         let to = t("2026-03-02T00:00:00Z").timestamp();
-        let hours = partitions("t", "s", DimKind::EventType, &Segment { level: Level::Hour, from, to });
+        let hours = partitions("t", "s", DimKind::EventType, &Segment { level: Level::Hour, from, to }, 1);
         assert_eq!(hours.len(), 3);
         assert!(hours[1].0.ends_with("#HE#2026-02"));
         assert_eq!(hours[2].2, "2026-03-01T23$");

@@ -19,6 +19,13 @@ pub const MAX_RETENTION_DAYS: u32 = 3650;
 pub const DEFAULT_WRITE_SHARDS: u32 = 8;
 pub const MAX_WRITE_SHARDS: u32 = 64;
 pub const WRITE_SHARD_COUNTS: [u32; 4] = [8, 16, 32, 64];
+
+/// Sub-partitions of a stream's rollup cells and statistics: one per 8 write shards (1 to 8).
+/// The aggregator adds each batch's counts to one of them, so the stream's hottest items (its
+/// current minute and hour) take at most the share of the writes one partition can.
+pub fn rollup_shards(write_shards: u32) -> u32 {
+    (write_shards / DEFAULT_WRITE_SHARDS).clamp(1, MAX_WRITE_SHARDS / DEFAULT_WRITE_SHARDS)
+}
 const SECONDS_PER_DAY: i64 = 86_400;
 
 /// A stream id: 1 to 100 of `A-Z a-z 0-9 _ - . :`. Ids appear in URL paths

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::now_ms;
 use super::outbox::{self, NotifierMessage};
 use crate::ddb::{get_n, key, Item};
-use crate::keys::{error_alert_sk, stream_stats_pk, webhooks_pk, STATS_TOTAL};
+use crate::keys::{error_alert_sk, webhooks_pk, STATS_TOTAL};
 use crate::{Backend, ServiceError};
 
 /// Checks a stream's errors. A stream never notified before starts from the count recorded
@@ -52,11 +52,10 @@ async fn check_once(backend: &Backend, tenant: &str, stream: &str) -> Result<boo
         fan_out(backend, tenant, stream, from, to).await?;
         clear_pending(backend, &state_key, to).await?;
     }
-    let total =
-        crate::ddb::get_item(&backend.dynamodb, &backend.table, key(stream_stats_pk(tenant, stream), STATS_TOTAL))
-            .await?
-            .map(|item| get_n(&item, "errors"))
-            .unwrap_or(0);
+    let total = crate::stream_stats::merged_stats(backend, tenant, stream, STATS_TOTAL)
+        .await?
+        .map(|item| get_n(&item, "errors"))
+        .unwrap_or(0);
     let notified = get_n(&state, "notified");
     if total <= notified {
         return Ok(true);
@@ -96,11 +95,10 @@ async fn check_once(backend: &Backend, tenant: &str, stream: &str) -> Result<boo
 /// A new webhook scoped to `stream` hears of the stream's errors from now on: records the
 /// current count as notified, unless the stream already has alert state.
 pub async fn start_counting(backend: &Backend, tenant: &str, stream: &str) -> Result<(), ServiceError> {
-    let total =
-        crate::ddb::get_item(&backend.dynamodb, &backend.table, key(stream_stats_pk(tenant, stream), STATS_TOTAL))
-            .await?
-            .map(|item| get_n(&item, "errors"))
-            .unwrap_or(0);
+    let total = crate::stream_stats::merged_stats(backend, tenant, stream, STATS_TOTAL)
+        .await?
+        .map(|item| get_n(&item, "errors"))
+        .unwrap_or(0);
     let mut item = key(webhooks_pk(tenant), &error_alert_sk(stream));
     item.insert("notified".into(), AttributeValue::N(total.to_string()));
     item.insert("notified_at".into(), AttributeValue::N("0".into()));

@@ -17,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::ddb::{get_n, get_opt_s, key};
-use crate::keys::{stream_stats_minute_sk, stream_stats_pk, webhooks_pk};
+use crate::keys::{stream_stats_minute_sk, webhooks_pk};
 use crate::{Backend, ServiceError};
 
 /// A check waits this long after its minute ends (arrivals of the minute still being counted).
@@ -64,13 +64,9 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
     if webhooks.is_empty() {
         return Ok(());
     }
-    let stats = crate::ddb::get_item(
-        &backend.dynamodb,
-        &backend.table,
-        key(stream_stats_pk(tenant, stream), &stream_stats_minute_sk(minute)),
-    )
-    .await?
-    .unwrap_or_default();
+    let stats = crate::stream_stats::merged_stats(backend, tenant, stream, &stream_stats_minute_sk(minute))
+        .await?
+        .unwrap_or_default();
     let mut histogram = [0u64; LAG_BUCKETS];
     for (bucket, slot) in histogram.iter_mut().enumerate() {
         *slot = get_n(&stats, &format!("lag_{bucket:02}"));
@@ -134,8 +130,8 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
 
 /// Whether the minute before `minute` had no arrivals (no statistics item).
 async fn quiet(backend: &Backend, tenant: &str, stream: &str, minute: i64) -> Result<bool, ServiceError> {
-    let before = key(stream_stats_pk(tenant, stream), &stream_stats_minute_sk(minute - Level::Minute.seconds()));
-    Ok(crate::ddb::get_item(&backend.dynamodb, &backend.table, before).await?.is_none())
+    let before = stream_stats_minute_sk(minute - Level::Minute.seconds());
+    Ok(crate::stream_stats::merged_stats(backend, tenant, stream, &before).await?.is_none())
 }
 
 fn round(value: f64) -> f64 {
