@@ -195,6 +195,37 @@ async fn a_test_send_is_signed_and_verified_by_the_reference_library() {
     let attempt = &delivered[0]["attempts"][0];
     assert_eq!((attempt["attempt"].clone(), attempt["status_code"].clone()), (json!(1), json!(204)));
     assert_eq!(attempt["outcome"], "success");
+
+    // Two more sends, then the deliveries a page of one at a time: newest first, each once.
+    let mut sent = vec![queued["delivery_id"].clone()];
+    for _ in 0..2 {
+        let (status, queued) = stack.post(&format!("/webhooks/{id}/test"), &key, json!({})).await;
+        assert_eq!(status, 202, "{queued}");
+        sent.push(queued["delivery_id"].clone());
+    }
+    let log = received(&receiver, "a", 3, 30).await;
+    assert!(log.iter().all(|call| call["verified"] == true), "{log:?}");
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/webhooks/{id}/deliveries?limit=1&cursor={c}"),
+            None => format!("/webhooks/{id}/deliveries?limit=1"),
+        };
+        let (status, page) = stack.get(&path, &key).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "{page}");
+        walked.extend(items.iter().map(|d| d["delivery_id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    sent.reverse();
+    assert_eq!(walked, sent, "newest first, every delivery once");
+    let (status, page) = stack.get(&format!("/webhooks/{id}/deliveries?cursor=forged"), &key).await;
+    assert_envelope(status, &page, 400, "INVALID_CURSOR");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,6 +367,7 @@ async fn an_attempt_past_its_timeout_fails_and_is_retried() {
     .await;
     let attempts = items[0]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(receiver.log("slow").await.iter().all(|call| call["verified"] == true), "both attempts signed");
     assert_eq!(attempts[0]["outcome"], "timeout");
     assert_eq!(attempts[0]["status_code"], Value::Null);
     let latency = attempts[0]["latency_ms"].as_u64().unwrap();

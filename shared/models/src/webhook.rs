@@ -27,8 +27,10 @@ pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const RETRY_SCHEDULE_SECONDS: [u64; 9] = [5, 300, 1_800, 7_200, 18_000, 36_000, 50_400, 72_000, 72_000];
 /// A `Retry-After` longer than this is capped (the receiver still gets its attempts).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-/// An endpoint that has failed every attempt for this long is disabled.
-pub const DISABLE_AFTER_FAILING: Duration = Duration::from_secs(3 * 24 * 3600);
+/// An endpoint that has failed every attempt for this long is disabled: 2.5 days, shorter than
+/// one notification's retry schedule (71.6 h, at least 64.4 h with jitter), so an endpoint that
+/// fails every attempt of a single notification is disabled by its last attempts.
+pub const DISABLE_AFTER_FAILING: Duration = Duration::from_secs(60 * 3600);
 
 /// What a webhook can subscribe to (`webhook.test` is sent on request, to one webhook).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -275,6 +277,9 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0x2001 if segments[1] == 0x0db8 => "documentation",
         0x0100 if segments[1..4] == [0, 0, 0] => "discard-only",
         0x0064 if segments[1] == 0xff9b && segments[2] == 1 => "local-use NAT64",
+        // Everything outside global unicast: reserved, IPv4-translated (::ffff:0:a.b.c.d) and
+        // forms no public receiver has.
+        s if s & 0xe000 != 0x2000 => "reserved (outside global unicast 2000::/3)",
         _ => return None,
     })
 }
@@ -592,6 +597,11 @@ mod tests {
             "2001::1",
             "2001:db8::1",
             "fec0::1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "100::1",
+            "400::1",
+            "4000::1",
         ] {
             assert!(forbidden_reason(v4(blocked)).is_some(), "{blocked} must be refused");
         }
@@ -660,6 +670,8 @@ mod tests {
         let schedule = default_schedule();
         let total: u64 = RETRY_SCHEDULE_SECONDS.iter().sum();
         assert!((2.5 * 86_400.0..3.5 * 86_400.0).contains(&(total as f64)), "about three days: {total}");
+        // One notification failing every attempt disables its endpoint, whatever the jitter.
+        assert!(DISABLE_AFTER_FAILING.as_secs_f64() < total as f64 * 0.9, "{total}");
         assert_eq!(next_delay(&schedule, 1, None, 0.5), Some(Duration::from_secs(5)));
         assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(120)), 0.5), Some(Duration::from_secs(120)));
         assert_eq!(

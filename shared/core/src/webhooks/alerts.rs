@@ -130,11 +130,12 @@ async fn claim(
         .update_item()
         .table_name(&backend.table)
         .set_key(Some(state_key.clone()))
-        // Kept 30 days past the last notification (a stream quiet that long starts afresh).
+        // No TTL: the stream's error total never expires, so neither may the count notified
+        // (a state deleted after a quiet month would report every earlier error again).
+        // `REMOVE` clears the TTL that states written before this rule carry.
         .update_expression(
-            "SET notified = :total, notified_at = :now, pending_from = :old, pending_to = :total, expires_at = :ttl",
+            "SET notified = :total, notified_at = :now, pending_from = :old, pending_to = :total REMOVE expires_at",
         )
-        .expression_attribute_values(":ttl", AttributeValue::N((now / 1000 + 30 * 86_400).to_string()))
         .condition_expression(condition)
         .expression_attribute_values(":total", AttributeValue::N(total.to_string()))
         .expression_attribute_values(":now", AttributeValue::N(now.to_string()))

@@ -269,12 +269,18 @@ pub async fn update(
 ) -> Result<Webhook, ServiceError> {
     let webhook_id = parse_id(id)?;
     let now = time::format(&time::now());
-    modify(backend, tenant, &webhook_id, |webhook| {
+    let updated = modify(backend, tenant, &webhook_id, |webhook| {
         apply_changes(webhook, &changes, &now);
         Ok(true)
     })
     .await?
-    .ok_or_else(|| ServiceError::not_found("webhook", id))
+    .ok_or_else(|| ServiceError::not_found("webhook", id))?;
+    // Subscribed to a stream's errors by this change: from now on, as at creation.
+    let subscribed = changes.events.as_ref().is_some_and(|events| events.contains(&EventType::ProcessingError));
+    if let (Some(stream), true) = (&updated.stream_id, subscribed) {
+        super::alerts::start_counting(backend, tenant, stream).await?;
+    }
+    Ok(updated)
 }
 
 fn apply_changes(webhook: &mut Webhook, changes: &WebhookChanges, now: &str) {
