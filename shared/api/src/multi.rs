@@ -18,7 +18,8 @@ pub const MAX_SUB_REQUESTS: usize = 100;
 const MAX_ID_LEN: usize = 64;
 const MAX_PATH_LEN: usize = 2048;
 /// Sub-requests of one batch running at once: each listing fans out to every shard, so this
-/// bounds one batch's concurrent DynamoDB queries (8 × 16 shards × at most 2 pages).
+/// bounds one batch's concurrent DynamoDB queries (8 × the shards of the widest listing, 16, or up
+/// to 64 for a tenant with a stream at 64 write shards, × at most 2 pages).
 pub const MAX_CONCURRENT_SUB_REQUESTS: usize = 8;
 /// Items the GET sub-requests of one batch may read together (each listing counts its `limit`,
 /// each single read one): five full pages. One batch cannot take a table's read capacity.
