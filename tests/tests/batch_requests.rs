@@ -152,3 +152,38 @@ async fn sub_requests_read_every_listing_of_the_routes() {
     assert_eq!(counts, [2, 3, 3, 0, 0], "{body}");
     assert!(responses.iter().all(|r| r["status"] == 200), "{body}");
 }
+
+/// DataStream's read routes run inside a batch too, with the batch function's own grants
+/// (the local runner enforces its policy: a missing index grant would be a 503 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_queries_run_as_sub_requests() {
+    let stack = TestStack::start().await;
+    let key = stack.key("acme").await;
+    let now = chrono::Utc::now();
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"event_type": "view", "timestamp": argus_models::time::format(&(now - chrono::Duration::seconds(i))), "data": {"i": i}}))
+        .collect();
+    let (status, report) = stack.post("/ingest/batch", &key, json!({"stream_id": "web", "events": events})).await;
+    assert!(status == 200 || status == 201, "{report}");
+    let window = format!(
+        "stream_id=web&start_time={}&end_time={}",
+        argus_models::time::format(&(now - chrono::Duration::hours(1))),
+        argus_models::time::format(&(now + chrono::Duration::minutes(1)))
+    );
+    let (status, body) = batch(
+        &stack,
+        &key,
+        json!({"requests": [
+            {"id": "query", "method": "GET", "path": format!("/query/events?{}&limit=3", window.replace(':', "%3A"))},
+            {"id": "status", "method": "GET", "path": "/streams/web/status"},
+            {"id": "stream", "method": "GET", "path": "/streams/web"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    assert!(responses.iter().all(|r| r["status"] == 200), "{body}");
+    assert_eq!(responses[0]["body"]["events"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(responses[0]["body"]["has_more"], true);
+    assert_eq!(responses[2]["body"]["write_shards"], 8);
+}

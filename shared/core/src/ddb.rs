@@ -253,7 +253,10 @@ async fn query_partition_desc(
             .scan_index_forward(false)
             .limit(
                 i32::try_from(if query.filter.is_some() {
-                    (wanted - items.len()).max(FILTERED_READ_BATCH)
+                    // A shard with a share reads about its share (every listing filters at
+                    // least expiry, which keeps almost everything): not 200 from each of 64.
+                    let floor = if wanted < exact { FILTERED_READ_BATCH.min(2 * wanted) } else { FILTERED_READ_BATCH };
+                    (wanted - items.len()).max(floor)
                 } else {
                     wanted - items.len() + usize::from(drop_equal)
                 })

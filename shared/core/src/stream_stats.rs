@@ -32,11 +32,16 @@ pub fn sub_pks(pk: &str, partitions: u32) -> Vec<String> {
     (0..partitions.max(1)).map(|k| stream_sub_pk(pk, k)).collect()
 }
 
-/// Adds `from` into `into`: numbers summed; the bounds kept on `TOTAL` as min (earliest) or
-/// max (latest, last received); anything else kept from the first.
+/// Adds `from` into `into`: numbers summed (a TTL kept as the latest); the bounds kept on
+/// `TOTAL` as min (earliest) or max (latest, last received); anything else kept from the first.
 pub fn merge_into(into: &mut Item, from: Item) {
     for (name, value) in from {
         match (into.get_mut(&name), value) {
+            (Some(AttributeValue::N(kept)), AttributeValue::N(n)) if name == crate::keys::EXPIRES_AT => {
+                if n.parse::<i64>().unwrap_or(0) > kept.parse::<i64>().unwrap_or(0) {
+                    *kept = n;
+                }
+            }
             (Some(AttributeValue::N(sum)), AttributeValue::N(n)) => {
                 let total = sum.parse::<i64>().unwrap_or(0) + n.parse::<i64>().unwrap_or(0);
                 *sum = total.to_string();
@@ -140,6 +145,7 @@ mod tests {
             ("earliest_timestamp".into(), s("2026-01-02T00:00:00.000Z")),
             ("latest_timestamp".into(), s("2026-01-03T00:00:00.000Z")),
             ("last_received_at".into(), s("2026-01-03T00:00:01.000Z")),
+            ("expires_at".into(), n(100)),
         ]);
         merge_into(
             &mut total,
@@ -149,6 +155,7 @@ mod tests {
                 ("earliest_timestamp".into(), s("2026-01-01T00:00:00.000Z")),
                 ("latest_timestamp".into(), s("2026-01-02T12:00:00.000Z")),
                 ("last_received_at".into(), s("2026-01-04T00:00:00.000Z")),
+                ("expires_at".into(), n(160)),
             ]),
         );
         assert_eq!(total["stored"], n(12));
@@ -156,5 +163,6 @@ mod tests {
         assert_eq!(total["earliest_timestamp"], s("2026-01-01T00:00:00.000Z"));
         assert_eq!(total["latest_timestamp"], s("2026-01-03T00:00:00.000Z"));
         assert_eq!(total["last_received_at"], s("2026-01-04T00:00:00.000Z"));
+        assert_eq!(total["expires_at"], n(160), "a TTL is not a count");
     }
 }
