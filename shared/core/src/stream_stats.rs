@@ -38,9 +38,8 @@ pub fn merge_into(into: &mut Item, from: Item) {
     for (name, value) in from {
         match (into.get_mut(&name), value) {
             (Some(AttributeValue::N(kept)), AttributeValue::N(n)) if name == crate::keys::EXPIRES_AT => {
-                if n.parse::<i64>().unwrap_or(0) > kept.parse::<i64>().unwrap_or(0) {
-                    *kept = n;
-                }
+                let later = n.parse::<i64>().unwrap_or(0).max(kept.parse::<i64>().unwrap_or(0));
+                *kept = later.to_string();
             }
             (Some(AttributeValue::N(sum)), AttributeValue::N(n)) => {
                 let total = sum.parse::<i64>().unwrap_or(0) + n.parse::<i64>().unwrap_or(0);
