@@ -627,6 +627,34 @@ async fn a_stream_spread_over_more_write_shards_keeps_every_event_readable() {
     }
     assert_eq!(walked, ids, "pages of 100 give the same events in the same order");
 
+    // The tenant's fan-out went to 64 with it: another stream's events (with a category) now
+    // spread over 64 GSI3 and GSI2 shards too, and the category listing finds every one.
+    let cold: Vec<Value> = (0..200)
+        .map(|i| json!({"event_type": "view", "category": "ui", "timestamp": fmt(start + Duration::seconds(i)), "data": {"c": i}}))
+        .collect();
+    ingest(&stack, &key, "cold", &cold).await;
+    let by_category = stack.all_pages("/events?category=ui", &key, 70).await;
+    assert_eq!(by_category.len(), 200);
+    let (mut wide_tenant, mut wide_category) = (0, 0);
+    for event in &by_category {
+        let item = stack
+            .backend
+            .dynamodb
+            .get_item()
+            .table_name(&stack.backend.table)
+            .key("PK", AttributeValue::S(format!("T#acme#EVENT#{}", event["id"].as_str().unwrap())))
+            .key("SK", AttributeValue::S("#META".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        let shard = |attr: &str| item[attr].as_s().unwrap().rsplit('#').next().unwrap().parse::<u32>().unwrap();
+        wide_tenant += usize::from(shard("GSI3PK") >= 16);
+        wide_category += usize::from(shard("GSI2PK") >= 4);
+    }
+    assert!(wide_tenant > 100 && wide_category > 150, "{wide_tenant} {wide_category}");
+
     // The tenant's listing (GSI3, now 64 shards) finds them all too.
     let tenant_listing = stack.all_pages("/events?stream=hot", &key, 150).await;
     let tenant_ids: BTreeSet<String> = tenant_listing.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();

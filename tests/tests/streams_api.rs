@@ -378,7 +378,16 @@ async fn events_stored_without_an_expiry_keep_none_when_changed() {
         let input = argus_models::event::EventInput::parse(&payload).unwrap();
         let id = argus_models::ids::new_id();
         let now = argus_models::time::format(&Utc::now());
-        let item = argus_core::events::event_item("acme", &id, &input, &now, &now, None, 8).unwrap();
+        let item = argus_core::events::event_item(
+            "acme",
+            &id,
+            &input,
+            &now,
+            &now,
+            None,
+            argus_core::keys::IndexShards::new(8, 0),
+        )
+        .unwrap();
         stack.backend.dynamodb.put_item().table_name(&stack.backend.table).set_item(Some(item)).send().await.unwrap();
         ids.push(id.to_string());
     }
@@ -403,7 +412,16 @@ async fn events_stored_without_an_expiry_keep_none_when_changed() {
     input.timestamp = Utc::now();
     let id = argus_models::ids::new_id();
     let now = argus_models::time::format(&Utc::now());
-    let item = argus_core::events::event_item("acme", &id, &input, &now, &now, Some(90), 8).unwrap();
+    let item = argus_core::events::event_item(
+        "acme",
+        &id,
+        &input,
+        &now,
+        &now,
+        Some(90),
+        argus_core::keys::IndexShards::new(8, 0),
+    )
+    .unwrap();
     stack.backend.dynamodb.put_item().table_name(&stack.backend.table).set_item(Some(item)).send().await.unwrap();
     let (status, changed) = patch(&stack, &format!("/events/{id}"), &key, json!({"name": "renamed"})).await;
     assert_eq!(status, 200, "{changed}");

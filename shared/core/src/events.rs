@@ -21,8 +21,8 @@ use crate::{cursor, Backend, ServiceError};
 /// GSI3 by tenant (sharded), GSI4 by stream (sharded); all sorted by `<timestamp>#<id>`. An event without a session or
 /// category is simply absent from that index (sparse). `expires_at` (TTL) is the timestamp plus
 /// its stream's `retention_days`; `None` only for an event stored before streams had settings,
-/// which keeps never expiring when it is changed. `write_shards`: the stream's (GSI4 shards;
-/// GSI3 takes at least the tenant's minimum).
+/// which keeps never expiring when it is changed. `shards`: the index shards to write across
+/// (`WriteSettings::index_shards`).
 pub fn event_item(
     tenant: &str,
     id: &Uuid,
@@ -30,7 +30,7 @@ pub fn event_item(
     received_at: &str,
     now: &str,
     retention_days: Option<u32>,
-    write_shards: u32,
+    shards: IndexShards,
 ) -> Result<Item, ServiceError> {
     let timestamp = time::format(&input.timestamp);
     let sort = time_sk(&timestamp, id);
@@ -38,9 +38,9 @@ pub fn event_item(
     let mut item = Item::from([
         (PK.into(), s(event_pk(tenant, id))),
         (SK.into(), s(META)),
-        (GSI3PK.into(), s(tenant_events_pk(tenant, shard_of(id, crate::streams::tenant_write_shards(write_shards))))),
+        (GSI3PK.into(), s(tenant_events_pk(tenant, shard_of(id, shards.tenant)))),
         (GSI3SK.into(), s(&sort)),
-        (GSI4PK.into(), s(stream_events_pk(tenant, &input.stream, shard_of(id, write_shards)))),
+        (GSI4PK.into(), s(stream_events_pk(tenant, &input.stream, shard_of(id, shards.stream)))),
         (GSI4SK.into(), s(&sort)),
         ("entity".into(), s("event")),
         ("id".into(), s(id.to_string())),
@@ -62,7 +62,7 @@ pub fn event_item(
         item.insert("session_id".into(), s(session.to_string()));
     }
     if let Some(category) = &input.category {
-        item.insert(GSI2PK.into(), s(category_events_pk(tenant, category, shard_of(id, EVENT_CATEGORY_SHARDS))));
+        item.insert(GSI2PK.into(), s(category_events_pk(tenant, category, shard_of(id, shards.category))));
         item.insert(GSI2SK.into(), s(&sort));
         item.insert("category".into(), s(category));
     }
@@ -263,9 +263,9 @@ pub async fn list(
     cursor_raw: Option<&str>,
 ) -> Result<Page<Event>, ServiceError> {
     let position = cursor_raw.map(|c| cursor::decode::<EventPosition>("events", c)).transpose()?;
-    let tenant_shards = match (&filter.session, &filter.category) {
-        (None, None) => crate::streams::tenant_event_shards(backend, tenant).await?,
-        _ => 0,
+    let fanout = match &filter.session {
+        None => crate::streams::tenant_fanout(backend, tenant).await?,
+        Some(_) => 0,
     };
     let mut expression = Filter::default();
     let (index, pk_attr, sk_attr, partitions) = match (&filter.session, &filter.category) {
@@ -279,11 +279,14 @@ pub async fn list(
             GSI2,
             GSI2PK,
             GSI2SK,
-            (0..EVENT_CATEGORY_SHARDS).map(|shard| category_events_pk(tenant, category, shard)).collect(),
+            (0..category_index_shards(fanout)).map(|shard| category_events_pk(tenant, category, shard)).collect(),
         ),
-        (None, None) => {
-            (GSI3, GSI3PK, GSI3SK, (0..tenant_shards).map(|shard| tenant_events_pk(tenant, shard)).collect())
-        }
+        (None, None) => (
+            GSI3,
+            GSI3PK,
+            GSI3SK,
+            (0..tenant_index_shards(fanout)).map(|shard| tenant_events_pk(tenant, shard)).collect(),
+        ),
     };
     if let Some(name) = &filter.name {
         expression.and("#name = :name").name("#name", "name").value(":name", s(name));
@@ -354,11 +357,12 @@ pub async fn update(
     };
     let current = event_from_item(&item)?;
     let streams = [current.stream.as_str()];
-    let settings = crate::streams::write_settings(backend, tenant, &streams).await?.of(&current.stream);
+    let settings = crate::streams::write_settings(backend, tenant, &streams).await?;
     // Stored before streams had settings (no `expires_at`): it never expires, and a change keeps it so.
-    let retention = item.contains_key(EXPIRES_AT).then_some(settings.retention_days);
+    let retention = item.contains_key(EXPIRES_AT).then_some(settings.days(&current.stream));
     let now = time::format(&time::now());
-    let (next, new_item) = changed_event(tenant, &current, changes, &now, retention, settings.write_shards)?;
+    let shards = settings.index_shards(&current.stream);
+    let (next, new_item) = changed_event(tenant, &current, changes, &now, retention, shards)?;
     let result = crate::deadline::bounded(
         backend
             .dynamodb
@@ -398,7 +402,7 @@ pub fn changed_event(
     changes: &EventChanges,
     now: &str,
     retention_days: Option<u32>,
-    write_shards: u32,
+    shards: IndexShards,
 ) -> Result<(Event, Item), ServiceError> {
     let mut next = changes.apply(current);
     // A changed timestamp is the client's own: the sent_at correction no longer applies.
@@ -424,15 +428,8 @@ pub fn changed_event(
             None => None,
         },
     };
-    let mut item = event_item(
-        tenant,
-        &current.id,
-        &input,
-        &current.received_at,
-        &current.created_at,
-        retention_days,
-        write_shards,
-    )?;
+    let mut item =
+        event_item(tenant, &current.id, &input, &current.received_at, &current.created_at, retention_days, shards)?;
     item.insert("updated_at".into(), s(now));
     Ok((next, item))
 }

@@ -58,7 +58,8 @@ pub const GSI3: &str = "GSI3";
 pub const GSI3PK: &str = "GSI3PK";
 pub const GSI3SK: &str = "GSI3SK";
 
-/// Write shards of the per-tenant, per-category event index: ≈ 4,000 events/s per category.
+/// Write shards of the per-tenant, per-category event index, at least: ≈ 4,000 events/s per
+/// category (more once the tenant's fan-out is raised: [`IndexShards`]).
 pub const EVENT_CATEGORY_SHARDS: u32 = 4;
 /// Write shards of the per-tenant event time index, at least: ≈ 16,000 events/s per tenant.
 /// A stream with more `write_shards` spreads its events over as many, and raises the tenant's
@@ -67,6 +68,43 @@ pub const EVENT_TENANT_SHARDS: u32 = 16;
 pub const GSI4: &str = "GSI4";
 pub const GSI4PK: &str = "GSI4PK";
 pub const GSI4SK: &str = "GSI4SK";
+
+/// How many shards of each index an event is written across: GSI4 by its stream's
+/// `write_shards`; GSI3 and GSI2 by the tenant's fan-out (`tenant_shards_pk`'s `event_shards`,
+/// 0 until a stream's `write_shards` is set), which a PATCH raises to the largest stream's
+/// count before that stream uses it. Counts only grow, writers may hold smaller ones for a
+/// minute (cached), and readers use the current ones, so a reader's shards include every
+/// writer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexShards {
+    pub stream: u32,
+    pub tenant: u32,
+    pub category: u32,
+}
+
+impl IndexShards {
+    pub fn new(write_shards: u32, tenant_fanout: u32) -> Self {
+        Self {
+            stream: write_shards,
+            tenant: tenant_index_shards(tenant_fanout),
+            category: category_index_shards(tenant_fanout),
+        }
+    }
+}
+
+/// GSI3 shards for a tenant fan-out: 16 until raised.
+pub fn tenant_index_shards(tenant_fanout: u32) -> u32 {
+    tenant_fanout.clamp(EVENT_TENANT_SHARDS, argus_models::stream::MAX_WRITE_SHARDS)
+}
+
+/// GSI2 shards for a tenant fan-out: 4 until raised.
+pub fn category_index_shards(tenant_fanout: u32) -> u32 {
+    if tenant_fanout == 0 {
+        EVENT_CATEGORY_SHARDS
+    } else {
+        tenant_fanout.clamp(EVENT_CATEGORY_SHARDS, argus_models::stream::MAX_WRITE_SHARDS)
+    }
+}
 
 /// Every GSI4 partition of a stream whose events are spread over `shards`.
 pub fn stream_event_partitions(tenant: &str, stream: &str, shards: u32) -> Vec<String> {

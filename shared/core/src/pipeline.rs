@@ -357,17 +357,9 @@ fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) ->
         retention,
     ));
     if violations.is_empty() {
-        let setting = retention.of(&queued.event.stream);
-        let days = Some(setting.retention_days);
-        return match events::event_item(
-            tenant,
-            &id,
-            &queued.event,
-            &queued.received_at,
-            now,
-            days,
-            setting.write_shards,
-        ) {
+        let days = Some(retention.days(&queued.event.stream));
+        let shards = retention.index_shards(&queued.event.stream);
+        return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, days, shards) {
             Ok(item) => Outcome::Event(Box::new(item)),
             Err(_) => Outcome::Retry,
         };

@@ -21,9 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
 use crate::ddb::{batch_get, get_n, get_s, key, query_sharded_desc, s, Item, ListQuery};
-use crate::keys::{
-    stream_list_pk, stream_pk, tenant_shards_pk, EVENT_TENANT_SHARDS, GSI1, GSI1PK, GSI1SK, META, PK, SK,
-};
+use crate::keys::{stream_list_pk, stream_pk, tenant_shards_pk, IndexShards, GSI1, GSI1PK, GSI1SK, META, PK, SK};
 use crate::page::Page;
 use crate::{cursor, Backend, ServiceError};
 
@@ -111,14 +109,22 @@ fn stream_from_item(item: &Item) -> Result<Stream, ServiceError> {
     })
 }
 
-/// The settings of the streams a batch of writes names.
+/// The settings of the streams a batch of writes names, and their tenant's index fan-out.
 #[derive(Debug, Clone, Default)]
-pub struct WriteSettings(HashMap<String, WriteSetting>);
+pub struct WriteSettings {
+    streams: HashMap<String, WriteSetting>,
+    tenant_fanout: u32,
+}
 
 impl WriteSettings {
     /// The settings of `stream` (the defaults for a stream not looked up).
     pub fn of(&self, stream: &str) -> WriteSetting {
-        self.0.get(stream).copied().unwrap_or_default()
+        self.streams.get(stream).copied().unwrap_or_default()
+    }
+
+    /// The index shards an event of `stream` is written across.
+    pub fn index_shards(&self, stream: &str) -> IndexShards {
+        IndexShards::new(self.of(stream).write_shards, self.tenant_fanout)
     }
 
     /// Days the events of `stream` live.
@@ -160,23 +166,35 @@ pub async fn write_settings_of(
             None => missing.push(*stream),
         }
     }
-    if missing.is_empty() {
-        return Ok(WriteSettings(found));
+    let mut tenant_fanout = cached_fanout(backend, tenant);
+    if missing.is_empty() && tenant_fanout.is_some() {
+        return Ok(WriteSettings { streams: found, tenant_fanout: tenant_fanout.unwrap_or(0) });
     }
-    let keys = missing.iter().map(|stream| key(stream_pk(tenant, stream), META)).collect();
-    let projection = Some("stream_id, retention_days, write_shards");
+    // The streams' items and the tenant's fan-out in one read.
+    let fanout_pk = tenant_shards_pk(tenant);
+    let mut keys: Vec<Item> = missing.iter().map(|stream| key(stream_pk(tenant, stream), META)).collect();
+    if tenant_fanout.is_none() {
+        keys.push(key(fanout_pk.clone(), META));
+    }
+    let projection = Some("PK, stream_id, retention_days, write_shards, event_shards");
     for item in batch_get(&backend.dynamodb, &backend.table, keys, projection).await? {
+        if get_s(&item, PK)? == fanout_pk {
+            tenant_fanout = Some(fanout_of(&item));
+            continue;
+        }
         let stream = get_s(&item, "stream_id")?.to_string();
         let setting = setting_of(&item);
         remember(cache_key(backend, tenant, &stream), setting);
         found.insert(stream, setting);
     }
+    let tenant_fanout = tenant_fanout.unwrap_or(0);
+    remember_fanout(backend, tenant, tenant_fanout);
     let new: Vec<&str> = missing.into_iter().filter(|stream| !found.contains_key(*stream)).collect();
     if !create_missing {
         for stream in new {
             found.insert(stream.to_string(), WriteSetting::default());
         }
-        return Ok(WriteSettings(found));
+        return Ok(WriteSettings { streams: found, tenant_fanout });
     }
     let mut created = Vec::with_capacity(new.len());
     for group in new.chunks(CREATE_CONCURRENCY) {
@@ -187,7 +205,7 @@ pub async fn write_settings_of(
         remember(cache_key(backend, tenant, stream), setting);
         found.insert(stream.to_string(), setting);
     }
-    Ok(WriteSettings(found))
+    Ok(WriteSettings { streams: found, tenant_fanout })
 }
 
 /// Creates a stream with the default settings; returns its settings (another writer's, when
@@ -304,22 +322,43 @@ fn shrink_refused(current: u32, requested: u32) -> ServiceError {
     }
 }
 
-/// How many shards of the tenant's all-events index (GSI3) a reader queries: at least
-/// [`EVENT_TENANT_SHARDS`], more once a stream with more write shards was set (it only grows).
-/// A consistent read, never cached: see the module's note.
-pub async fn tenant_event_shards(backend: &Backend, tenant: &str) -> Result<u32, ServiceError> {
+/// The tenant's index fan-out (0 until a stream's `write_shards` is raised above 8; it only
+/// grows): what readers of GSI3 and GSI2 query (`keys::IndexShards`). A consistent read, never
+/// cached: see the module's note.
+pub async fn tenant_fanout(backend: &Backend, tenant: &str) -> Result<u32, ServiceError> {
     let item = crate::ddb::get_meta(&backend.dynamodb, &backend.table, tenant_shards_pk(tenant)).await?;
-    let raised = item.as_ref().map(|item| get_n(item, "event_shards")).unwrap_or(0);
-    Ok(u32::try_from(raised).unwrap_or(0).clamp(EVENT_TENANT_SHARDS, argus_models::stream::MAX_WRITE_SHARDS))
+    Ok(item.as_ref().map_or(0, fanout_of))
 }
 
-/// GSI3 shards an event of a stream with `write_shards` is written across.
-pub fn tenant_write_shards(write_shards: u32) -> u32 {
-    write_shards.max(EVENT_TENANT_SHARDS)
+fn fanout_of(item: &Item) -> u32 {
+    u32::try_from(get_n(item, "event_shards")).unwrap_or(0).min(argus_models::stream::MAX_WRITE_SHARDS)
+}
+
+fn fanout_cache() -> &'static Mutex<HashMap<(String, String), (u32, Instant)>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, String), (u32, Instant)>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn cached_fanout(backend: &Backend, tenant: &str) -> Option<u32> {
+    let cache = fanout_cache().lock().ok()?;
+    let key = (backend.table.clone(), tenant.to_string());
+    cache.get(&key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(n, _)| *n)
+}
+
+fn remember_fanout(backend: &Backend, tenant: &str, fanout: u32) {
+    if let Ok(mut cache) = fanout_cache().lock() {
+        if cache.len() >= SETTINGS_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert((backend.table.clone(), tenant.to_string()), (fanout, Instant::now()));
+    }
 }
 
 async fn raise_tenant_event_shards(backend: &Backend, tenant: &str, shards: u32) -> Result<(), ServiceError> {
-    let shards = tenant_write_shards(shards);
+    // The default count needs no wider reads.
+    if shards <= DEFAULT_WRITE_SHARDS {
+        return Ok(());
+    }
     let update = backend
         .dynamodb
         .update_item()
@@ -330,6 +369,7 @@ async fn raise_tenant_event_shards(backend: &Backend, tenant: &str, shards: u32)
         .condition_expression("attribute_not_exists(event_shards) OR event_shards < :n")
         .expression_attribute_values(":n", AttributeValue::N(shards.to_string()));
     crate::ddb::condition_held(crate::deadline::bounded(update.send()).await?)?;
+    remember_fanout(backend, tenant, shards.max(cached_fanout(backend, tenant).unwrap_or(0)));
     Ok(())
 }
 

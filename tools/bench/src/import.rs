@@ -171,7 +171,7 @@ async fn raw_batch_write(bench: &Bench, tenant: &str, items: &[Value]) -> Result
             &now,
             &now,
             Some(argus_models::stream::DEFAULT_RETENTION_DAYS),
-            argus_models::stream::DEFAULT_WRITE_SHARDS,
+            argus_core::keys::IndexShards::new(argus_models::stream::DEFAULT_WRITE_SHARDS, 0),
         )
         .map_err(|e| e.to_string())?;
         requests.push(Write::Put(item));

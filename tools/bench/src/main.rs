@@ -386,7 +386,7 @@ async fn writer_concurrency() -> Result<Value, String> {
                         &now,
                         &now,
                         Some(argus_models::stream::DEFAULT_RETENTION_DAYS),
-                        argus_models::stream::DEFAULT_WRITE_SHARDS,
+                        argus_core::keys::IndexShards::new(argus_models::stream::DEFAULT_WRITE_SHARDS, 0),
                     )
                     .map(Write::Put)
                     .map_err(|e| e.to_string())
