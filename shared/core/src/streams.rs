@@ -334,8 +334,11 @@ fn fanout_of(item: &Item) -> u32 {
     u32::try_from(get_n(item, "event_shards")).unwrap_or(0).min(argus_models::stream::MAX_WRITE_SHARDS)
 }
 
-fn fanout_cache() -> &'static Mutex<HashMap<(String, String), (u32, Instant)>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, String), (u32, Instant)>>> = OnceLock::new();
+/// (table, tenant) → (fan-out, read at).
+type FanoutCache = Mutex<HashMap<(String, String), (u32, Instant)>>;
+
+fn fanout_cache() -> &'static FanoutCache {
+    static CACHE: OnceLock<FanoutCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
