@@ -9,8 +9,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 CLIENTS_VENV="$ROOT/.venv-clients"
-RUNNER="$ROOT/target/debug/argus-local"
-[ -x "$RUNNER" ] || die "$RUNNER is missing: build it first (cargo build -p argus-local)"
+require_runner
 
 ensure_stack_tools
 if ! "$CLIENTS_VENV/bin/python" -c 'import pytest' >/dev/null 2>&1; then
@@ -23,27 +22,9 @@ fi
 "$CLIENTS_VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python \
   || die "installing the Python SDK failed"
 
-DDB_PORT=$(free_port)
-SQS_PORT=$(free_port)
-API_PORT=$(free_port)
-API_KEY="clients-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
-RUNNER_LOG="$RUN_DIR/argus-clients.log"
-
 trap 'stop_started' EXIT
 trap 'exit 130' INT TERM
-log "starting DynamoDB Local :$DDB_PORT, SQS endpoint :$SQS_PORT"
-start_dynamodb "$DDB_PORT" "$RUN_DIR/dynamodb-clients.log"
-start_sqs "$SQS_PORT" "$RUN_DIR/sqs-clients.log"
-log "starting argus-local on :$API_PORT (log: $RUNNER_LOG)"
-ARGUS_DYNAMODB_PORT="$DDB_PORT" ARGUS_SQS_PORT="$SQS_PORT" ARGUS_PORT="$API_PORT" \
-  ARGUS_DEV_API_KEY="$API_KEY" ARGUS_TABLE="argus-clients" ARGUS_QUEUE_PREFIX="argus-clients" \
-  RUST_LOG="${RUST_LOG:-warn}" "$RUNNER" >"$RUNNER_LOG" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 360); do
-  grep -q "Argus is serving" "$RUNNER_LOG" 2>/dev/null && break
-  sleep 0.25
-done
-grep -q "Argus is serving" "$RUNNER_LOG" || { tail -n 30 "$RUNNER_LOG" >&2; die "argus-local did not start within 90 s"; }
+start_private_api clients
 
 export ARGUS_URL="http://127.0.0.1:$API_PORT" ARGUS_API_KEY="$API_KEY"
 log "Python SDK: pytest clients/python/tests (unit and integration)"

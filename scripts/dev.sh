@@ -22,6 +22,6 @@ log "starting DynamoDB Local on :$ARGUS_DYNAMODB_PORT and the SQS endpoint on :$
 start_dynamodb "$ARGUS_DYNAMODB_PORT" "$RUN_DIR/dynamodb-dev.log"
 start_sqs "$ARGUS_SQS_PORT" "$RUN_DIR/sqs-dev.log"
 
-"$ROOT/target/debug/argus-local" &
+"$LOCAL_RUNNER" &
 PIDS+=("$!")
 wait "$!"

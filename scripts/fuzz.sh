@@ -18,8 +18,7 @@ cd "$ROOT"
 MAX_EXAMPLES="${1:-25}"
 [[ "$MAX_EXAMPLES" =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/fuzz.sh [MAX_EXAMPLES] (a positive integer)"
 FUZZ_VENV="$ROOT/.venv-fuzz"
-RUNNER="$ROOT/target/debug/argus-local"
-[ -x "$RUNNER" ] || die "$RUNNER is missing: build it first (cargo build -p argus-local, or make fuzz)"
+require_runner
 
 ensure_stack_tools
 if ! "$FUZZ_VENV/bin/python" -c 'import schemathesis' >/dev/null 2>&1; then
@@ -29,32 +28,9 @@ if ! "$FUZZ_VENV/bin/python" -c 'import schemathesis' >/dev/null 2>&1; then
     -r "$STACK_DIR/requirements-fuzz.txt" || die "installing schemathesis failed"
 fi
 
-DDB_PORT=$(free_port)
-SQS_PORT=$(free_port)
-API_PORT=$(free_port)
-# A fixed key for the `dev` tenant of this run only (the stack is in memory and dies with it).
-API_KEY="fuzz-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
-RUNNER_LOG="$RUN_DIR/argus-fuzz.log"
-
 trap 'stop_started' EXIT
 trap 'exit 130' INT TERM
-log "starting DynamoDB Local :$DDB_PORT, SQS endpoint :$SQS_PORT"
-start_dynamodb "$DDB_PORT" "$RUN_DIR/dynamodb-fuzz.log"
-start_sqs "$SQS_PORT" "$RUN_DIR/sqs-fuzz.log"
-
-log "starting argus-local on :$API_PORT (log: $RUNNER_LOG)"
-ARGUS_DYNAMODB_PORT="$DDB_PORT" ARGUS_SQS_PORT="$SQS_PORT" ARGUS_PORT="$API_PORT" \
-  ARGUS_DEV_API_KEY="$API_KEY" ARGUS_TABLE="argus-fuzz" ARGUS_QUEUE_PREFIX="argus-fuzz" \
-  RUST_LOG="${RUST_LOG:-warn}" "$RUNNER" >"$RUNNER_LOG" 2>&1 &
-RUNNER_PID=$!
-PIDS+=("$RUNNER_PID")
-# It provisions the table and queues from template.yaml before it listens.
-for _ in $(seq 1 360); do
-  grep -q "Argus is serving" "$RUNNER_LOG" 2>/dev/null && break
-  kill -0 "$RUNNER_PID" 2>/dev/null || { tail -n 30 "$RUNNER_LOG" >&2; die "argus-local exited during start-up"; }
-  sleep 0.25
-done
-grep -q "Argus is serving" "$RUNNER_LOG" || { tail -n 30 "$RUNNER_LOG" >&2; die "argus-local did not start within 90 s"; }
+start_private_api fuzz
 
 REPORT_DIR="$RUN_DIR/fuzz-report"
 rm -rf "$REPORT_DIR" && mkdir -p "$REPORT_DIR"

@@ -1,5 +1,5 @@
-# Shared shell helpers for scripts/dev.sh and scripts/test.sh: install the local AWS stack
-# (pinned in tools/stack) when missing, and start/stop the emulators.
+# Shared shell helpers for scripts/*.sh: install the local AWS stack (pinned in tools/stack)
+# when missing, and start/stop the emulators and the local API.
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,4 +104,41 @@ start_sqs() { # port, log
     GATEWAY_PORT="$1" BIND_HOST=127.0.0.1 SERVICES=sqs,s3 LOG_LEVEL=WARNING "$SQS_VENV/bin/ministack" >"$2" 2>&1 &
   PIDS+=("$!")
   wait_port "$1" "SQS endpoint (ministack)" "$!" "$2"
+}
+
+LOCAL_RUNNER="$ROOT/target/debug/argus-local"
+
+require_runner() {
+  [ -x "$LOCAL_RUNNER" ] || die "$LOCAL_RUNNER is missing: build it first (cargo build -p argus-local)"
+}
+
+# A private local API for one script's run (name: fuzz, clients): DynamoDB Local, the SQS
+# endpoint and the built runner on free ports (beside `make dev` or `make test`), with a
+# throwaway key for the `dev` tenant. Sets API_PORT, API_KEY and RUNNER_LOG. The caller sets
+# `trap stop_started EXIT` first, which stops them.
+start_private_api() { # name
+  local name=$1 ddb_port sqs_port runner_pid
+  require_runner
+  ddb_port=$(free_port)
+  sqs_port=$(free_port)
+  API_PORT=$(free_port)
+  API_KEY="$name-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+  RUNNER_LOG="$RUN_DIR/argus-$name.log"
+  log "starting DynamoDB Local :$ddb_port, SQS endpoint :$sqs_port"
+  start_dynamodb "$ddb_port" "$RUN_DIR/dynamodb-$name.log"
+  start_sqs "$sqs_port" "$RUN_DIR/sqs-$name.log"
+  log "starting argus-local on :$API_PORT (log: $RUNNER_LOG)"
+  ARGUS_DYNAMODB_PORT="$ddb_port" ARGUS_SQS_PORT="$sqs_port" ARGUS_PORT="$API_PORT" \
+    ARGUS_DEV_API_KEY="$API_KEY" ARGUS_TABLE="argus-$name" ARGUS_QUEUE_PREFIX="argus-$name" \
+    RUST_LOG="${RUST_LOG:-warn}" "$LOCAL_RUNNER" >"$RUNNER_LOG" 2>&1 &
+  runner_pid=$!
+  PIDS+=("$runner_pid")
+  # It provisions the table and queues from template.yaml before it listens.
+  for _ in $(seq 1 360); do
+    grep -q "Argus is serving" "$RUNNER_LOG" 2>/dev/null && return 0
+    kill -0 "$runner_pid" 2>/dev/null || { tail -n 30 "$RUNNER_LOG" >&2; die "argus-local exited during start-up"; }
+    sleep 0.25
+  done
+  tail -n 30 "$RUNNER_LOG" >&2
+  die "argus-local did not start within 90 s"
 }

@@ -4,17 +4,13 @@
 // of transactions); its layout needs more than the default query depth in release builds.
 #![recursion_limit = "256"]
 
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use lambda_runtime::Error;
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    argus_api::telemetry::init_lambda();
-    let backend = argus_core::Backend::from_lambda_env().await?;
-    let backend = &backend;
-    run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = argus_api::dispatch::deadline_instant(event.context.deadline);
-        argus_api::sweeper::handle(backend, &event.payload, Some(deadline)).await.map_err(Error::from)
-    }))
+    argus_api::lambda::run_event::<Value, Value>(|backend, event, deadline| {
+        Box::pin(async move { argus_api::sweeper::handle(backend, &event, deadline).await.map_err(Error::from) })
+    })
     .await
 }
