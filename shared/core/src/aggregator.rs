@@ -393,16 +393,21 @@ async fn sub_partitions(
             by_tenant.entry(tenant).or_default().insert(stream);
         }
     }
-    let mut partitions = HashMap::new();
-    for (tenant, streams) in by_tenant {
+    // Tenants read concurrently (each one BatchGetItem, or none when cached).
+    let reads = by_tenant.into_iter().map(|(tenant, streams)| async move {
         let names: Vec<&str> = streams.iter().map(String::as_str).collect();
         let settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
-        for stream in streams {
-            let count = argus_models::stream::rollup_shards(settings.of(&stream).write_shards);
-            partitions.insert((tenant.clone(), stream), count);
-        }
-    }
-    Ok(partitions)
+        Ok::<_, ServiceError>(
+            streams
+                .iter()
+                .map(|stream| {
+                    let count = argus_models::stream::rollup_shards(settings.of(stream).write_shards);
+                    ((tenant.clone(), stream.clone()), count)
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
 }
 
 /// What the notifier must look at after a batch (webhooks), for tenants with a webhook that

@@ -71,6 +71,17 @@ pub async fn merged_stats(
     sk: &str,
 ) -> Result<Option<Item>, ServiceError> {
     let partitions = sub_partitions(backend, tenant, stream).await?;
+    merged_stats_in(backend, tenant, stream, partitions, sk).await
+}
+
+/// [`merged_stats`] for a caller that has read the sub-partition count already.
+pub async fn merged_stats_in(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    partitions: u32,
+    sk: &str,
+) -> Result<Option<Item>, ServiceError> {
     let pk = stream_stats_pk(tenant, stream);
     Ok(merged_range(backend, &pk, partitions, sk, sk, None).await?.into_values().next())
 }
@@ -84,33 +95,8 @@ pub async fn merged_range(
     to: &str,
     projection: Option<&str>,
 ) -> Result<BTreeMap<String, Item>, ServiceError> {
-    let reads = sub_pks(pk, partitions).into_iter().map(|pk| async move {
-        let mut items = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = backend
-                .dynamodb
-                .query()
-                .table_name(&backend.table)
-                .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":from", s(from))
-                .expression_attribute_values(":to", s(to))
-                .set_projection_expression(projection.map(str::to_string))
-                // The aggregator's latest commits included: a count read right after it stays exact.
-                .consistent_read(true)
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .within_deadline()
-                .await?
-                .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(key) => start_key = Some(key),
-                None => return Ok::<_, ServiceError>(items),
-            }
-        }
-    });
+    let reads =
+        sub_pks(pk, partitions).into_iter().map(|pk| async move { range(backend, &pk, from, to, projection).await });
     let mut merged: BTreeMap<String, Item> = BTreeMap::new();
     for items in futures::future::try_join_all(reads).await? {
         for mut item in items {
@@ -125,6 +111,41 @@ pub async fn merged_range(
         }
     }
     Ok(merged)
+}
+
+/// Every item of one partition with `SK BETWEEN from AND to`, read consistently (the
+/// aggregator's latest commits included: a count read right after it stays exact).
+pub async fn range(
+    backend: &Backend,
+    pk: &str,
+    from: &str,
+    to: &str,
+    projection: Option<&str>,
+) -> Result<Vec<Item>, ServiceError> {
+    let mut items = Vec::new();
+    let mut start_key = None;
+    loop {
+        let out = backend
+            .dynamodb
+            .query()
+            .table_name(&backend.table)
+            .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .set_projection_expression(projection.map(str::to_string))
+            .consistent_read(true)
+            .set_exclusive_start_key(start_key.take())
+            .send()
+            .within_deadline()
+            .await?
+            .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) => start_key = Some(key),
+            None => return Ok(items),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -64,9 +64,11 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
     if webhooks.is_empty() {
         return Ok(());
     }
-    let stats = crate::stream_stats::merged_stats(backend, tenant, stream, &stream_stats_minute_sk(minute))
-        .await?
-        .unwrap_or_default();
+    let partitions = crate::stream_stats::sub_partitions(backend, tenant, stream).await?;
+    let stats =
+        crate::stream_stats::merged_stats_in(backend, tenant, stream, partitions, &stream_stats_minute_sk(minute))
+            .await?
+            .unwrap_or_default();
     let mut histogram = [0u64; LAG_BUCKETS];
     for (bucket, slot) in histogram.iter_mut().enumerate() {
         *slot = get_n(&stats, &format!("lag_{bucket:02}"));
@@ -78,6 +80,8 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
     };
     let start = chrono::DateTime::from_timestamp(minute, 0).unwrap_or_default();
     let end = chrono::DateTime::from_timestamp(minute + Level::Minute.seconds(), 0).unwrap_or_default();
+    // Read once, when a crossing needs it: the same for every webhook and metric.
+    let mut minute_before_quiet = None;
     for webhook in &webhooks {
         for (metric, value, threshold, above) in evaluate(&webhook.thresholds, &measured) {
             let state_key = key(webhooks_pk(tenant), &state_sk(&webhook.webhook_id, stream, metric));
@@ -89,9 +93,15 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
             if minute < seen || (minute == seen && (was_above || !above)) {
                 continue; // older news (a re-check of the same minute may only find it above)
             }
-            if was_above && minute > seen + Level::Minute.seconds() && quiet(backend, tenant, stream, minute).await? {
-                // The minute before had no arrivals: every metric was below then.
-                was_above = false;
+            if was_above && minute > seen + Level::Minute.seconds() {
+                let quiet = match minute_before_quiet {
+                    Some(quiet) => quiet,
+                    None => *minute_before_quiet.insert(quiet(backend, tenant, stream, partitions, minute).await?),
+                };
+                if quiet {
+                    // The minute before had no arrivals: every metric was below then.
+                    was_above = false;
+                }
             }
             if above == was_above {
                 continue; // no crossing
@@ -129,9 +139,15 @@ pub async fn check(backend: &Backend, tenant: &str, stream: &str, minute: i64) -
 }
 
 /// Whether the minute before `minute` had no arrivals (no statistics item).
-async fn quiet(backend: &Backend, tenant: &str, stream: &str, minute: i64) -> Result<bool, ServiceError> {
+async fn quiet(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    partitions: u32,
+    minute: i64,
+) -> Result<bool, ServiceError> {
     let before = stream_stats_minute_sk(minute - Level::Minute.seconds());
-    Ok(crate::stream_stats::merged_stats(backend, tenant, stream, &before).await?.is_none())
+    Ok(crate::stream_stats::merged_stats_in(backend, tenant, stream, partitions, &before).await?.is_none())
 }
 
 fn round(value: f64) -> f64 {
