@@ -12,6 +12,7 @@ use argus_models::rollup::{DimKind, Level};
 use argus_tests::{assert_envelope, eventually, Method, TestStack};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 fn fmt(t: DateTime<Utc>) -> String {
@@ -509,6 +510,7 @@ async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
     let details = assert_envelope(status, &answer, 400, "WINDOW_TOO_LARGE_FOR_RAW");
     assert_eq!(details["events_in_window"], 20_001);
     assert_eq!(details["max_raw_events"], 20_000);
+    assert_eq!(details["field"], "time_window");
     let (status, answer) = stack
         .post(
             "/query/aggregate",
@@ -518,6 +520,47 @@ async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(answer["results"][0]["values"][0]["value"], 20_001);
+
+    // Groups are capped on the rollups path too: 1,001 event types counted in the window.
+    let writes = (0..=argus_models::analytics::MAX_GROUPS).flat_map(|i| {
+        [Level::Minute, Level::Hour].map(|level| {
+            let bucket = level.bucket(now.timestamp());
+            stack
+                .backend
+                .dynamodb
+                .update_item()
+                .table_name(&stack.backend.table)
+                .key("PK", AttributeValue::S(rollup_pk("acme", "big", level, DimKind::EventType, bucket)))
+                .key("SK", AttributeValue::S(rollup_sk(level, bucket, Some(90), &format!("type{i}"))))
+                .update_expression("ADD n :n")
+                .expression_attribute_values(":n", AttributeValue::N("1".into()))
+                .send()
+        })
+    });
+    let written: Vec<_> = futures::stream::iter(writes).buffer_unordered(32).collect().await;
+    assert!(written.iter().all(Result::is_ok));
+    let (status, answer) = stack
+        .post(
+            "/query/aggregate",
+            &key,
+            json!({"stream_id": "big", "time_window": window, "aggregations": [{"operation": "count"}], "group_by": "event_type"}),
+        )
+        .await;
+    let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    assert_eq!(details["fields"][0]["code"], "TOO_MANY_GROUPS", "{answer}");
+    assert_eq!(details["field"], "group_by");
+
+    // The partial minutes at a window's edges are counted within a cap (100,000 in the API).
+    let edge = argus_core::rollups::RawWindow {
+        tenant: "acme",
+        stream: "big",
+        shards: argus_models::stream::DEFAULT_WRITE_SHARDS,
+        from: now - Duration::seconds(1),
+        to: now + Duration::seconds(1),
+        event_type: None,
+    };
+    assert!(matches!(edge.count(&stack.backend, 1).await, Ok(1)));
+    assert!(matches!(edge.count(&stack.backend, 0).await, Err(argus_core::rollups::RawError::Limit)));
 }
 
 /// The shard of an event's index key (`…#NN`).

@@ -673,6 +673,71 @@ async fn processing_errors_are_notified_once_per_stream_window() {
     assert!(receiver.log("elsewhere").await.is_empty(), "another stream's webhook hears nothing");
 }
 
+/// A webhook that subscribes to a stream's errors by a PATCH hears of errors from then on, as
+/// one created then would: not of the errors the stream had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_that_subscribes_to_errors_counts_from_then() {
+    let stack = TestStack::start_with_webhooks(true, fast).await.with_processor().await;
+    let receiver = Receiver::start().await;
+    receiver.endpoint("late", &[SECRET_A], json!([{"status": 200}])).await;
+    let key = stack.key("acme").await;
+    let webhook = create(
+        &stack,
+        &key,
+        json!({"url": receiver.url("late"), "events": ["batch.job.completed"], "stream_id": "pay", "secret": SECRET_A}),
+    )
+    .await;
+    let id = webhook["webhook_id"].as_str().unwrap().to_string();
+    let now = argus_models::time::format(&argus_models::time::now());
+    let bad = |n: usize| {
+        let (stack, key, now) = (&stack, &key, now.clone());
+        async move {
+            for _ in 0..n {
+                let event = json!({"stream_id": "pay", "event_type": "charge", "timestamp": now, "data": {}});
+                let (status, answer) = stack.post("/ingest/events", key, event).await;
+                assert_eq!(status, 202, "{answer}");
+            }
+        }
+    };
+    let stream_errors = || async {
+        let (status, answer) = stack.get("/streams/pay/status", &key).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["errors"]["total"].as_u64().unwrap()
+    };
+    // Three errors while the webhook listens to something else.
+    bad(3).await;
+    eventually(60, "3 errors counted", || async {
+        stack.drain_changes().await;
+        (stream_errors().await == 3).then_some(())
+    })
+    .await;
+    let (status, patched) = stack
+        .call(
+            Method::PATCH,
+            &format!("/webhooks/{id}"),
+            Some(&key),
+            Some(json!({"events": ["stream.processing_error"]}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    // The aggregator hears of the new subscription within a minute (its cache of who listens).
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    bad(2).await;
+    eventually(60, "a notification", || async {
+        stack.drain_changes().await;
+        (!receiver.log("late").await.is_empty()).then_some(())
+    })
+    .await;
+    // Past the 3 s window: a second notification would have come by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stack.drain_changes().await;
+    let log = receiver.log("late").await;
+    let affected: u64 = log.iter().map(|c| c["json"]["data"]["affected_events"].as_u64().unwrap()).sum();
+    assert_eq!(affected, 2, "only the errors after the subscription: {log:?}");
+    assert_eq!(stream_errors().await, 5);
+    assert!(log.iter().all(|c| c["verified"] == true && c["json"]["event"] == "stream.processing_error"));
+}
+
 async fn redeliver(stack: &TestStack) -> usize {
     let (binary, source) = stack.template.stream_consumers.get_key_value("argus-aggregator").unwrap();
     let endpoint = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap();

@@ -25,6 +25,12 @@ use crate::{cursor, Backend, ServiceError};
 const ACTIVE_SECONDS: i64 = 300;
 /// Largest `offset` of `GET /query/events`: past it, the cursor pages on.
 pub const MAX_OFFSET: usize = 10_000;
+/// Pages an `offset` may skip through (each a bounded read of every shard): a filter that
+/// matches few events would otherwise read the stream until `offset` of them turn up.
+const MAX_OFFSET_PAGES: usize = 20;
+/// Events of the partial minutes at a window's edges, which are read (or counted) one by one
+/// where the rollups answer whole minutes: past this, a 400 asks for whole-minute bounds.
+pub const MAX_EDGE_EVENTS: u64 = 100_000;
 
 /// A stored event in DataStream's shape.
 pub fn datastream_event(item: &Item) -> Result<Value, ServiceError> {
@@ -180,7 +186,10 @@ impl EventQuery {
                         message: format!(
                             "offset is at most {MAX_OFFSET}; page further with the cursor (next_cursor), which costs the same on every page"
                         ),
-                        details: Map::from_iter([("max_offset".into(), json!(MAX_OFFSET))]),
+                        details: Map::from_iter([
+                            ("field".into(), json!("offset")),
+                            ("max_offset".into(), json!(MAX_OFFSET)),
+                        ]),
                     })
                 }
                 Err(_) => {
@@ -217,8 +226,33 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
+/// The request fields that hold a window's start and end (named by its errors).
+pub type WindowFields = (&'static str, &'static str);
+
+/// The partial minutes at the window's edge named `field` hold more than [`MAX_EDGE_EVENTS`].
+fn edge_limit_error(field: &'static str) -> ServiceError {
+    ServiceError::BadRequest {
+        code: "WINDOW_EDGE_TOO_LARGE",
+        message: format!(
+            "the partial minute at {field} holds more than {MAX_EDGE_EVENTS} events, which would be read one by one; set {field} to a whole minute (seconds 00.000), which the rollups answer"
+        ),
+        details: Map::from_iter([("field".into(), json!(field)), ("max_edge_events".into(), json!(MAX_EDGE_EVENTS))]),
+    }
+}
+
+/// Which of `fields` an edge of `[from, to)` belongs to.
+fn edge_field(fields: WindowFields, from: &DateTime<Utc>, edge_from: &DateTime<Utc>) -> &'static str {
+    if edge_from == from {
+        fields.0
+    } else {
+        fields.1
+    }
+}
+
 /// Visible events of the window, counted from the rollups (whole minutes) and the raw events
-/// of the partial minutes at its edges: exact, without reading the window's events.
+/// of the partial minutes at its edges (at most [`MAX_EDGE_EVENTS`] each): exact, without
+/// reading the window's events.
+#[allow(clippy::too_many_arguments)]
 pub async fn count_window(
     backend: &Backend,
     tenant: &str,
@@ -227,6 +261,7 @@ pub async fn count_window(
     from: &DateTime<Utc>,
     to: &DateTime<Utc>,
     event_type: Option<&str>,
+    fields: WindowFields,
 ) -> Result<u64, ServiceError> {
     let mut total: i64 = 0;
     if let Some((start, end)) = whole_minutes(from, to) {
@@ -247,8 +282,13 @@ pub async fn count_window(
         .await?;
         total += cells.iter().filter(|c| event_type.is_none_or(|t| c.value == t)).map(|c| c.n).sum::<i64>();
     }
-    for (from, to) in edges(from, to) {
-        total += RawWindow { tenant, stream, shards, from, to, event_type }.count(backend).await? as i64;
+    for (edge_from, edge_to) in edges(from, to) {
+        let edge = RawWindow { tenant, stream, shards, from: edge_from, to: edge_to, event_type };
+        total += match edge.count(backend, MAX_EDGE_EVENTS).await {
+            Ok(n) => n as i64,
+            Err(RawError::Limit) => return Err(edge_limit_error(edge_field(fields, from, &edge_from))),
+            Err(RawError::Service(err)) => return Err(err),
+        };
     }
     Ok(total.max(0) as u64)
 }
@@ -256,9 +296,17 @@ pub async fn count_window(
 pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -> Result<EventPage, ServiceError> {
     let position = query.cursor.as_deref().map(|c| cursor::decode::<QueryPosition>("query-events", c)).transpose()?;
     let shards = crate::streams::get(backend, tenant, &query.stream).await?.write_shards;
-    let total_count =
-        count_window(backend, tenant, &query.stream, shards, &query.start, &query.end, query.event_type.as_deref())
-            .await?;
+    let total_count = count_window(
+        backend,
+        tenant,
+        &query.stream,
+        shards,
+        &query.start,
+        &query.end,
+        query.event_type.as_deref(),
+        ("start_time", "end_time"),
+    )
+    .await?;
     let mut filter = Filter::default();
     filter.and("attribute_not_exists(#deleted)").name("#deleted", "deleted_at");
     filter.and(NOT_EXPIRED).name("#expires", EXPIRES_AT).value(":epoch", epoch_now());
@@ -273,6 +321,7 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
     let mut to_skip = query.offset;
     let partitions = stream_event_partitions(tenant, &query.stream, shards);
     // Offset: read and drop pages until `offset` events are behind us.
+    let mut skipped_pages = 0;
     loop {
         let wanted = if to_skip > 0 { to_skip.min(crate::page::MAX_PAGE) } else { query.limit };
         let list = ListQuery {
@@ -287,6 +336,20 @@ pub async fn query_events(backend: &Backend, tenant: &str, query: &EventQuery) -
         };
         let page = query_sharded_desc(&backend.dynamodb, &backend.table, &list).await?;
         if to_skip > 0 {
+            skipped_pages += 1;
+            if skipped_pages > MAX_OFFSET_PAGES {
+                return Err(ServiceError::BadRequest {
+                    code: "OFFSET_TOO_COSTLY",
+                    message: format!(
+                        "the filter matches too few events to skip {} of them within {MAX_OFFSET_PAGES} pages; page with the cursor (next_cursor) instead",
+                        query.offset
+                    ),
+                    details: Map::from_iter([
+                        ("field".into(), json!("offset")),
+                        ("max_offset_pages".into(), json!(MAX_OFFSET_PAGES)),
+                    ]),
+                });
+            }
             to_skip -= page.items.len();
             before = page.next_before;
             if before.is_none() {
@@ -319,14 +382,13 @@ pub struct AggregateAnswer {
     pub count_distinct: &'static str,
 }
 
-fn raw_limit_error(in_window: Option<u64>) -> ServiceError {
-    let mut details = Map::from_iter([
+fn raw_limit_error(in_window: u64) -> ServiceError {
+    let details = Map::from_iter([
+        ("field".into(), json!("time_window")),
         ("max_raw_events".into(), json!(MAX_RAW_EVENTS)),
         ("max_raw_bytes".into(), json!(MAX_RAW_BYTES)),
+        ("events_in_window".into(), json!(in_window)),
     ]);
-    if let Some(n) = in_window {
-        details.insert("events_in_window".into(), json!(n));
-    }
     ServiceError::BadRequest {
         code: "WINDOW_TOO_LARGE_FOR_RAW",
         message: format!(
@@ -353,9 +415,8 @@ fn fold_view(item: &Item) -> Result<Value, ServiceError> {
     }))
 }
 
-/// Events of the partial edge minutes of a counts-only request: their number per group, read
-/// with a small projection (or only counted, without grouping). Bounded by this many events.
-const MAX_EDGE_EVENTS: u64 = 1_000_000;
+/// `POST /query/aggregate`'s window fields.
+const WINDOW_FIELDS: WindowFields = ("time_window.start", "time_window.end");
 
 pub async fn aggregate(
     backend: &Backend,
@@ -392,26 +453,35 @@ pub async fn aggregate(
                 fold.add_counts(request, (bucket, group), n)?;
             }
         }
+        // The partial minutes at the edges: their events counted, or read with a small
+        // projection to be grouped.
         for (from, to) in edges(&request.start, &request.end) {
             let window = RawWindow { tenant, stream, shards, from, to, event_type: None };
+            let too_many = || edge_limit_error(edge_field(WINDOW_FIELDS, &request.start, &from));
             // An edge lies within one minute, so within one bucket of any interval.
             let bucket = request.interval.map(|i| i.bucket(from.timestamp()));
             if kind == DimKind::All {
-                let n = window.count(backend).await?;
+                let n = match window.count(backend, MAX_EDGE_EVENTS).await {
+                    Ok(n) => n,
+                    Err(RawError::Limit) => return Err(too_many()),
+                    Err(RawError::Service(err)) => return Err(err),
+                };
                 scanned += n;
                 fold.add_counts(request, (bucket, None), n as i64)?;
                 continue;
             }
-            let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: u64::MAX };
+            // Grouped edge events are small (the projection): the byte cap is the raw path's.
+            let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: MAX_RAW_BYTES };
             let projection = ["id", "name", "category", "timestamp"];
-            scanned += fold_raw(backend, &window, &projection, limits, request, &mut fold, None).await?;
+            scanned += fold_raw(backend, &window, &projection, limits, request, &mut fold, too_many).await?;
         }
     } else {
         source = "raw";
         // The rollups say how many events the window holds before anything is read.
-        let in_window = count_window(backend, tenant, stream, shards, &request.start, &request.end, None).await?;
+        let in_window =
+            count_window(backend, tenant, stream, shards, &request.start, &request.end, None, WINDOW_FIELDS).await?;
         if in_window > MAX_RAW_EVENTS {
-            return Err(raw_limit_error(Some(in_window)));
+            return Err(raw_limit_error(in_window));
         }
         let needs_data = request.aggregations.iter().any(|a| matches!(a.field, Field::Data(_)))
             || matches!(request.group_by, Some((_, Field::Data(_))));
@@ -421,7 +491,8 @@ pub async fn aggregate(
         }
         let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
         let window = RawWindow { tenant, stream, shards, from: request.start, to: request.end, event_type: None };
-        scanned = fold_raw(backend, &window, &projection, limits, request, &mut fold, Some(in_window)).await?;
+        scanned =
+            fold_raw(backend, &window, &projection, limits, request, &mut fold, || raw_limit_error(in_window)).await?;
     }
     Ok(AggregateAnswer {
         stream_id: request.stream.clone(),
@@ -443,7 +514,7 @@ async fn fold_raw(
     limits: RawLimits,
     request: &AggregateRequest,
     fold: &mut Fold,
-    in_window: Option<u64>,
+    past_limits: impl FnOnce() -> ServiceError,
 ) -> Result<u64, ServiceError> {
     let read = window
         .fold_pages(backend, Some(projection), limits, |page| {
@@ -456,7 +527,7 @@ async fn fold_raw(
         .await;
     match read {
         Ok(n) => Ok(n),
-        Err(RawError::Limit) => Err(raw_limit_error(in_window)),
+        Err(RawError::Limit) => Err(past_limits()),
         Err(RawError::Service(err)) => Err(err),
     }
 }

@@ -20,6 +20,9 @@ use crate::{Backend, ServiceError};
 /// Partition queries in flight at once.
 const PARALLEL_QUERIES: usize = 16;
 
+/// What a cell read needs: its key (bucket, retention, value) and count.
+const CELL_ATTRIBUTES: Option<&str> = Some("SK, n");
+
 /// A counted cell as read: bucket start, its group value ("" for all events) and count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellCount {
@@ -77,34 +80,6 @@ fn partitions(
     out
 }
 
-async fn query_range(backend: &Backend, pk: String, from: String, to: String) -> Result<Vec<Item>, ServiceError> {
-    let mut items = Vec::new();
-    let mut start_key = None;
-    loop {
-        let out = backend
-            .dynamodb
-            .query()
-            .table_name(&backend.table)
-            .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":from", s(&from))
-            .expression_attribute_values(":to", s(&to))
-            .projection_expression("SK, n")
-            // The aggregator's latest commits included: a count read right after it stays exact.
-            .consistent_read(true)
-            .set_exclusive_start_key(start_key.take())
-            .send()
-            .within_deadline()
-            .await?
-            .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-        items.extend(out.items.unwrap_or_default());
-        match out.last_evaluated_key {
-            Some(key) => start_key = Some(key),
-            None => return Ok(items),
-        }
-    }
-}
-
 /// Parses a cell's sort key `<bucket>#R<retention>#<value>`.
 fn parse_cell_sk(level: Level, sk: &str) -> Option<(i64, Option<u32>, String)> {
     let width = match level {
@@ -146,7 +121,9 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     let CellQuery { tenant, stream, sub_partitions, kind, from, to, minutes_only, now } = query;
     // No event outside the stream's earliest and latest timestamps was ever counted (the
     // aggregator widens them before it counts), so the cells outside need no reading.
-    let Some((earliest, latest)) = timestamp_span(backend, tenant, stream).await? else { return Ok(Vec::new()) };
+    let Some((earliest, latest)) = timestamp_span(backend, tenant, stream, sub_partitions).await? else {
+        return Ok(Vec::new());
+    };
     // Cells are summed below: a cell split over sub-partitions counts as its parts' sum.
     let (from, to) = (from.max(Level::Minute.bucket(earliest)), to.min(Level::Minute.bucket(latest) + 60));
     let segments = plan(from, to, !minutes_only);
@@ -158,7 +135,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     }
     let pages: Vec<(Level, Vec<Item>)> = futures::stream::iter(ranges)
         .map(|(level, (pk, from, to))| async move {
-            Ok::<_, ServiceError>((level, query_range(backend, pk, from, to).await?))
+            Ok::<_, ServiceError>((level, crate::stream_stats::range(backend, &pk, &from, &to, CELL_ATTRIBUTES).await?))
         })
         .buffer_unordered(PARALLEL_QUERIES)
         .try_collect()
@@ -186,7 +163,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     for (hour, retention) in partial_hours {
         let segment = Segment { level: Level::Minute, from: hour, to: hour + 3_600 };
         for (pk, from, to) in partitions(tenant, stream, kind, &segment, sub_partitions) {
-            for item in query_range(backend, pk, from, to).await? {
+            for item in crate::stream_stats::range(backend, &pk, &from, &to, CELL_ATTRIBUTES).await? {
                 let Some((bucket, cell_retention, value)) =
                     get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(Level::Minute, sk))
                 else {
@@ -208,8 +185,13 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
 
 /// The earliest and latest event timestamps (epoch seconds) the aggregator has seen in the
 /// stream; `None` before its first event.
-async fn timestamp_span(backend: &Backend, tenant: &str, stream: &str) -> Result<Option<(i64, i64)>, ServiceError> {
-    let total = crate::stream_stats::merged_stats(backend, tenant, stream, STATS_TOTAL).await?;
+async fn timestamp_span(
+    backend: &Backend,
+    tenant: &str,
+    stream: &str,
+    sub_partitions: u32,
+) -> Result<Option<(i64, i64)>, ServiceError> {
+    let total = crate::stream_stats::merged_stats_in(backend, tenant, stream, sub_partitions, STATS_TOTAL).await?;
     let epoch = |name: &str| {
         let raw = total.as_ref().and_then(|item| get_opt_s(item, name))?;
         argus_models::time::parse(name, raw).ok().map(|t| t.timestamp())
@@ -335,11 +317,13 @@ impl RawWindow<'_> {
     }
 
     /// The number of visible events in the window (`Select: COUNT`: nothing is transferred,
-    /// though DynamoDB still reads the window's events).
-    pub async fn count(&self, backend: &Backend) -> Result<u64, ServiceError> {
-        let counts: Vec<u64> = futures::stream::iter(self.partitions())
+    /// though DynamoDB still reads the window's events). Stops with [`RawError::Limit`] once
+    /// more than `max_events` are counted.
+    pub async fn count(&self, backend: &Backend, max_events: u64) -> Result<u64, RawError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let counted = &AtomicU64::new(0);
+        futures::stream::iter(self.partitions())
             .map(|partition| async move {
-                let mut count = 0u64;
                 let mut start_key = None;
                 loop {
                     let out = self
@@ -348,19 +332,23 @@ impl RawWindow<'_> {
                         .set_exclusive_start_key(start_key.take())
                         .send()
                         .within_deadline()
-                        .await?
-                        .map_err(|e| ServiceError::from_sdk("dynamodb", e))?;
-                    count += u64::try_from(out.count).unwrap_or(0);
+                        .await
+                        .map_err(RawError::Service)?
+                        .map_err(|e| RawError::Service(ServiceError::from_sdk("dynamodb", e)))?;
+                    let n = u64::try_from(out.count).unwrap_or(0);
+                    if counted.fetch_add(n, Ordering::Relaxed) + n > max_events {
+                        return Err(RawError::Limit);
+                    }
                     match out.last_evaluated_key {
                         Some(key) => start_key = Some(key),
-                        None => return Ok::<_, ServiceError>(count),
+                        None => return Ok(()),
                     }
                 }
             })
             .buffer_unordered(self.shards.clamp(1, 16) as usize)
-            .try_collect()
+            .try_collect::<Vec<()>>()
             .await?;
-        Ok(counts.into_iter().sum())
+        Ok(counted.load(Ordering::Relaxed))
     }
 }
 

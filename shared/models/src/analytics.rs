@@ -552,6 +552,11 @@ impl Fold {
 
     /// Adds `n` events to the count aggregations of a row (the rollups' contribution).
     pub fn add_counts(&mut self, request: &AggregateRequest, key: RowKey, n: i64) -> Result<(), FieldError> {
+        if n == 0 {
+            // A cell whose events were all deleted or moved: no row, so it takes no place
+            // under the group and row caps that the answer would not show.
+            return Ok(());
+        }
         let accumulators = self.row(request, key)?;
         for acc in accumulators.iter_mut() {
             acc.count = acc.count.saturating_add_signed(n);
@@ -729,5 +734,38 @@ mod tests {
         let err = fold.add(&request, &bad, 0).unwrap_err();
         assert_eq!(err.code, "FIELD_NOT_NUMERIC");
         assert!(err.message.contains("e9"));
+    }
+
+    #[test]
+    fn groups_and_rows_are_capped_and_empty_cells_take_no_place() {
+        let mut body = base();
+        body["group_by"] = json!("event_type");
+        let grouped = request(body.clone()).unwrap();
+        let mut fold = Fold::default();
+        // Cells that count nothing (every event deleted) make no group.
+        for i in 0..5_000 {
+            fold.add_counts(&grouped, (None, Some(format!("gone{i}"))), 0).unwrap();
+        }
+        for i in 0..MAX_GROUPS {
+            fold.add_counts(&grouped, (None, Some(format!("t{i}"))), 1).unwrap();
+        }
+        let err = fold.add_counts(&grouped, (None, Some("one more".into())), 1).unwrap_err();
+        assert_eq!((err.field.as_str(), err.code), ("group_by", "TOO_MANY_GROUPS"));
+        // A raw fold meets the same cap.
+        let mut fold = Fold::default();
+        for i in 0..MAX_GROUPS {
+            fold.add(&grouped, &json!({"event_id": "e", "event_type": format!("t{i}")}), 0).unwrap();
+        }
+        let err = fold.add(&grouped, &json!({"event_id": "e", "event_type": "t-last"}), 0).unwrap_err();
+        assert_eq!(err.code, "TOO_MANY_GROUPS");
+        // Rows: groups × interval buckets.
+        body["interval"] = json!("minute");
+        let series = request(body).unwrap();
+        let mut fold = Fold::default();
+        for i in 0..MAX_ROWS as i64 {
+            fold.add_counts(&series, (Some(60 * (i / 100)), Some(format!("t{}", i % 100))), 1).unwrap();
+        }
+        let err = fold.add_counts(&series, (Some(60 * 1_000), Some("t0".into())), 1).unwrap_err();
+        assert_eq!((err.field.as_str(), err.code), ("group_by", "TOO_MANY_ROWS"));
     }
 }
