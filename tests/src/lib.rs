@@ -281,7 +281,7 @@ impl TestStack {
         let secret = seed_tenant(&self.backend, tenant, None).await.expect("seeding tenant").secret;
         let longest = argus_models::stream::StreamChanges {
             retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS),
-            write_shards: None,
+            ..Default::default()
         };
         for stream in HISTORIC_STREAMS {
             argus_core::streams::update(&self.backend, tenant, stream, &longest).await.expect("stream retention");

@@ -115,11 +115,16 @@ fn brute_force(events: &[Value], body: &Value) -> Vec<Value> {
                     let field = a["field"].as_str().unwrap_or("*");
                     let present: Vec<Value> = events.iter().map(|e| get(e, field)).filter(|v| !v.is_null()).collect();
                     let numbers: Vec<i64> = present.iter().filter_map(Value::as_i64).collect();
+                    // Sums in millionths (the test data has at most 2 decimals): exact.
+                    let millionths: Vec<i128> =
+                        present.iter().filter_map(Value::as_f64).map(|v| (v * 1e6).round() as i128).collect();
+                    let total: i128 = millionths.iter().sum();
                     let value = match a["operation"].as_str().unwrap() {
                         "count" => json!(present.len()),
-                        "sum" => json!(numbers.iter().sum::<i64>()),
-                        "avg" if numbers.is_empty() => Value::Null,
-                        "avg" => json!(numbers.iter().sum::<i64>() as f64 / numbers.len() as f64),
+                        "sum" if total % 1_000_000 == 0 => json!((total / 1_000_000) as i64),
+                        "sum" => json!(decimal(total)),
+                        "avg" if millionths.is_empty() => Value::Null,
+                        "avg" => json!(decimal(total) / millionths.len() as f64),
                         "min" => numbers.iter().min().map_or(Value::Null, |n| json!(n)),
                         "max" => numbers.iter().max().map_or(Value::Null, |n| json!(n)),
                         "count_distinct" => {
@@ -142,6 +147,13 @@ fn brute_force(events: &[Value], body: &Value) -> Vec<Value> {
         })
         .filter(|row| row["values"].as_array().unwrap().iter().any(|v| v["operation"] != "count" || v["value"] != 0))
         .collect()
+}
+
+/// Millionths as the nearest double.
+fn decimal(millionths: i128) -> f64 {
+    let sign = if millionths < 0 { "-" } else { "" };
+    let m = millionths.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000).parse().unwrap()
 }
 
 /// Compares avg values with a tolerance (float division), everything else exactly.
@@ -322,6 +334,164 @@ async fn aggregates_and_total_counts_equal_a_fold_over_the_raw_events() {
     assert_eq!(stream["status"], "active");
     assert_eq!(stream["errors"], json!({"total": 0, "last_hour": 0}));
     assert!(stream["lag_seconds"].as_f64().unwrap() > 0.0);
+}
+
+/// A stream's summed fields: sum, avg and count of them come from the rollups, equal to a
+/// fold over the raw events read back, through updates, soft deletes, restores and the change
+/// stream delivered again (twice at once). Events written before a field's `since`, and values
+/// that cannot be summed exactly, send their windows to raw events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summed_fields_answer_sums_from_the_rollups_exactly() {
+    let stack = TestStack::start_with_changes().await;
+    let key = stack.key("acme").await;
+    let mut rng = fastrand::Rng::with_seed(21);
+    let now = Utc::now();
+    let patch = |body: Value| call(&stack, Method::PATCH, "/streams/shop", &key, Some(body));
+    // Stored before the fields are summed.
+    let early =
+        json!({"event_type": "buy", "timestamp": fmt(now - Duration::hours(30)), "data": {"amount": 5, "qty": 1}});
+    ingest(&stack, &key, "shop", &[early]).await;
+
+    for (body, field, code) in [
+        (json!({"rollup_fields": "data.amount"}), "rollup_fields", "INVALID_TYPE"),
+        (json!({"rollup_fields": ["event_type"]}), "rollup_fields[0]", "NOT_A_DATA_FIELD"),
+        (json!({"rollup_fields": ["data.amount", "data.amount"]}), "rollup_fields[1]", "DUPLICATE_FIELD"),
+        (
+            json!({"rollup_fields": (0..9).map(|i| format!("data.f{i}")).collect::<Vec<_>>()}),
+            "rollup_fields",
+            "TOO_MANY_FIELDS",
+        ),
+    ] {
+        let (status, answer) = patch(body.clone()).await;
+        let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+        assert_eq!(
+            (details["field"].as_str(), details["fields"][0]["code"].as_str()),
+            (Some(field), Some(code)),
+            "{body}"
+        );
+    }
+    let (status, stream) = patch(json!({"rollup_fields": ["data.amount", "data.qty"]})).await;
+    assert_eq!(status, 200, "{stream}");
+    let since = parse(stream["rollup_fields"][0]["since"].as_str().unwrap());
+    assert_eq!(stream["rollup_fields"][1]["field"], "data.qty");
+    assert!(since > now + Duration::seconds(60), "after every writer's cache has the field: {stream}");
+    // Fields are only added: the same list keeps its `since`; one left out is a 409.
+    let (status, again) = patch(json!({"rollup_fields": ["data.qty", "data.amount"]})).await;
+    assert_eq!((status, &again["rollup_fields"]), (200, &stream["rollup_fields"]));
+    let (status, answer) = patch(json!({"rollup_fields": ["data.qty"]})).await;
+    let details = assert_envelope(status, &answer, 409, "ROLLUP_FIELDS_CANNOT_BE_REMOVED");
+    assert_eq!(details["missing"], json!(["data.amount"]));
+    assert_eq!(details["field"], "rollup_fields");
+    let wait = (since - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_secs(1);
+    tokio::time::sleep(wait).await;
+
+    // 300 events over 8 hours: whole and decimal amounts, some without one, quantities.
+    let types = ["buy", "refund", "tip"];
+    let hour = now.duration_trunc(Duration::hours(1)).unwrap();
+    let events: Vec<Value> = (0..300)
+        .map(|_| {
+            let mut data = json!({"qty": rng.i64(1..6)});
+            match rng.u8(..10) {
+                0 => {}
+                1..=4 => data["amount"] = json!(rng.i64(-50..500)),
+                _ => data["amount"] = json!(rng.i64(-5_000..50_000) as f64 / 100.0),
+            }
+            let mut event = json!({
+                "event_id": uuid::Uuid::now_v7(),
+                "event_type": types[rng.usize(..types.len())],
+                "timestamp": fmt(hour - Duration::hours(10) + Duration::milliseconds(rng.i64(0..8 * 3_600_000))),
+                "data": data,
+            });
+            if rng.bool() {
+                event["category"] = json!(["web", "app"][rng.usize(..2)]);
+            }
+            event
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        ingest(&stack, &key, "shop", chunk).await;
+    }
+    stack.drain_changes().await;
+    let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    for i in 0..80 {
+        let id = ids[rng.usize(..ids.len())];
+        let (method, path, body) = match i % 6 {
+            0 | 1 => (
+                Method::PATCH,
+                format!("/events/{id}"),
+                Some(json!({"data": {"amount": rng.i64(0..99) as f64 / 4.0, "qty": 2}})),
+            ),
+            2 => (Method::PATCH, format!("/events/{id}"), Some(json!({"name": types[rng.usize(..3)]}))),
+            3 | 4 => (Method::DELETE, format!("/events/{id}"), None),
+            _ => (Method::POST, format!("/events/{id}/restore"), None),
+        };
+        let (status, answer) = call(&stack, method, &path, &key, body).await;
+        assert!([200, 204, 404].contains(&status), "{path}: {status} {answer}");
+    }
+    stack.drain_changes().await;
+    let (a, b) = tokio::join!(redeliver_everything(&stack), redeliver_everything(&stack));
+    assert!(a > 300 && b > 300);
+
+    let (from, to) = (hour - Duration::hours(10), hour - Duration::hours(2));
+    let query = format!("stream_id=shop&start_time={}&end_time={}", fmt(from), fmt(to));
+    let (stored, total) = query_all(&stack, &key, &query).await;
+    assert_eq!(stored.len() as u64, total);
+    assert!(stored.len() > 200, "{}", stored.len());
+    let amounts = [
+        json!({"field": "data.amount", "operation": "sum"}),
+        json!({"field": "data.amount", "operation": "avg"}),
+        json!({"field": "data.amount", "operation": "count"}),
+        json!({"operation": "count"}),
+    ];
+    let windows = [
+        (from, to),
+        (from + Duration::milliseconds(17_250), to - Duration::minutes(7) - Duration::milliseconds(300)),
+        (from + Duration::hours(3), from + Duration::hours(3) + Duration::seconds(40)),
+    ];
+    for (start, end) in windows {
+        let bodies = [
+            json!({"aggregations": amounts, "group_by": "event_type", "interval": "hour"}),
+            json!({"aggregations": [{"field": "data.qty", "operation": "sum"}, {"field": "data.amount", "operation": "sum"}]}),
+            json!({"aggregations": amounts, "group_by": "category", "interval": "minute"}),
+            json!({"aggregations": [{"field": "data.amount", "operation": "avg"}], "interval": "day"}),
+        ];
+        for mut body in bodies {
+            body["stream_id"] = json!("shop");
+            body["time_window"] = json!({"start": fmt(start), "end": fmt(end)});
+            let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+            assert_eq!(status, 200, "{body}: {answer}");
+            assert_eq!(answer["source"], "rollups", "{body}");
+            let in_window: Vec<Value> = stored
+                .iter()
+                .filter(|e| (start..end).contains(&parse(e["timestamp"].as_str().unwrap())))
+                .cloned()
+                .collect();
+            assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&in_window, &body), &body.to_string());
+        }
+    }
+    // The early event was stored before `since`: its window is folded from raw events.
+    let body = json!({"stream_id": "shop", "aggregations": amounts, "time_window": {"start": fmt(now - Duration::hours(31)), "end": fmt(now)}});
+    let (status, answer) = stack.post("/query/aggregate", &key, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["source"], "raw");
+    let (everything, _) = query_all(
+        &stack,
+        &key,
+        &format!("stream_id=shop&start_time={}&end_time={}", fmt(now - Duration::hours(31)), fmt(now)),
+    )
+    .await;
+    assert_rows_eq(answer["results"].as_array().unwrap(), &brute_force(&everything, &body), "with the early event");
+    // A value that is not a number: the cells cannot answer its window, the raw fold names it.
+    let odd = json!({"event_type": "buy", "timestamp": fmt(from + Duration::minutes(90)), "data": {"amount": "ten"}});
+    ingest(&stack, &key, "shop", &[odd]).await;
+    stack.drain_changes().await;
+    let body = json!({"stream_id": "shop", "aggregations": [{"field": "data.amount", "operation": "sum"}], "time_window": {"start": fmt(from), "end": fmt(to)}});
+    let (status, answer) = stack.post("/query/aggregate", &key, body).await;
+    let details = assert_envelope(status, &answer, 400, "VALIDATION_FAILED");
+    assert_eq!(details["fields"][0]["code"], "FIELD_NOT_NUMERIC", "{answer}");
+    let body = json!({"stream_id": "shop", "aggregations": [{"field": "data.qty", "operation": "sum"}], "time_window": {"start": fmt(from), "end": fmt(to)}});
+    let (status, answer) = stack.post("/query/aggregate", &key, body).await;
+    assert_eq!((status, &answer["source"]), (200, &json!("rollups")), "another field still answers from the rollups");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ async fn every_fixture_invokes_its_function() {
     // the_eye's sample (in the processor's fixture) dates from 2021: within 10 years' retention.
     let longest = argus_models::stream::StreamChanges {
         retention_days: Some(argus_models::stream::MAX_RETENTION_DAYS),
-        write_shards: None,
+        ..Default::default()
     };
     argus_core::streams::update(&stack.backend, "fixtures", "default", &longest).await.unwrap();
     let events = repo_root().join("events");

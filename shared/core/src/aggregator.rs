@@ -139,16 +139,16 @@ pub fn event_facts(item: &Item) -> Option<EventFacts> {
     })
 }
 
-/// Additions to one item: `ADD` counters, and the `expires_at` it keeps.
+/// Additions to one item: `ADD` counters (wide: sums of millionths), and the `expires_at` it keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Additions {
-    counters: BTreeMap<String, i64>,
+    counters: BTreeMap<String, i128>,
     expires_at: Option<i64>,
 }
 
 type Changes = BTreeMap<(String, String), Additions>;
 
-fn add(changes: &mut Changes, pk: String, sk: String, counter: &str, delta: i64, expires_at: Option<i64>) {
+fn add(changes: &mut Changes, pk: String, sk: String, counter: &str, delta: i128, expires_at: Option<i64>) {
     let entry = changes.entry((pk, sk)).or_default();
     *entry.counters.entry(counter.to_string()).or_insert(0) += delta;
     if expires_at.is_some() {
@@ -207,26 +207,56 @@ fn record_streams(record: &ChangeRecord) -> Vec<(String, String)> {
     streams
 }
 
-/// Which counter sub-partition a batch adds to, per stream (`crate::stream_stats`).
-type SubPartition<'a> = &'a dyn Fn(&str, &str) -> u32;
+/// The streams a batch counts in: their settings (cached, as writers read them), and the
+/// counter sub-partition this batch writes (`crate::stream_stats`), picked by `salt`.
+#[derive(Debug, Default)]
+struct BatchStreams {
+    settings: HashMap<(String, String), crate::streams::WriteSetting>,
+    salt: u64,
+}
 
-/// What one change record does: counter changes, and the bounds it widens. `sub` names the
-/// sub-partition of each stream's cells and statistics this batch writes.
-fn record_changes(record: &ChangeRecord, bounds: &mut Bounds, sub: SubPartition) -> Changes {
+impl BatchStreams {
+    fn setting(&self, tenant: &str, stream: &str) -> Option<&crate::streams::WriteSetting> {
+        self.settings.get(&(tenant.to_string(), stream.to_string()))
+    }
+
+    /// One sub-partition per batch and stream: concurrent batches spread over them, and one
+    /// batch's transactions still pack into few items.
+    fn sub(&self, tenant: &str, stream: &str) -> u32 {
+        let count = self.setting(tenant, stream).map_or(1, |s| argus_models::stream::rollup_shards(s.write_shards));
+        (self.salt % u64::from(count.max(1))) as u32
+    }
+
+    fn summed(&self, tenant: &str, stream: &str) -> &[argus_models::stream::RollupField] {
+        self.setting(tenant, stream).map_or(&[], |s| s.rollup_fields.as_slice())
+    }
+}
+
+/// The cell key of `cell` in the sub-partition this batch writes.
+fn cell_key(cell: &Cell, streams: &BatchStreams) -> (String, String) {
+    let Cell { tenant, stream, level, bucket, retention_days, dim } = cell;
+    (
+        stream_sub_pk(&rollup_pk(tenant, stream, *level, dim.kind(), *bucket), streams.sub(tenant, stream)),
+        rollup_sk(*level, *bucket, *retention_days, dim.value()),
+    )
+}
+
+/// What one change record does: counter changes, and the bounds it widens.
+fn record_changes(record: &ChangeRecord, bounds: &mut Bounds, streams: &BatchStreams) -> Changes {
+    let sub = |tenant: &str, stream: &str| streams.sub(tenant, stream);
     let mut changes = Changes::new();
     // TTL deletes an event that every read already hides: its cells are expired, not changed.
     let old = if record.by_ttl { None } else { record.old.as_ref().and_then(event_facts) };
     let new = record.new.as_ref().and_then(event_facts);
     for (cell, delta) in rollup::cell_deltas(old.as_ref(), new.as_ref()) {
-        let Cell { tenant, stream, level, bucket, retention_days, dim } = &cell;
-        add(
-            &mut changes,
-            stream_sub_pk(&rollup_pk(tenant, stream, *level, dim.kind(), *bucket), sub(tenant, stream)),
-            rollup_sk(*level, *bucket, *retention_days, dim.value()),
-            "n",
-            delta,
-            cell.expires_at(),
-        );
+        let (pk, sk) = cell_key(&cell, streams);
+        add(&mut changes, pk, sk, "n", i128::from(delta), cell.expires_at());
+    }
+    // The summed fields: the old version's values leave its cells, the new one's enter.
+    let versions = [(old.as_ref(), record.old.as_ref(), -1), (new.as_ref(), record.new.as_ref(), 1)];
+    for (facts, item, sign) in versions {
+        let (Some(facts), Some(item)) = (facts.filter(|f| !f.deleted), item) else { continue };
+        field_changes(&mut changes, facts, item, sign, streams);
     }
     if let (Some(facts), Some(timestamp)) = (&new, record.new.as_ref().and_then(|i| get_opt_s(i, "timestamp"))) {
         widen(bounds, &facts.tenant, &facts.stream, Bound::EarliestTimestamp, timestamp);
@@ -268,6 +298,36 @@ fn record_changes(record: &ChangeRecord, bounds: &mut Bounds, sub: SubPartition)
     changes
 }
 
+/// Adds (`sign` 1) or removes (-1) one stored version's values of its stream's summed fields
+/// to its six cells. A field counts the versions written (`updated_at`) from its `since` on:
+/// the same answer for the version's insert and its later removal, whichever instance
+/// applies them. A value that cannot be summed exactly adds nothing, so its cells' `k` stays
+/// below `n` and readers fold raw events there.
+fn field_changes(changes: &mut Changes, facts: &EventFacts, item: &Item, sign: i128, streams: &BatchStreams) {
+    let summed = streams.summed(&facts.tenant, &facts.stream);
+    let written = get_opt_s(item, "updated_at").unwrap_or_default();
+    if summed.iter().all(|field| written < field.since.as_str()) {
+        return;
+    }
+    let data: Option<Value> = get_opt_s(item, "data").and_then(|raw| serde_json::from_str(raw).ok());
+    let cells = rollup::cells_of(facts);
+    for (i, field) in summed.iter().enumerate() {
+        if written < field.since.as_str() {
+            continue;
+        }
+        let Some((present, millionths)) = rollup::field_contribution(data.as_ref(), &field.path()) else { continue };
+        let [versions, values, sum] = rollup::field_counters(i);
+        for cell in &cells {
+            let (pk, sk) = cell_key(cell, streams);
+            add(changes, pk.clone(), sk.clone(), &versions, sign, cell.expires_at());
+            if present {
+                add(changes, pk.clone(), sk.clone(), &values, sign, cell.expires_at());
+                add(changes, pk, sk, &sum, sign * millionths, cell.expires_at());
+            }
+        }
+    }
+}
+
 /// What the aggregator did with a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -295,26 +355,22 @@ struct Pending {
 pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) -> Applied {
     let mut result = Applied::default();
     let first = records.first().and_then(|r| r.as_ref().ok()).map(|r| r.sequence_number.clone());
-    let partitions = match sub_partitions(backend, records).await {
-        Ok(partitions) => partitions,
+    let settings = match stream_settings(backend, records).await {
+        Ok(settings) => settings,
         Err(err) => {
             tracing::warn!(error = %err, "stream settings not read; Lambda retries the batch");
             result.retry_from = first.or_else(|| records.iter().find_map(|r| r.as_ref().err().cloned()));
             return result;
         }
     };
-    // One sub-partition per batch and stream: the batch's first record picks it, so concurrent
-    // batches spread over them and one batch's transactions still pack into few items.
+    // The batch's first record picks each stream's sub-partition.
     let salt = records.iter().find_map(|r| r.as_ref().ok()).map_or(0, |r| {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         r.event_id.hash(&mut hasher);
         hasher.finish()
     });
-    let sub = |tenant: &str, stream: &str| -> u32 {
-        let count = partitions.get(&(tenant.to_string(), stream.to_string())).copied().unwrap_or(1).max(1);
-        (salt % u64::from(count)) as u32
-    };
+    let streams = BatchStreams { settings, salt };
     let mut bounds = Bounds::new();
     let mut pending = Vec::new();
     for (index, record) in records.iter().enumerate() {
@@ -326,7 +382,7 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
                 break;
             }
         };
-        let changes = record_changes(record, &mut bounds, &sub);
+        let changes = record_changes(record, &mut bounds, &streams);
         if changes.is_empty() {
             result.unchanged += 1;
             continue;
@@ -335,7 +391,7 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
     }
     // Bounds first: a reader that clamps a window to them never misses a counted event.
     for ((tenant, stream, bound), value) in &bounds {
-        let pk = stream_sub_pk(&stream_stats_pk(tenant, stream), sub(tenant, stream));
+        let pk = stream_sub_pk(&stream_stats_pk(tenant, stream), streams.sub(tenant, stream));
         if let Err(err) = widen_stored(backend, &pk, *bound, value).await {
             tracing::warn!(error = %err, "stream bounds not recorded; Lambda retries the batch");
             result.retry_from = first.or(result.retry_from);
@@ -381,12 +437,12 @@ pub async fn apply(backend: &Backend, records: &[Result<ChangeRecord, String>]) 
     result
 }
 
-/// The counter sub-partitions of every stream the batch counts in (cached stream settings, as
-/// writers read them; nothing is created for a stream without settings: it has 1).
-async fn sub_partitions(
+/// The settings of every stream the batch counts in (cached, as writers read them; nothing is
+/// created for a stream without settings: it has the defaults).
+async fn stream_settings(
     backend: &Backend,
     records: &[Result<ChangeRecord, String>],
-) -> Result<HashMap<(String, String), u32>, ServiceError> {
+) -> Result<HashMap<(String, String), crate::streams::WriteSetting>, ServiceError> {
     let mut by_tenant: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for record in records.iter().flatten() {
         for (tenant, stream) in record_streams(record) {
@@ -398,13 +454,7 @@ async fn sub_partitions(
         let names: Vec<&str> = streams.iter().map(String::as_str).collect();
         let settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
         Ok::<_, ServiceError>(
-            streams
-                .iter()
-                .map(|stream| {
-                    let count = argus_models::stream::rollup_shards(settings.of(stream).write_shards);
-                    ((tenant.clone(), stream.clone()), count)
-                })
-                .collect::<Vec<_>>(),
+            streams.iter().map(|stream| ((tenant.clone(), stream.clone()), settings.of(stream))).collect::<Vec<_>>(),
         )
     });
     Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
@@ -755,7 +805,8 @@ mod tests {
     #[test]
     fn an_insert_counts_cells_and_arrival() {
         let mut bounds = Bounds::new();
-        let changes = record_changes(&record("INSERT", None, Some(event_image(false))), &mut bounds, &|_, _| 0);
+        let changes =
+            record_changes(&record("INSERT", None, Some(event_image(false))), &mut bounds, &BatchStreams::default());
         // 2 levels × 3 dimensions, plus the minute and total statistics.
         assert_eq!(changes.len(), 8);
         let minute = changes.iter().find(|((_, sk), _)| sk.starts_with("M#")).unwrap().1;
@@ -766,7 +817,7 @@ mod tests {
         assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
         let mut later = event_image(false);
         later["timestamp"] = json!({"S": "2026-12-01T11:00:00.000Z"});
-        record_changes(&record("MODIFY", Some(event_image(false)), Some(later)), &mut bounds, &|_, _| 0);
+        record_changes(&record("MODIFY", Some(event_image(false)), Some(later)), &mut bounds, &BatchStreams::default());
         assert_eq!(bound(&bounds, Bound::EarliestTimestamp), "2026-12-01T10:15:30.000Z");
         assert_eq!(bound(&bounds, Bound::LatestTimestamp), "2026-12-01T11:00:00.000Z");
     }
@@ -775,16 +826,16 @@ mod tests {
     fn deletes_and_ttl_removals() {
         let mut bounds = Bounds::new();
         let delete = record("MODIFY", Some(event_image(false)), Some(event_image(true)));
-        let changes = record_changes(&delete, &mut bounds, &|_, _| 0);
+        let changes = record_changes(&delete, &mut bounds, &BatchStreams::default());
         assert_eq!(changes.len(), 6);
         assert!(changes.values().all(|a| a.counters["n"] == -1));
         assert!(!bounds.keys().any(|(_, _, b)| *b == Bound::LastReceived));
         let mut expired = record("REMOVE", Some(event_image(false)), None);
-        assert_eq!(record_changes(&expired, &mut bounds, &|_, _| 0).len(), 6);
+        assert_eq!(record_changes(&expired, &mut bounds, &BatchStreams::default()).len(), 6);
         expired.by_ttl = true;
-        assert!(record_changes(&expired, &mut bounds, &|_, _| 0).is_empty());
+        assert!(record_changes(&expired, &mut bounds, &BatchStreams::default()).is_empty());
         let unrelated = record("INSERT", None, Some(json!({"PK": {"S": "AGG#x"}, "SK": {"S": "#META"}})));
-        assert!(record_changes(&unrelated, &mut bounds, &|_, _| 0).is_empty());
+        assert!(record_changes(&unrelated, &mut bounds, &BatchStreams::default()).is_empty());
         // An event stored before rollups (no GSI4 key) was never counted: its delete moves nothing,
         // and its first change after counts it once.
         let mut legacy = event_image(false);
@@ -792,11 +843,75 @@ mod tests {
         assert!(record_changes(
             &record("MODIFY", Some(legacy.clone()), Some(event_image(true))),
             &mut bounds,
-            &|_, _| 0
+            &BatchStreams::default()
         )
         .is_empty());
-        let counted = record_changes(&record("MODIFY", Some(legacy), Some(event_image(false))), &mut bounds, &|_, _| 0);
+        let counted = record_changes(
+            &record("MODIFY", Some(legacy), Some(event_image(false))),
+            &mut bounds,
+            &BatchStreams::default(),
+        );
         assert_eq!(counted.len(), 6);
         assert!(counted.values().all(|a| a.counters["n"] == 1));
+    }
+
+    #[test]
+    fn summed_fields_follow_each_version_written_from_since() {
+        let field =
+            argus_models::stream::RollupField { field: "data.amount".into(), since: "2026-12-01T10:00:00.000Z".into() };
+        let setting = crate::streams::WriteSetting {
+            rollup_fields: std::sync::Arc::new(vec![field]),
+            ..crate::streams::WriteSetting::default()
+        };
+        let streams = BatchStreams { settings: HashMap::from([(("acme".into(), "web".into()), setting)]), salt: 0 };
+        let version = |amount: Value, updated: &str, deleted: bool| {
+            let mut image = event_image(deleted);
+            image["data"] = json!({"S": json!({"amount": amount}).to_string()});
+            image["updated_at"] = json!({"S": updated});
+            image
+        };
+        let (before, after, later) =
+            ("2026-12-01T09:59:59.999Z", "2026-12-01T10:15:31.020Z", "2026-12-01T10:20:00.000Z");
+        let mut bounds = Bounds::new();
+        let cells = |changes: &Changes| -> Vec<Additions> {
+            changes.iter().filter(|((pk, _), _)| pk.contains("#RU#")).map(|(_, a)| a.clone()).collect()
+        };
+        let insert =
+            record_changes(&record("INSERT", None, Some(version(json!(2.5), after, false))), &mut bounds, &streams);
+        let inserted = cells(&insert);
+        assert_eq!(inserted.len(), 6);
+        assert!(inserted
+            .iter()
+            .all(|a| a.counters["k0"] == 1 && a.counters["c0"] == 1 && a.counters["s0"] == 2_500_000));
+        // An update moves the value: the cells take the difference, nothing else.
+        let old = version(json!(2.5), after, false);
+        let update = record_changes(
+            &record("MODIFY", Some(old.clone()), Some(version(json!(4), later, false))),
+            &mut bounds,
+            &streams,
+        );
+        assert!(cells(&update).iter().all(|a| a.counters == BTreeMap::from([("s0".to_string(), 1_500_000)])));
+        assert_eq!(cells(&update).len(), 6);
+        // A soft delete takes the version's value out, as its count.
+        let delete =
+            record_changes(&record("MODIFY", Some(old), Some(version(json!(2.5), later, true))), &mut bounds, &streams);
+        assert!(cells(&delete)
+            .iter()
+            .all(|a| a.counters["n"] == -1 && a.counters["k0"] == -1 && a.counters["s0"] == -2_500_000));
+        // Written before `since`: counted, not summed.
+        let early =
+            record_changes(&record("INSERT", None, Some(version(json!(1), before, false))), &mut bounds, &streams);
+        assert!(cells(&early).iter().all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
+        // Not a number, or not whole millionths: counted, and the cell's k stays below its n.
+        for value in [json!("ten"), json!(0.1234567)] {
+            let odd =
+                record_changes(&record("INSERT", None, Some(version(value, after, false))), &mut bounds, &streams);
+            assert!(cells(&odd).iter().all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
+        }
+        // No value: a summable version with nothing to add.
+        let mut bare = event_image(false);
+        bare["updated_at"] = json!({"S": after});
+        let none = record_changes(&record("INSERT", None, Some(bare)), &mut bounds, &streams);
+        assert!(cells(&none).iter().all(|a| a.counters["k0"] == 1 && !a.counters.contains_key("c0")));
     }
 }

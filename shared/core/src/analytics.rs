@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use argus_models::analytics::{
-    ceil_millis, check_window, AggregateRequest, Field, Fold, Interval, MAX_RAW_BYTES, MAX_RAW_EVENTS, MAX_WINDOW_DAYS,
+    ceil_millis, check_window, AggregateRequest, Field, FieldSum, Fold, Interval, RolledUp, MAX_RAW_BYTES,
+    MAX_RAW_EVENTS, MAX_WINDOW_DAYS,
 };
 use argus_models::rollup::{self, DimKind, Level, LAG_BUCKETS};
 use argus_models::stream::check_stream_id;
@@ -18,7 +19,9 @@ use crate::aggregator::lag_histogram;
 use crate::ddb::{get_n, get_opt_s, query_sharded_desc, s, Filter, Item, ListQuery};
 use crate::events::{epoch_now, NOT_EXPIRED};
 use crate::keys::*;
-use crate::rollups::{cell_counts, edges, sum_cells, whole_minutes, CellQuery, RawError, RawLimits, RawWindow};
+use crate::rollups::{
+    cell_counts, edges, fields_complete, sum_cells, whole_minutes, CellQuery, RawError, RawLimits, RawWindow,
+};
 use crate::{cursor, Backend, ServiceError};
 
 /// A stream is `active` when an event arrived within this many seconds.
@@ -277,6 +280,7 @@ pub async fn count_window(
                 to: end,
                 minutes_only: false,
                 now: time::now().timestamp(),
+                fields: &[],
             },
         )
         .await?;
@@ -423,77 +427,19 @@ pub async fn aggregate(
     tenant: &str,
     request: &AggregateRequest,
 ) -> Result<AggregateAnswer, ServiceError> {
-    let shards = crate::streams::get(backend, tenant, &request.stream).await?.write_shards;
-    let sub_partitions = argus_models::stream::rollup_shards(shards);
-    let now = time::now().timestamp();
-    let mut fold = Fold::default();
-    let mut scanned = 0u64;
-    let stream = request.stream.as_str();
-    let source;
-    if request.rollups_answer() {
-        source = "rollups";
-        let kind = match &request.group_by {
-            None => DimKind::All,
-            Some((_, Field::EventType)) => DimKind::EventType,
-            Some(_) => DimKind::Category,
-        };
-        if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
-            let minutes_only = request.interval == Some(Interval::Minute);
-            let cells = cell_counts(
-                backend,
-                CellQuery { tenant, stream, sub_partitions, kind, from: start, to: end, minutes_only, now },
-            )
-            .await?;
-            for ((bucket, value), n) in sum_cells(&cells, request.interval) {
-                // Category cell "" holds the events without a category (group null).
-                let group = match kind {
-                    DimKind::All => None,
-                    _ => Some(value).filter(|v| !v.is_empty()),
-                };
-                fold.add_counts(request, (bucket, group), n)?;
-            }
-        }
-        // The partial minutes at the edges: their events counted, or read with a small
-        // projection to be grouped.
-        for (from, to) in edges(&request.start, &request.end) {
-            let window = RawWindow { tenant, stream, shards, from, to, event_type: None };
-            let too_many = || edge_limit_error(edge_field(WINDOW_FIELDS, &request.start, &from));
-            // An edge lies within one minute, so within one bucket of any interval.
-            let bucket = request.interval.map(|i| i.bucket(from.timestamp()));
-            if kind == DimKind::All {
-                let n = match window.count(backend, MAX_EDGE_EVENTS).await {
-                    Ok(n) => n,
-                    Err(RawError::Limit) => return Err(too_many()),
-                    Err(RawError::Service(err)) => return Err(err),
-                };
-                scanned += n;
-                fold.add_counts(request, (bucket, None), n as i64)?;
-                continue;
-            }
-            // Grouped edge events are small (the projection): the byte cap is the raw path's.
-            let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: MAX_RAW_BYTES };
-            let projection = ["id", "name", "category", "timestamp"];
-            scanned += fold_raw(backend, &window, &projection, limits, request, &mut fold, too_many).await?;
-        }
-    } else {
-        source = "raw";
-        // The rollups say how many events the window holds before anything is read.
-        let in_window =
-            count_window(backend, tenant, stream, shards, &request.start, &request.end, None, WINDOW_FIELDS).await?;
-        if in_window > MAX_RAW_EVENTS {
-            return Err(raw_limit_error(in_window));
-        }
-        let needs_data = request.aggregations.iter().any(|a| matches!(a.field, Field::Data(_)))
-            || matches!(request.group_by, Some((_, Field::Data(_))));
-        let mut projection = vec!["id", "name", "category", "session_id", "timestamp"];
-        if needs_data {
-            projection.push("data");
-        }
-        let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
-        let window = RawWindow { tenant, stream, shards, from: request.start, to: request.end, event_type: None };
-        scanned =
-            fold_raw(backend, &window, &projection, limits, request, &mut fold, || raw_limit_error(in_window)).await?;
+    let settings = crate::streams::get(backend, tenant, &request.stream).await?;
+    let summed: Vec<&str> = settings.rollup_fields.iter().map(|f| f.field.as_str()).collect();
+    let mut answer = None;
+    if let Some(plan) = request.rollup_plan(&summed) {
+        answer = from_rollups(backend, tenant, request, &settings, &plan).await?;
     }
+    let (fold, scanned, source) = match answer {
+        Some((fold, scanned)) => (fold, scanned, "rollups"),
+        None => {
+            let (fold, scanned) = from_raw(backend, tenant, request, settings.write_shards).await?;
+            (fold, scanned, "raw")
+        }
+    };
     Ok(AggregateAnswer {
         stream_id: request.stream.clone(),
         time_window: json!({"start": time::format(&request.start), "end": time::format(&request.end)}),
@@ -504,6 +450,124 @@ pub async fn aggregate(
         events_scanned: scanned,
         count_distinct: "exact",
     })
+}
+
+/// The answer from the rollup cells (whole minutes) and the raw events of the partial minutes
+/// at the edges, with the events read; `None` when the cells did not sum a field asked for
+/// over every event of the window (then raw events answer).
+async fn from_rollups(
+    backend: &Backend,
+    tenant: &str,
+    request: &AggregateRequest,
+    settings: &argus_models::stream::Stream,
+    plan: &[RolledUp],
+) -> Result<Option<(Fold, u64)>, ServiceError> {
+    let stream = request.stream.as_str();
+    let shards = settings.write_shards;
+    let kind = match &request.group_by {
+        None => DimKind::All,
+        Some((_, Field::EventType)) => DimKind::EventType,
+        Some(_) => DimKind::Category,
+    };
+    // The summed fields asked for, and where each aggregation finds its counters among them.
+    let mut fields: Vec<usize> =
+        plan.iter().filter_map(|p| if let RolledUp::Field(i) = p { Some(*i) } else { None }).collect();
+    fields.sort_unstable();
+    fields.dedup();
+    let plan: Vec<RolledUp> = plan
+        .iter()
+        .map(|p| match p {
+            RolledUp::Field(i) => RolledUp::Field(fields.iter().position(|f| f == i).unwrap_or_default()),
+            RolledUp::Events => RolledUp::Events,
+        })
+        .collect();
+    let mut fold = Fold::default();
+    let mut scanned = 0u64;
+    if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
+        let query = CellQuery {
+            tenant,
+            stream,
+            sub_partitions: argus_models::stream::rollup_shards(shards),
+            kind,
+            from: start,
+            to: end,
+            minutes_only: request.interval == Some(Interval::Minute),
+            now: time::now().timestamp(),
+            fields: &fields,
+        };
+        let cells = cell_counts(backend, query).await?;
+        if !fields_complete(&cells) {
+            return Ok(None);
+        }
+        for ((bucket, value), cell_sums) in sum_cells(&cells, request.interval) {
+            // Category cell "" holds the events without a category (group null).
+            let group = match kind {
+                DimKind::All => None,
+                _ => Some(value).filter(|v| !v.is_empty()),
+            };
+            let field_sums: Vec<FieldSum> = cell_sums
+                .fields
+                .iter()
+                .map(|f| FieldSum { count: i64::try_from(f.values).unwrap_or(i64::MAX), millionths: f.millionths })
+                .collect();
+            fold.add_rollup(request, &plan, (bucket, group), cell_sums.n, &field_sums)?;
+        }
+    }
+    // The partial minutes at the edges: their events counted, or read with a small projection
+    // to be grouped and summed.
+    for (from, to) in edges(&request.start, &request.end) {
+        let window = RawWindow { tenant, stream, shards, from, to, event_type: None };
+        let too_many = || edge_limit_error(edge_field(WINDOW_FIELDS, &request.start, &from));
+        // An edge lies within one minute, so within one bucket of any interval.
+        let bucket = request.interval.map(|i| i.bucket(from.timestamp()));
+        if kind == DimKind::All && fields.is_empty() {
+            let n = match window.count(backend, MAX_EDGE_EVENTS).await {
+                Ok(n) => n,
+                Err(RawError::Limit) => return Err(too_many()),
+                Err(RawError::Service(err)) => return Err(err),
+            };
+            scanned += n;
+            fold.add_counts(request, (bucket, None), n as i64)?;
+            continue;
+        }
+        // Edge events are read with a projection; the byte cap is the raw path's.
+        let limits = RawLimits { max_events: MAX_EDGE_EVENTS, max_bytes: MAX_RAW_BYTES };
+        let mut projection = vec!["id", "name", "category", "timestamp"];
+        if !fields.is_empty() {
+            projection.push("data");
+        }
+        scanned += fold_raw(backend, &window, &projection, limits, request, &mut fold, too_many).await?;
+    }
+    Ok(Some((fold, scanned)))
+}
+
+/// The answer folded from the window's raw events, at most [`MAX_RAW_EVENTS`], with the
+/// events read.
+async fn from_raw(
+    backend: &Backend,
+    tenant: &str,
+    request: &AggregateRequest,
+    shards: u32,
+) -> Result<(Fold, u64), ServiceError> {
+    let stream = request.stream.as_str();
+    // The rollups say how many events the window holds before anything is read.
+    let in_window =
+        count_window(backend, tenant, stream, shards, &request.start, &request.end, None, WINDOW_FIELDS).await?;
+    if in_window > MAX_RAW_EVENTS {
+        return Err(raw_limit_error(in_window));
+    }
+    let needs_data = request.aggregations.iter().any(|a| matches!(a.field, Field::Data(_)))
+        || matches!(request.group_by, Some((_, Field::Data(_))));
+    let mut projection = vec!["id", "name", "category", "session_id", "timestamp"];
+    if needs_data {
+        projection.push("data");
+    }
+    let limits = RawLimits { max_events: MAX_RAW_EVENTS, max_bytes: MAX_RAW_BYTES };
+    let window = RawWindow { tenant, stream, shards, from: request.start, to: request.end, event_type: None };
+    let mut fold = Fold::default();
+    let scanned =
+        fold_raw(backend, &window, &projection, limits, request, &mut fold, || raw_limit_error(in_window)).await?;
+    Ok((fold, scanned))
 }
 
 /// Folds the window's events into `fold`, page by page; returns how many were read.

@@ -20,16 +20,61 @@ use crate::{Backend, ServiceError};
 /// Partition queries in flight at once.
 const PARALLEL_QUERIES: usize = 16;
 
-/// What a cell read needs: its key (bucket, retention, value) and count.
-const CELL_ATTRIBUTES: Option<&str> = Some("SK, n");
-
-/// A counted cell as read: bucket start, its group value ("" for all events) and count.
+/// A counted cell as read: bucket start, its group value ("" for all events), count, and the
+/// counters of each summed field asked for ([`CellQuery::fields`], in that order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellCount {
     pub level: Level,
     pub bucket: i64,
     pub value: String,
     pub n: i64,
+    pub fields: Vec<FieldCounters>,
+}
+
+/// A summed field's counters in a cell (`rollup::field_counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldCounters {
+    /// Versions whose value was summable: the cell is complete for the field when this is `n`.
+    pub versions: i128,
+    pub values: i128,
+    pub millionths: i128,
+}
+
+impl std::ops::AddAssign for FieldCounters {
+    fn add_assign(&mut self, other: Self) {
+        self.versions += other.versions;
+        self.values += other.values;
+        self.millionths += other.millionths;
+    }
+}
+
+fn wide(item: &Item, name: &str) -> i128 {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse::<i128>().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A cell item's count and the counters of `fields`.
+fn counted(item: &Item, fields: &[usize]) -> (i64, Vec<FieldCounters>) {
+    let n = i64::try_from(wide(item, "n")).unwrap_or(0);
+    let counters = fields
+        .iter()
+        .map(|i| {
+            let [versions, values, sum] = argus_models::rollup::field_counters(*i);
+            FieldCounters { versions: wide(item, &versions), values: wide(item, &values), millionths: wide(item, &sum) }
+        })
+        .collect();
+    (n, counters)
+}
+
+/// What a cell read needs: its key (bucket, retention, value), count and the fields' counters.
+fn cell_attributes(fields: &[usize]) -> String {
+    let mut attributes = vec!["SK".to_string(), "n".to_string()];
+    for i in fields {
+        attributes.extend(argus_models::rollup::field_counters(*i));
+    }
+    attributes.join(", ")
 }
 
 /// The whole-minute part of `[from, to)`, if any: `[ceil(from), floor(to))`.
@@ -113,12 +158,16 @@ pub struct CellQuery<'a> {
     /// Minute cells only (a per-minute series); otherwise whole hours come from hour cells.
     pub minutes_only: bool,
     pub now: i64,
+    /// The stream's summed fields (positions in its `rollup_fields`) whose counters to read.
+    pub fields: &'a [usize],
 }
 
 /// The visible cell counts: hour cells for whole hours, minute cells elsewhere, and an hour
 /// cell that is partly expired replaced by its minute cells.
 pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<CellCount>, ServiceError> {
-    let CellQuery { tenant, stream, sub_partitions, kind, from, to, minutes_only, now } = query;
+    let CellQuery { tenant, stream, sub_partitions, kind, from, to, minutes_only, now, fields } = query;
+    let attributes = cell_attributes(fields);
+    let attributes = Some(attributes.as_str());
     // No event outside the stream's earliest and latest timestamps was ever counted (the
     // aggregator widens them before it counts), so the cells outside need no reading.
     let Some((earliest, latest)) = timestamp_span(backend, tenant, stream, sub_partitions).await? else {
@@ -135,7 +184,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     }
     let pages: Vec<(Level, Vec<Item>)> = futures::stream::iter(ranges)
         .map(|(level, (pk, from, to))| async move {
-            Ok::<_, ServiceError>((level, crate::stream_stats::range(backend, &pk, &from, &to, CELL_ATTRIBUTES).await?))
+            Ok::<_, ServiceError>((level, crate::stream_stats::range(backend, &pk, &from, &to, attributes).await?))
         })
         .buffer_unordered(PARALLEL_QUERIES)
         .try_collect()
@@ -147,12 +196,11 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
             let Some((bucket, retention, value)) = get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(level, sk)) else {
                 continue;
             };
-            let n = match item.get("n") {
-                Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
-                _ => 0,
-            };
             match liveness(level, bucket, retention, now) {
-                Liveness::Visible => counts.push(CellCount { level, bucket, value, n }),
+                Liveness::Visible => {
+                    let (n, fields) = counted(&item, fields);
+                    counts.push(CellCount { level, bucket, value, n, fields });
+                }
                 Liveness::Expired => {}
                 Liveness::Partial => partial_hours.push((bucket, retention)),
             }
@@ -163,7 +211,7 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
     for (hour, retention) in partial_hours {
         let segment = Segment { level: Level::Minute, from: hour, to: hour + 3_600 };
         for (pk, from, to) in partitions(tenant, stream, kind, &segment, sub_partitions) {
-            for item in crate::stream_stats::range(backend, &pk, &from, &to, CELL_ATTRIBUTES).await? {
+            for item in crate::stream_stats::range(backend, &pk, &from, &to, attributes).await? {
                 let Some((bucket, cell_retention, value)) =
                     get_opt_s(&item, SK).and_then(|sk| parse_cell_sk(Level::Minute, sk))
                 else {
@@ -172,11 +220,8 @@ pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<
                 if cell_retention != retention || liveness(Level::Minute, bucket, retention, now) != Liveness::Visible {
                     continue;
                 }
-                let n = match item.get("n") {
-                    Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
-                    _ => 0,
-                };
-                counts.push(CellCount { level: Level::Minute, bucket, value, n });
+                let (n, fields) = counted(&item, fields);
+                counts.push(CellCount { level: Level::Minute, bucket, value, n, fields });
             }
         }
     }
@@ -370,17 +415,38 @@ pub fn edges(from: &DateTime<Utc>, to: &DateTime<Utc>) -> Vec<(DateTime<Utc>, Da
     }
 }
 
-/// Sum of counts per (interval bucket or none, value).
+/// Cells added up: their count, and each summed field's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CellSums {
+    pub n: i64,
+    pub fields: Vec<FieldCounters>,
+}
+
+/// The cells added up per (interval bucket or none, value).
 pub fn sum_cells(
     cells: &[CellCount],
     interval: Option<argus_models::analytics::Interval>,
-) -> BTreeMap<(Option<i64>, String), i64> {
-    let mut sums = BTreeMap::new();
+) -> BTreeMap<(Option<i64>, String), CellSums> {
+    let mut sums: BTreeMap<(Option<i64>, String), CellSums> = BTreeMap::new();
     for cell in cells {
         let bucket = interval.map(|i| i.bucket(cell.bucket));
-        *sums.entry((bucket, cell.value.clone())).or_insert(0) += cell.n;
+        let entry = sums.entry((bucket, cell.value.clone())).or_default();
+        entry.n += cell.n;
+        entry.fields.resize(cell.fields.len(), FieldCounters::default());
+        for (into, from) in entry.fields.iter_mut().zip(&cell.fields) {
+            *into += *from;
+        }
     }
     sums
+}
+
+/// Whether every cell summed each field of every event version it counts: only then do the
+/// cells' sums answer for those fields (a cell counting versions from before a field's
+/// `since`, or values that are not whole millionths, is answered from raw events).
+pub fn fields_complete(cells: &[CellCount]) -> bool {
+    let events: i128 = cells.iter().map(|c| i128::from(c.n)).sum();
+    let fields = cells.first().map_or(0, |c| c.fields.len());
+    (0..fields).all(|i| cells.iter().map(|c| c.fields.get(i).map_or(0, |f| f.versions)).sum::<i128>() == events)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Streams: a tenant's named event streams and their settings (`retention_days`,
-//! `write_shards`).
+//! `write_shards`, `rollup_fields`).
 //!
 //! A stream's item is created the first time an event names it (with the default settings) or
 //! when its settings are set. Writers need two settings of every event's stream (the retention
@@ -10,11 +10,12 @@
 //! cached count lower than a writer's would miss that writer's events.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argus_models::stream::{
-    check_stream_id, Stream, StreamChanges, DEFAULT_RETENTION_DAYS, DEFAULT_WRITE_SHARDS, WRITE_SHARD_COUNTS,
+    check_stream_id, grow_rollup_fields, RollupField, Stream, StreamChanges, DEFAULT_RETENTION_DAYS,
+    DEFAULT_WRITE_SHARDS, WRITE_SHARD_COUNTS,
 };
 use argus_models::time;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -33,16 +34,22 @@ const SETTINGS_CACHE_MAX: usize = 10_000;
 
 type CacheKey = (String, String, String);
 
-/// What a writer needs of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a writer (and the aggregator) needs of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteSetting {
     pub retention_days: u32,
     pub write_shards: u32,
+    /// The fields the aggregator sums (shared: cloned per event).
+    pub rollup_fields: Arc<Vec<RollupField>>,
 }
 
 impl Default for WriteSetting {
     fn default() -> Self {
-        Self { retention_days: DEFAULT_RETENTION_DAYS, write_shards: DEFAULT_WRITE_SHARDS }
+        Self {
+            retention_days: DEFAULT_RETENTION_DAYS,
+            write_shards: DEFAULT_WRITE_SHARDS,
+            rollup_fields: Arc::default(),
+        }
     }
 }
 
@@ -57,7 +64,7 @@ fn cache_key(backend: &Backend, tenant: &str, stream: &str) -> CacheKey {
 
 fn cached(key: &CacheKey) -> Option<WriteSetting> {
     let cache = cache().lock().ok()?;
-    cache.get(key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(setting, _)| *setting)
+    cache.get(key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(setting, _)| setting.clone())
 }
 
 fn remember(key: CacheKey, setting: WriteSetting) {
@@ -81,8 +88,17 @@ fn write_shards_of(item: &Item) -> u32 {
         .unwrap_or(DEFAULT_WRITE_SHARDS)
 }
 
+/// Stored as JSON text (an item attribute read as a whole, never queried into).
+fn rollup_fields_of(item: &Item) -> Vec<RollupField> {
+    crate::ddb::get_opt_s(item, "rollup_fields").and_then(|raw| serde_json::from_str(raw).ok()).unwrap_or_default()
+}
+
 fn setting_of(item: &Item) -> WriteSetting {
-    WriteSetting { retention_days: retention_of(item), write_shards: write_shards_of(item) }
+    WriteSetting {
+        retention_days: retention_of(item),
+        write_shards: write_shards_of(item),
+        rollup_fields: Arc::new(rollup_fields_of(item)),
+    }
 }
 
 fn stream_item(tenant: &str, stream: &str, retention_days: u32, now: &str) -> Item {
@@ -104,6 +120,7 @@ fn stream_from_item(item: &Item) -> Result<Stream, ServiceError> {
         stream_id: get_s(item, "stream_id")?.to_string(),
         retention_days: retention_of(item),
         write_shards: write_shards_of(item),
+        rollup_fields: rollup_fields_of(item),
         created_at: get_s(item, "created_at")?.to_string(),
         updated_at: get_s(item, "updated_at")?.to_string(),
     })
@@ -119,7 +136,7 @@ pub struct WriteSettings {
 impl WriteSettings {
     /// The settings of `stream` (the defaults for a stream not looked up).
     pub fn of(&self, stream: &str) -> WriteSetting {
-        self.streams.get(stream).copied().unwrap_or_default()
+        self.streams.get(stream).cloned().unwrap_or_default()
     }
 
     /// The index shards an event of `stream` is written across.
@@ -176,7 +193,7 @@ pub async fn write_settings_of(
     if tenant_fanout.is_none() {
         keys.push(key(fanout_pk.clone(), META));
     }
-    let projection = Some("PK, stream_id, retention_days, write_shards, event_shards");
+    let projection = Some("PK, stream_id, retention_days, write_shards, rollup_fields, event_shards");
     for item in batch_get(&backend.dynamodb, &backend.table, keys, projection).await? {
         if get_s(&item, PK)? == fanout_pk {
             tenant_fanout = Some(fanout_of(&item));
@@ -184,7 +201,7 @@ pub async fn write_settings_of(
         }
         let stream = get_s(&item, "stream_id")?.to_string();
         let setting = setting_of(&item);
-        remember(cache_key(backend, tenant, &stream), setting);
+        remember(cache_key(backend, tenant, &stream), setting.clone());
         found.insert(stream, setting);
     }
     let tenant_fanout = tenant_fanout.unwrap_or(0);
@@ -202,7 +219,7 @@ pub async fn write_settings_of(
             .extend(futures::future::try_join_all(group.iter().map(|stream| create(backend, tenant, stream))).await?);
     }
     for (stream, setting) in new.into_iter().zip(created) {
-        remember(cache_key(backend, tenant, stream), setting);
+        remember(cache_key(backend, tenant, stream), setting.clone());
         found.insert(stream.to_string(), setting);
     }
     Ok(WriteSettings { streams: found, tenant_fanout })
@@ -257,15 +274,33 @@ pub async fn update(
     changes: &StreamChanges,
 ) -> Result<Stream, ServiceError> {
     let stream = check_stream_id("stream_id", raw_id)?;
-    let now = time::format(&time::now());
+    let now = time::now();
+    let current = if changes.write_shards.is_some() || changes.rollup_fields.is_some() {
+        crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, &stream)).await?
+    } else {
+        None
+    };
     if let Some(shards) = changes.write_shards {
-        let current = crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, &stream)).await?;
         let current = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
         if shards < current {
             return Err(shrink_refused(current, shards));
         }
         raise_tenant_event_shards(backend, tenant, shards).await?;
     }
+    // New summed fields count versions written once every aggregator's cache has them.
+    let since =
+        time::format(&(now + chrono::Duration::from_std(SETTINGS_CACHE_TTL).unwrap_or_default() + ROLLUP_MARGIN));
+    let rollup_fields = match &changes.rollup_fields {
+        Some(requested) => {
+            let stored = current.as_ref().and_then(|item| crate::ddb::get_opt_s(item, "rollup_fields"));
+            let present = current.as_ref().map(rollup_fields_of).unwrap_or_default();
+            let grown =
+                grow_rollup_fields(&present, requested, &since).map_err(|dropped| fields_kept(&present, &dropped))?;
+            Some((stored.map(str::to_string), serde_json::to_string(&grown).unwrap_or_default()))
+        }
+        None => None,
+    };
+    let now = time::format(&now);
     // A setting left out keeps its value (or takes the default, when the stream is new).
     let retention = match changes.retention_days {
         Some(_) => "retention_days = :days",
@@ -289,23 +324,63 @@ pub async fn update(
         "SET updated_at = :now, created_at = if_not_exists(created_at, :now), stream_id = :id, \
          entity = :entity, GSI1PK = :list, GSI1SK = if_not_exists(GSI1SK, :sort), {retention}"
     );
+    let mut conditions = Vec::new();
     if let Some(shards) = changes.write_shards {
         set.push_str(", write_shards = :shards");
         // Another PATCH may have raised it since the read above.
-        update = update
-            .condition_expression("attribute_not_exists(write_shards) OR write_shards <= :shards")
-            .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()));
+        conditions.push("(attribute_not_exists(write_shards) OR write_shards <= :shards)");
+        update = update.expression_attribute_values(":shards", AttributeValue::N(shards.to_string()));
+    }
+    if let Some((seen, grown)) = &rollup_fields {
+        set.push_str(", rollup_fields = :fields");
+        update = update.expression_attribute_values(":fields", s(grown));
+        // The fields grown from what was read: another PATCH's additions are not lost.
+        match seen {
+            Some(seen) => {
+                conditions.push("rollup_fields = :seen_fields");
+                update = update.expression_attribute_values(":seen_fields", s(seen));
+            }
+            None => conditions.push("attribute_not_exists(rollup_fields)"),
+        }
+    }
+    if !conditions.is_empty() {
+        update = update.condition_expression(conditions.join(" AND "));
     }
     let result = crate::ddb::condition_held(crate::deadline::bounded(update.update_expression(set).send()).await?)?;
     let Some(out) = result else {
         let current = crate::ddb::get_meta(&backend.dynamodb, &backend.table, stream_pk(tenant, &stream)).await?;
-        let current = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
-        return Err(shrink_refused(current, changes.write_shards.unwrap_or_default()));
+        let shards = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
+        if changes.write_shards.is_some_and(|requested| requested < shards) {
+            return Err(shrink_refused(shards, changes.write_shards.unwrap_or_default()));
+        }
+        return Err(ServiceError::Conflict {
+            code: "STREAM_CHANGED",
+            message: "another change to the stream's settings came first; read them and retry".into(),
+            details: serde_json::Map::from_iter([("field".to_string(), serde_json::Value::from("rollup_fields"))]),
+        });
     };
     let item = out.attributes.unwrap_or_default();
     let updated = stream_from_item(&item)?;
     remember(cache_key(backend, tenant, &stream), setting_of(&item));
     Ok(updated)
+}
+
+/// Past the settings cache's lifetime, before a new summed field counts (clock skew, a
+/// cache read just before the change).
+const ROLLUP_MARGIN: chrono::Duration = chrono::Duration::seconds(5);
+
+fn fields_kept(present: &[RollupField], dropped: &[String]) -> ServiceError {
+    ServiceError::Conflict {
+        code: "ROLLUP_FIELDS_CANNOT_BE_REMOVED",
+        message: format!(
+            "rollup_fields only grows: name every field the stream sums ({}), plus any to add",
+            present.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        details: serde_json::Map::from_iter([
+            ("field".to_string(), serde_json::Value::from("rollup_fields")),
+            ("missing".to_string(), serde_json::Value::from(dropped.to_vec())),
+        ]),
+    }
 }
 
 fn shrink_refused(current: u32, requested: u32) -> ServiceError {

@@ -266,12 +266,47 @@ impl AggregateRequest {
         }
     }
 
-    /// Whether the rollups answer this request: only counts of events, grouped by nothing,
-    /// event type or category.
+    /// Whether the rollups answer this request on a stream that sums no field: only counts of
+    /// events, grouped by nothing, event type or category.
     pub fn rollups_answer(&self) -> bool {
-        self.aggregations.iter().all(|a| a.operation == Operation::Count && a.field.counts_every_event())
-            && matches!(&self.group_by, None | Some((_, Field::EventType | Field::Category)))
+        self.rollup_plan(&[]).is_some()
     }
+
+    /// How the rollups answer this request on a stream that sums `summed` (its rollup fields,
+    /// `data.<path>`, in order): per aggregation, the count of events or a summed field's
+    /// counters. `None`: some aggregation or the grouping needs raw events.
+    pub fn rollup_plan(&self, summed: &[&str]) -> Option<Vec<RolledUp>> {
+        if !matches!(&self.group_by, None | Some((_, Field::EventType | Field::Category))) {
+            return None;
+        }
+        self.aggregations
+            .iter()
+            .map(|a| match (a.operation, &a.field) {
+                (Operation::Count, field) if field.counts_every_event() => Some(RolledUp::Events),
+                (Operation::Count | Operation::Sum | Operation::Avg, Field::Data(path)) => {
+                    let name = format!("data.{}", path.join("."));
+                    summed.iter().position(|s| *s == name).map(RolledUp::Field)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What answers one aggregation from the rollups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolledUp {
+    /// The cells' event counts.
+    Events,
+    /// The counters of the stream's summed field at this position.
+    Field(usize),
+}
+
+/// A summed field's counters over some cells: values present, and their sum in millionths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldSum {
+    pub count: i64,
+    pub millionths: i128,
 }
 
 impl Field {
@@ -456,10 +491,27 @@ fn parse_aggregations(raw: Option<&Value>, errors: &mut ValidationError) -> Opti
 #[derive(Clone, Debug, Default)]
 struct Accumulator {
     count: u64,
+    /// The sum of values that are whole millionths, exactly (`rollup::millionths`) ...
+    exact: i128,
+    /// ... and of any others, as doubles.
     sum: f64,
     min: Option<Value>,
     max: Option<Value>,
     distinct: BTreeSet<String>,
+}
+
+impl Accumulator {
+    /// Adds millionths to the exact sum; past `i128` (never, for sums of cells), as a double.
+    fn add_exact(&mut self, millionths: i128, as_double: Option<f64>) {
+        match self.exact.checked_add(millionths) {
+            Some(sum) => self.exact = sum,
+            None => self.sum += as_double.unwrap_or_else(|| crate::rollup::from_millionths(millionths)),
+        }
+    }
+
+    fn total(&self) -> f64 {
+        crate::rollup::from_millionths(self.exact) + self.sum
+    }
 }
 
 /// Ordering of values for min/max: numbers by value, timestamps (strings) by text.
@@ -537,7 +589,10 @@ impl Fold {
                         })?)
                     };
                     acc.count += 1;
-                    acc.sum += number.unwrap_or(0.0);
+                    match value.as_number().and_then(crate::rollup::millionths) {
+                        Some(m) if aggregation.field != Field::Timestamp => acc.add_exact(m, number),
+                        _ => acc.sum += number.unwrap_or(0.0),
+                    }
                     if acc.min.as_ref().is_none_or(|m| less(value, m)) {
                         acc.min = Some(value.clone());
                     }
@@ -552,14 +607,35 @@ impl Fold {
 
     /// Adds `n` events to the count aggregations of a row (the rollups' contribution).
     pub fn add_counts(&mut self, request: &AggregateRequest, key: RowKey, n: i64) -> Result<(), FieldError> {
+        let plan = vec![RolledUp::Events; request.aggregations.len()];
+        self.add_rollup(request, &plan, key, n, &[])
+    }
+
+    /// Adds cells to a row (the rollups' contribution): `n` events, and `sums[i]` of the
+    /// stream's summed field `i`, each aggregation as `plan` says.
+    pub fn add_rollup(
+        &mut self,
+        request: &AggregateRequest,
+        plan: &[RolledUp],
+        key: RowKey,
+        n: i64,
+        sums: &[FieldSum],
+    ) -> Result<(), FieldError> {
         if n == 0 {
-            // A cell whose events were all deleted or moved: no row, so it takes no place
-            // under the group and row caps that the answer would not show.
+            // Cells whose events were all deleted or moved (their sums are 0 with them): no
+            // row, so they take no place under the group and row caps the answer would not show.
             return Ok(());
         }
         let accumulators = self.row(request, key)?;
-        for acc in accumulators.iter_mut() {
-            acc.count = acc.count.saturating_add_signed(n);
+        for (acc, rolled) in accumulators.iter_mut().zip(plan) {
+            match rolled {
+                RolledUp::Events => acc.count = acc.count.saturating_add_signed(n),
+                RolledUp::Field(i) => {
+                    let sum = sums.get(*i).copied().unwrap_or_default();
+                    acc.count = acc.count.saturating_add_signed(sum.count);
+                    acc.add_exact(sum.millionths, None);
+                }
+            }
         }
         Ok(())
     }
@@ -588,9 +664,9 @@ impl Fold {
                         let value = match aggregation.operation {
                             Operation::Count => json!(acc.count),
                             Operation::CountDistinct => json!(acc.distinct.len()),
-                            Operation::Sum => number(acc.sum),
+                            Operation::Sum => number(acc.total()),
                             Operation::Avg if acc.count == 0 => Value::Null,
-                            Operation::Avg => json!(acc.sum / acc.count as f64),
+                            Operation::Avg => json!(acc.total() / acc.count as f64),
                             Operation::Min => acc.min.unwrap_or(Value::Null),
                             Operation::Max => acc.max.unwrap_or(Value::Null),
                         };
@@ -673,6 +749,24 @@ mod tests {
         body["aggregations"] = json!([{"operation": "count"}]);
         body["group_by"] = json!("data.plan");
         assert!(!request(body).unwrap().rollups_answer());
+        // Sums, averages and counts of a stream's summed fields come from the rollups too.
+        let mut body = base();
+        body["group_by"] = json!("event_type");
+        body["aggregations"] = json!([
+            {"field": "data.amount", "operation": "sum"},
+            {"field": "data.amount", "operation": "avg"},
+            {"field": "data.qty", "operation": "count"},
+            {"operation": "count"}
+        ]);
+        let summing = request(body.clone()).unwrap();
+        assert_eq!(
+            summing.rollup_plan(&["data.qty", "data.amount"]),
+            Some(vec![RolledUp::Field(1), RolledUp::Field(1), RolledUp::Field(0), RolledUp::Events])
+        );
+        assert_eq!(summing.rollup_plan(&["data.amount"]), None, "data.qty is not summed");
+        assert!(!summing.rollups_answer());
+        body["aggregations"] = json!([{"field": "data.amount", "operation": "max"}]);
+        assert_eq!(request(body).unwrap().rollup_plan(&["data.amount"]), None, "max is not kept");
     }
 
     #[test]

@@ -124,7 +124,9 @@ pub fn retention_of(timestamp: i64, expires_at: Option<i64>) -> Option<u32> {
     u32::try_from((expires_at - minute_end).div_euclid(DAY)).ok()
 }
 
-fn cells_of(facts: &EventFacts) -> Vec<Cell> {
+/// The six cells one stored version of an event counts in (minute and hour; all, its type,
+/// its category).
+pub fn cells_of(facts: &EventFacts) -> Vec<Cell> {
     // An event without a category counts in the category cell "" (no category is ever empty):
     // grouping by category reads one kind of cell, "no category" included.
     let dims =
@@ -213,6 +215,64 @@ pub fn plan(from: i64, to: i64, hours: bool) -> Vec<Segment> {
         segments.push(Segment { level: Level::Minute, from: last_hour, to });
     }
     segments
+}
+
+/// Summed values are kept in millionths of a unit, as integers: a sum of them is exact, in
+/// any order, and never drifts the way adding binary floats does.
+pub const SUM_SCALE: i128 = 1_000_000;
+/// Largest magnitude summed: a cell's sum of millionths then stays far inside DynamoDB's 38
+/// digits and `i128` for any count of events a cell can hold.
+const MAX_SUMMED: f64 = 1e20;
+
+/// A JSON number as a whole count of millionths, when it is one exactly (at most 6 decimals,
+/// below 10^20 in magnitude).
+pub fn millionths(number: &serde_json::Number) -> Option<i128> {
+    if let Some(whole) = number.as_i64() {
+        return i128::from(whole).checked_mul(SUM_SCALE);
+    }
+    if let Some(whole) = number.as_u64() {
+        return i128::from(whole).checked_mul(SUM_SCALE);
+    }
+    let value = number.as_f64()?;
+    if !value.is_finite() || value.abs() >= MAX_SUMMED {
+        return None;
+    }
+    // Display prints the shortest decimal that reads back as the same double, without an
+    // exponent: the number as the client wrote it.
+    let text = value.abs().to_string();
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    if fraction.len() > 6 {
+        return None;
+    }
+    let scaled = whole.parse::<i128>().ok()? * SUM_SCALE + format!("{fraction:0<6}").parse::<i128>().ok()?;
+    Some(if value < 0.0 { -scaled } else { scaled })
+}
+
+/// The double nearest to `millionths` / 10^6.
+pub fn from_millionths(millionths: i128) -> f64 {
+    let sign = if millionths < 0 { "-" } else { "" };
+    let magnitude = millionths.unsigned_abs();
+    let scale = SUM_SCALE.unsigned_abs();
+    format!("{sign}{}.{:06}", magnitude / scale, magnitude % scale).parse().unwrap_or(f64::NAN)
+}
+
+/// What one version of an event adds to a summed field at `path` in its `data`:
+/// `Some((has a number, its millionths))`, or `None` when its value cannot be summed exactly
+/// (not a number, or not a whole count of millionths): cells that count such a version are
+/// incomplete for the field, and readers fold raw events instead.
+pub fn field_contribution(data: Option<&serde_json::Value>, path: &[String]) -> Option<(bool, i128)> {
+    let value = data.and_then(|data| path.iter().try_fold(data, |v, segment| v.get(segment)));
+    match value {
+        None | Some(serde_json::Value::Null) => Some((false, 0)),
+        Some(serde_json::Value::Number(number)) => millionths(number).map(|m| (true, m)),
+        Some(_) => None,
+    }
+}
+
+/// The counters of summed field `i` in a cell: versions whose value was summable (a cell is
+/// complete for the field when this equals its `n`), values present, and their sum in millionths.
+pub fn field_counters(i: usize) -> [String; 3] {
+    [format!("k{i}"), format!("c{i}"), format!("s{i}")]
 }
 
 /// Buckets of the request-to-store lag histogram: bucket `i` holds lags below `2^i` ms
@@ -319,6 +379,33 @@ mod tests {
         assert_eq!(plan(HOUR, 2 * HOUR, true), vec![seg(Level::Hour, HOUR, 2 * HOUR)]);
         assert_eq!(plan(HOUR, 3 * HOUR, false), vec![seg(Level::Minute, HOUR, 3 * HOUR)]);
         assert!(plan(60, 60, true).is_empty());
+    }
+
+    #[test]
+    fn sums_are_kept_exactly_in_millionths() {
+        let m = |v: serde_json::Value| millionths(v.as_number().unwrap());
+        assert_eq!(m(serde_json::json!(12)), Some(12_000_000));
+        assert_eq!(m(serde_json::json!(-3)), Some(-3_000_000));
+        assert_eq!(m(serde_json::json!(0.1)), Some(100_000));
+        assert_eq!(m(serde_json::json!(-19.99)), Some(-19_990_000));
+        assert_eq!(m(serde_json::json!(0.000001)), Some(1));
+        assert_eq!(m(serde_json::json!(0.0000001)), None, "a seventh decimal");
+        assert_eq!(m(serde_json::json!(1e19)), Some(10_000_000_000_000_000_000_000_000));
+        assert_eq!(m(serde_json::json!(1e21)), None);
+        assert_eq!(m(serde_json::json!(u64::MAX)), Some(i128::from(u64::MAX) * SUM_SCALE));
+        // 0.1 + 0.2 in millionths is 0.3 exactly (as doubles it is 0.30000000000000004).
+        assert_eq!(from_millionths(100_000 + 200_000), 0.3);
+        assert_eq!(from_millionths(-19_990_000), -19.99);
+        assert_eq!(from_millionths(1), 0.000001);
+        let data = serde_json::json!({"a": {"b": 2.5}, "s": "x", "n": null});
+        let path = |p: &str| p.split('.').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(field_contribution(Some(&data), &path("a.b")), Some((true, 2_500_000)));
+        assert_eq!(field_contribution(Some(&data), &path("missing")), Some((false, 0)));
+        assert_eq!(field_contribution(Some(&data), &path("n")), Some((false, 0)));
+        assert_eq!(field_contribution(None, &path("a")), Some((false, 0)));
+        assert_eq!(field_contribution(Some(&data), &path("s")), None);
+        assert_eq!(field_contribution(Some(&data), &path("a")), None, "an object is not a number");
+        assert_eq!(field_counters(3), ["k3", "c3", "s3"]);
     }
 
     #[test]

@@ -56,12 +56,34 @@ pub fn check_stream_id(field: &str, raw: &str) -> Result<String, FieldError> {
     Ok(raw.to_string())
 }
 
+/// Numeric `data.` fields a stream's rollups may sum.
+pub const MAX_ROLLUP_FIELDS: usize = 8;
+
+/// A `data.` field the aggregator sums into the stream's rollup cells (`sum`, `avg` and
+/// `count` of it answered from the rollups), for every event version written from `since` on.
+/// `since` lies one settings-cache lifetime after the field was added, so every aggregator
+/// instance knows the field by then, and whether a version is summed depends on the version
+/// alone, never on which instance applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupField {
+    pub field: String,
+    pub since: String,
+}
+
+impl RollupField {
+    /// The path into `data` (`data.a.b` → `["a", "b"]`).
+    pub fn path(&self) -> Vec<String> {
+        self.field.strip_prefix("data.").unwrap_or_default().split('.').map(str::to_string).collect()
+    }
+}
+
 /// A stream's settings as the API returns them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stream {
     pub stream_id: String,
     pub retention_days: u32,
     pub write_shards: u32,
+    pub rollup_fields: Vec<RollupField>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -71,9 +93,34 @@ pub struct Stream {
 pub struct StreamChanges {
     pub retention_days: Option<u32>,
     pub write_shards: Option<u32>,
+    /// Every field the stream sums, after the change (fields only added: see [`grow_rollup_fields`]).
+    pub rollup_fields: Option<Vec<String>>,
 }
 
-const CHANGEABLE: [&str; 2] = ["retention_days", "write_shards"];
+const CHANGEABLE: [&str; 3] = ["retention_days", "write_shards", "rollup_fields"];
+
+/// The rollup fields after a PATCH that names `requested`: the current ones kept (with their
+/// `since`, in their order: the aggregator's counters are named by position), the new ones
+/// appended from `since`. `Err(the current fields left out)`: fields are only added, because
+/// a field dropped and added again would find its old sums in the cells.
+pub fn grow_rollup_fields(
+    current: &[RollupField],
+    requested: &[String],
+    since: &str,
+) -> Result<Vec<RollupField>, Vec<String>> {
+    let dropped: Vec<String> =
+        current.iter().filter(|f| !requested.contains(&f.field)).map(|f| f.field.clone()).collect();
+    if !dropped.is_empty() {
+        return Err(dropped);
+    }
+    let mut grown = current.to_vec();
+    for field in requested {
+        if !grown.iter().any(|f| f.field == *field) {
+            grown.push(RollupField { field: field.clone(), since: since.to_string() });
+        }
+    }
+    Ok(grown)
+}
 
 impl StreamChanges {
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
@@ -85,9 +132,56 @@ impl StreamChanges {
         }
         let retention_days = retention_days(fields, &mut errors);
         let write_shards = write_shards(fields, &mut errors);
+        let rollup_fields = rollup_fields(fields, &mut errors);
         errors.into_result()?;
-        Ok(Self { retention_days, write_shards })
+        Ok(Self { retention_days, write_shards, rollup_fields })
     }
+}
+
+fn rollup_fields(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<Vec<String>> {
+    let value = fields.get("rollup_fields")?;
+    let Some(items) = value.as_array() else {
+        errors.push(FieldError::new(
+            "rollup_fields",
+            "INVALID_TYPE",
+            format!("expected an array of data.<path> fields, got {}", json_type_name(value)),
+        ));
+        return None;
+    };
+    if items.len() > MAX_ROLLUP_FIELDS {
+        errors.push(FieldError::new(
+            "rollup_fields",
+            "TOO_MANY_FIELDS",
+            format!("a stream sums at most {MAX_ROLLUP_FIELDS} fields, got {}", items.len()),
+        ));
+        return None;
+    }
+    let before = errors.errors.len();
+    let mut names = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("rollup_fields[{i}]");
+        let Some(raw) = item.as_str() else {
+            errors.push(FieldError::new(
+                field,
+                "INVALID_TYPE",
+                format!("expected a string, got {}", json_type_name(item)),
+            ));
+            continue;
+        };
+        match crate::analytics::Field::parse(&field, raw, false) {
+            Ok(crate::analytics::Field::Data(_)) if names.iter().any(|n| n == raw) => {
+                errors.push(FieldError::new(field, "DUPLICATE_FIELD", format!("{raw} is named twice")));
+            }
+            Ok(crate::analytics::Field::Data(_)) => names.push(raw.to_string()),
+            Ok(_) => errors.push(FieldError::new(
+                field,
+                "NOT_A_DATA_FIELD",
+                format!("only numeric data.<path> fields are summed; {raw} is counted already"),
+            )),
+            Err(err) => errors.push(err),
+        }
+    }
+    (errors.errors.len() == before).then_some(names)
 }
 
 fn write_shards(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<u32> {
@@ -205,6 +299,37 @@ mod tests {
             assert_eq!((error.field.as_str(), error.code), ("write_shards", "OUT_OF_RANGE"), "{bad}");
         }
         assert_eq!(code(json!({"write_shards": "64"})), "INVALID_TYPE");
+        let fields = StreamChanges::parse(&json!({"rollup_fields": ["data.amount", "data.cart.total"]})).unwrap();
+        assert_eq!(fields.rollup_fields, Some(vec!["data.amount".to_string(), "data.cart.total".to_string()]));
+        assert_eq!(StreamChanges::parse(&json!({"rollup_fields": []})).unwrap().rollup_fields, Some(vec![]));
+        let error = |v: Value| {
+            let e = &StreamChanges::parse(&json!({ "rollup_fields": v })).unwrap_err().errors[0];
+            (e.field.clone(), e.code)
+        };
+        assert_eq!(error(json!("data.amount")), ("rollup_fields".into(), "INVALID_TYPE"));
+        assert_eq!(error(json!(["data.a", 7])), ("rollup_fields[1]".into(), "INVALID_TYPE"));
+        assert_eq!(error(json!(["data.a", "data.a"])), ("rollup_fields[1]".into(), "DUPLICATE_FIELD"));
+        assert_eq!(error(json!(["event_type"])), ("rollup_fields[0]".into(), "NOT_A_DATA_FIELD"));
+        assert_eq!(error(json!(["data..x"])), ("rollup_fields[0]".into(), "INVALID_FIELD"));
+        assert_eq!(error(json!(["amount"])), ("rollup_fields[0]".into(), "UNKNOWN_FIELD"));
+        let nine: Vec<String> = (0..9).map(|i| format!("data.f{i}")).collect();
+        assert_eq!(error(json!(nine)), ("rollup_fields".into(), "TOO_MANY_FIELDS"));
+    }
+
+    #[test]
+    fn rollup_fields_only_grow() {
+        let a = RollupField { field: "data.a".into(), since: "2026-01-01T00:00:00.000Z".into() };
+        let grown = grow_rollup_fields(
+            std::slice::from_ref(&a),
+            &["data.b".into(), "data.a".into()],
+            "2026-02-01T00:00:00.000Z",
+        )
+        .unwrap();
+        assert_eq!(grown[0], a, "kept with its since, in its place");
+        assert_eq!(grown[1], RollupField { field: "data.b".into(), since: "2026-02-01T00:00:00.000Z".into() });
+        assert_eq!(grown[1].path(), ["b"]);
+        assert_eq!(grow_rollup_fields(&grown, &["data.b".into()], "x").unwrap_err(), ["data.a"]);
+        assert_eq!(grow_rollup_fields(&grown, &["data.a".into(), "data.b".into()], "x").unwrap(), grown);
     }
 
     #[test]
