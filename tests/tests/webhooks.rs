@@ -699,10 +699,11 @@ async fn a_patch_that_subscribes_to_errors_counts_from_then() {
             }
         }
     };
+    // The stream exists once the processor has handled its first event (404 until then).
     let stream_errors = || async {
         let (status, answer) = stack.get("/streams/pay/status", &key).await;
-        assert_eq!(status, 200, "{answer}");
-        answer["errors"]["total"].as_u64().unwrap()
+        assert!(status == 200 || status == 404, "{status} {answer}");
+        answer["errors"]["total"].as_u64().unwrap_or(0)
     };
     // Three errors while the webhook listens to something else.
     bad(3).await;

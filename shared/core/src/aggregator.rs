@@ -298,23 +298,25 @@ fn record_changes(record: &ChangeRecord, bounds: &mut Bounds, streams: &BatchStr
     changes
 }
 
-/// Adds (`sign` 1) or removes (-1) one stored version's values of its stream's summed fields
-/// to its six cells. A field counts the versions written (`updated_at`) from its `since` on:
-/// the same answer for the version's insert and its later removal, whichever instance
-/// applies them. A value that cannot be summed exactly adds nothing, so its cells' `k` stays
-/// below `n` and readers fold raw events there.
+/// The summed fields an event version was stamped with by its writer (`events::SUMMED_FIELDS`).
+fn stamped_fields(item: &Item) -> usize {
+    usize::try_from(crate::ddb::get_n(item, crate::events::SUMMED_FIELDS)).unwrap_or(0)
+}
+
+/// Adds (`sign` 1) or removes (-1) one stored version's values of the summed fields it was
+/// stamped with to its six cells: the same fields for the version's insert and its later
+/// removal, whichever instance applies them. A value that cannot be summed exactly adds
+/// nothing, so its cells' `k` stays below `n` and readers fold raw events there.
 fn field_changes(changes: &mut Changes, facts: &EventFacts, item: &Item, sign: i128, streams: &BatchStreams) {
-    let summed = streams.summed(&facts.tenant, &facts.stream);
-    let written = get_opt_s(item, "updated_at").unwrap_or_default();
-    if summed.iter().all(|field| written < field.since.as_str()) {
+    let stamped = stamped_fields(item);
+    if stamped == 0 {
         return;
     }
+    // `stream_settings` made sure the settings know every stamped field.
+    let summed = streams.summed(&facts.tenant, &facts.stream);
     let data: Option<Value> = get_opt_s(item, "data").and_then(|raw| serde_json::from_str(raw).ok());
     let cells = rollup::cells_of(facts);
-    for (i, field) in summed.iter().enumerate() {
-        if written < field.since.as_str() {
-            continue;
-        }
+    for (i, field) in summed.iter().enumerate().take(stamped) {
         let Some((present, millionths)) = rollup::field_contribution(data.as_ref(), &field.path()) else { continue };
         let [versions, values, sum] = rollup::field_counters(i);
         for cell in &cells {
@@ -449,10 +451,38 @@ async fn stream_settings(
             by_tenant.entry(tenant).or_default().insert(stream);
         }
     }
+    // The most summed fields each stream's versions in the batch were stamped with.
+    let mut stamped: HashMap<(String, String), usize> = HashMap::new();
+    for record in records.iter().flatten() {
+        for item in [&record.old, &record.new].into_iter().flatten() {
+            if let Some(facts) = event_facts(item) {
+                let most = stamped.entry((facts.tenant, facts.stream)).or_default();
+                *most = (*most).max(stamped_fields(item));
+            }
+        }
+    }
+    let stamped = &stamped;
     // Tenants read concurrently (each one BatchGetItem, or none when cached).
     let reads = by_tenant.into_iter().map(|(tenant, streams)| async move {
         let names: Vec<&str> = streams.iter().map(String::as_str).collect();
-        let settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
+        let short = |settings: &crate::streams::WriteSettings| {
+            names.iter().any(|stream| {
+                let most = stamped.get(&(tenant.clone(), stream.to_string())).copied().unwrap_or(0);
+                settings.summed_fields(stream) < most
+            })
+        };
+        let mut settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
+        if short(&settings) {
+            // A writer knew a field this instance's cache does not yet: read the settings.
+            crate::streams::forget(backend, &tenant, &names);
+            settings = crate::streams::write_settings_of(backend, &tenant, &names, false).await?;
+            if short(&settings) {
+                // The list only grows, so this is a damaged stream item: retried, never guessed.
+                return Err(ServiceError::Internal(format!(
+                    "an event of tenant {tenant} was stamped with more summed fields than its stream has"
+                )));
+            }
+        }
         Ok::<_, ServiceError>(
             streams.iter().map(|stream| ((tenant.clone(), stream.clone()), settings.of(stream))).collect::<Vec<_>>(),
         )
@@ -856,62 +886,67 @@ mod tests {
     }
 
     #[test]
-    fn summed_fields_follow_each_version_written_from_since() {
-        let field =
-            argus_models::stream::RollupField { field: "data.amount".into(), since: "2026-12-01T10:00:00.000Z".into() };
+    fn summed_fields_follow_the_fields_each_version_was_stamped_with() {
+        let field = |name: &str| argus_models::stream::RollupField {
+            field: name.into(),
+            since: "2026-12-01T10:00:00.000Z".into(),
+        };
         let setting = crate::streams::WriteSetting {
-            rollup_fields: std::sync::Arc::new(vec![field]),
+            rollup_fields: std::sync::Arc::new(vec![field("data.amount"), field("data.qty")]),
             ..crate::streams::WriteSetting::default()
         };
         let streams = BatchStreams { settings: HashMap::from([(("acme".into(), "web".into()), setting)]), salt: 0 };
-        let version = |amount: Value, updated: &str, deleted: bool| {
+        // A version whose writer knew the stream's first `stamped` summed fields.
+        let version = |amount: Value, stamped: usize, deleted: bool| {
             let mut image = event_image(deleted);
-            image["data"] = json!({"S": json!({"amount": amount}).to_string()});
-            image["updated_at"] = json!({"S": updated});
+            image["data"] = json!({"S": json!({"amount": amount, "qty": 3}).to_string()});
+            if stamped > 0 {
+                image["summed_fields"] = json!({"N": stamped.to_string()});
+            }
             image
         };
-        let (before, after, later) =
-            ("2026-12-01T09:59:59.999Z", "2026-12-01T10:15:31.020Z", "2026-12-01T10:20:00.000Z");
         let mut bounds = Bounds::new();
-        let cells = |changes: &Changes| -> Vec<Additions> {
-            changes.iter().filter(|((pk, _), _)| pk.contains("#RU#")).map(|(_, a)| a.clone()).collect()
+        let mut apply = |old: Option<Value>, new: Option<Value>| {
+            let kind = match (&old, &new) {
+                (None, _) => "INSERT",
+                (_, None) => "REMOVE",
+                _ => "MODIFY",
+            };
+            let changes = record_changes(&record(kind, old, new), &mut bounds, &streams);
+            changes.into_iter().filter(|((pk, _), _)| pk.contains("#RU#")).map(|(_, a)| a).collect::<Vec<_>>()
         };
-        let insert =
-            record_changes(&record("INSERT", None, Some(version(json!(2.5), after, false))), &mut bounds, &streams);
-        let inserted = cells(&insert);
+        let inserted = apply(None, Some(version(json!(2.5), 1, false)));
         assert_eq!(inserted.len(), 6);
-        assert!(inserted
-            .iter()
-            .all(|a| a.counters["k0"] == 1 && a.counters["c0"] == 1 && a.counters["s0"] == 2_500_000));
+        for cell in &inserted {
+            assert_eq!((cell.counters["k0"], cell.counters["c0"], cell.counters["s0"]), (1, 1, 2_500_000));
+            assert!(!cell.counters.contains_key("k1"), "data.qty was not stamped");
+        }
         // An update moves the value: the cells take the difference, nothing else.
-        let old = version(json!(2.5), after, false);
-        let update = record_changes(
-            &record("MODIFY", Some(old.clone()), Some(version(json!(4), later, false))),
-            &mut bounds,
-            &streams,
-        );
-        assert!(cells(&update).iter().all(|a| a.counters == BTreeMap::from([("s0".to_string(), 1_500_000)])));
-        assert_eq!(cells(&update).len(), 6);
-        // A soft delete takes the version's value out, as its count.
-        let delete =
-            record_changes(&record("MODIFY", Some(old), Some(version(json!(2.5), later, true))), &mut bounds, &streams);
-        assert!(cells(&delete)
+        let old = version(json!(2.5), 1, false);
+        let updated = apply(Some(old.clone()), Some(version(json!(4), 1, false)));
+        assert_eq!(updated.len(), 6);
+        assert!(updated.iter().all(|a| a.counters == BTreeMap::from([("s0".to_string(), 1_500_000)])));
+        // A writer that knows both fields: the second is summed from this version on.
+        let restamped = apply(Some(old.clone()), Some(version(json!(2.5), 2, false)));
+        assert!(restamped.iter().all(|a| a.counters
+            == BTreeMap::from([("k1".to_string(), 1), ("c1".to_string(), 1), ("s1".to_string(), 3_000_000)])));
+        // A soft delete, and a plain removal, take the version's value out with its count.
+        for gone in [apply(Some(old.clone()), Some(version(json!(2.5), 1, true))), apply(Some(old), None)] {
+            assert!(gone.iter().all(|a| (a.counters["n"], a.counters["k0"], a.counters["s0"]) == (-1, -1, -2_500_000)));
+        }
+        // Stamped with no field (its writer knew none yet): counted, not summed.
+        assert!(apply(None, Some(version(json!(1), 0, false)))
             .iter()
-            .all(|a| a.counters["n"] == -1 && a.counters["k0"] == -1 && a.counters["s0"] == -2_500_000));
-        // Written before `since`: counted, not summed.
-        let early =
-            record_changes(&record("INSERT", None, Some(version(json!(1), before, false))), &mut bounds, &streams);
-        assert!(cells(&early).iter().all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
+            .all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
         // Not a number, or not whole millionths: counted, and the cell's k stays below its n.
         for value in [json!("ten"), json!(0.1234567)] {
-            let odd =
-                record_changes(&record("INSERT", None, Some(version(value, after, false))), &mut bounds, &streams);
-            assert!(cells(&odd).iter().all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
+            assert!(apply(None, Some(version(value, 1, false)))
+                .iter()
+                .all(|a| a.counters["n"] == 1 && !a.counters.contains_key("k0")));
         }
         // No value: a summable version with nothing to add.
         let mut bare = event_image(false);
-        bare["updated_at"] = json!({"S": after});
-        let none = record_changes(&record("INSERT", None, Some(bare)), &mut bounds, &streams);
-        assert!(cells(&none).iter().all(|a| a.counters["k0"] == 1 && !a.counters.contains_key("c0")));
+        bare["summed_fields"] = json!({"N": "1"});
+        assert!(apply(None, Some(bare)).iter().all(|a| a.counters["k0"] == 1 && !a.counters.contains_key("c0")));
     }
 }

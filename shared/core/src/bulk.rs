@@ -336,7 +336,8 @@ pub(crate) async fn prepare_creates(
         let client_id = input.id.is_some() && !server_ids.contains(&index);
         let id = *input.id.get_or_insert_with(|| crate::keyed_ids::id_for(index as u64));
         let (days, shards) = (retention.days(&input.stream), retention.index_shards(&input.stream));
-        let item = events::event_item(tenant, &id, &input, &received_at, &now, Some(days), shards)?;
+        let mut item = events::event_item(tenant, &id, &input, &received_at, &now, Some(days), shards)?;
+        events::stamp_summed_fields(&mut item, retention.summed_fields(&input.stream));
         ready.push(Ready { index, id, item, client_id });
     }
     Ok((results, ready))
@@ -654,7 +655,10 @@ pub async fn update_events(
         // The single PATCH's own path: same content rules, same size limit.
         let days = (!without_expiry.contains(id)).then(|| settings.days(&event.stream));
         match events::changed_event(tenant, event, changes, &now, days, settings.index_shards(&event.stream)) {
-            Ok((_, item)) => changed.push((*index, *id, item, event.updated_at.clone())),
+            Ok((_, mut item)) => {
+                events::stamp_summed_fields(&mut item, settings.summed_fields(&event.stream));
+                changed.push((*index, *id, item, event.updated_at.clone()))
+            }
             Err(err) => results[*index] = Some(item_failure(*index, err)),
         }
     }

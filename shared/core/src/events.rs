@@ -76,6 +76,18 @@ pub fn event_item(
     Ok(item)
 }
 
+/// How many of its stream's summed fields (`rollup_fields`, a list that only grows) the writer
+/// of an event version knew: the aggregator sums fields `0..n` of exactly this version, on its
+/// insert and on its removal alike, whichever instance applies them and whatever that
+/// instance has cached.
+pub const SUMMED_FIELDS: &str = "summed_fields";
+
+pub fn stamp_summed_fields(item: &mut Item, count: usize) {
+    if count > 0 {
+        item.insert(SUMMED_FIELDS.into(), AttributeValue::N(count.to_string()));
+    }
+}
+
 /// Whether a stored event item is readable now: not soft-deleted (unless asked for) and not
 /// past its retention (DynamoDB's TTL deletes it later; until then it is hidden).
 pub fn is_visible(item: &Item, include_deleted: bool, now: &DateTime<Utc>) -> bool {
@@ -362,7 +374,8 @@ pub async fn update(
     let retention = item.contains_key(EXPIRES_AT).then_some(settings.days(&current.stream));
     let now = time::format(&time::now());
     let shards = settings.index_shards(&current.stream);
-    let (next, new_item) = changed_event(tenant, &current, changes, &now, retention, shards)?;
+    let (next, mut new_item) = changed_event(tenant, &current, changes, &now, retention, shards)?;
+    stamp_summed_fields(&mut new_item, settings.summed_fields(&current.stream));
     let result = crate::deadline::bounded(
         backend
             .dynamodb

@@ -360,7 +360,10 @@ fn decide(queued: &QueuedEvent, known: Option<&Result<Known, ()>>, now: &str) ->
         let days = Some(retention.days(&queued.event.stream));
         let shards = retention.index_shards(&queued.event.stream);
         return match events::event_item(tenant, &id, &queued.event, &queued.received_at, now, days, shards) {
-            Ok(item) => Outcome::Event(Box::new(item)),
+            Ok(mut item) => {
+                events::stamp_summed_fields(&mut item, retention.summed_fields(&queued.event.stream));
+                Outcome::Event(Box::new(item))
+            }
             Err(_) => Outcome::Retry,
         };
     }

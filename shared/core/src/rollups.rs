@@ -441,12 +441,21 @@ pub fn sum_cells(
 }
 
 /// Whether every cell summed each field of every event version it counts: only then do the
-/// cells' sums answer for those fields (a cell counting versions from before a field's
-/// `since`, or values that are not whole millionths, is answered from raw events).
+/// cells' sums answer for those fields (a cell counting versions stamped before a field
+/// existed, or values that are not whole millionths, is answered from raw events). Checked
+/// per cell, its sub-partitions added up: a shortfall in one cell can never be hidden by
+/// another cell's excess.
 pub fn fields_complete(cells: &[CellCount]) -> bool {
-    let events: i128 = cells.iter().map(|c| i128::from(c.n)).sum();
-    let fields = cells.first().map_or(0, |c| c.fields.len());
-    (0..fields).all(|i| cells.iter().map(|c| c.fields.get(i).map_or(0, |f| f.versions)).sum::<i128>() == events)
+    let mut merged: BTreeMap<(Level, i64, &str), (i128, Vec<i128>)> = BTreeMap::new();
+    for cell in cells {
+        let (n, versions) = merged.entry((cell.level, cell.bucket, cell.value.as_str())).or_default();
+        *n += i128::from(cell.n);
+        versions.resize(cell.fields.len(), 0);
+        for (into, field) in versions.iter_mut().zip(&cell.fields) {
+            *into += field.versions;
+        }
+    }
+    merged.values().all(|(n, versions)| versions.iter().all(|k| k == n))
 }
 
 #[cfg(test)]
@@ -486,6 +495,25 @@ mod tests {
         assert_eq!(hours.len(), 3);
         assert!(hours[1].0.ends_with("#HE#2026-02"));
         assert_eq!(hours[2].2, "2026-03-01T23$");
+    }
+
+    #[test]
+    fn fields_are_complete_only_when_every_cell_summed_every_version() {
+        let cell = |bucket: i64, value: &str, n: i64, versions: i128| CellCount {
+            level: Level::Minute,
+            bucket,
+            value: value.into(),
+            n,
+            fields: vec![FieldCounters { versions, values: versions, millionths: 0 }],
+        };
+        assert!(fields_complete(&[cell(0, "", 3, 3), cell(60, "", 2, 2)]));
+        assert!(fields_complete(&[]));
+        // Split over sub-partitions: added up first (an insert in one, its removal in another).
+        assert!(fields_complete(&[cell(0, "", 1, 0), cell(0, "", -1, 0), cell(0, "", 2, 2)]));
+        assert!(!fields_complete(&[cell(0, "", 3, 2)]));
+        // One cell short, another over: the totals match, the answer must not.
+        assert!(!fields_complete(&[cell(0, "", 3, 2), cell(60, "", 1, 2)]));
+        assert!(!fields_complete(&[cell(0, "a", 1, 0), cell(0, "b", 1, 2)]));
     }
 
     #[test]

@@ -67,6 +67,16 @@ fn cached(key: &CacheKey) -> Option<WriteSetting> {
     cache.get(key).filter(|(_, at)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(setting, _)| setting.clone())
 }
 
+/// Drops cached settings: the next lookup reads them (the aggregator, when an event version
+/// names more summed fields than its cache knows).
+pub fn forget(backend: &Backend, tenant: &str, streams: &[&str]) {
+    if let Ok(mut cache) = cache().lock() {
+        for stream in streams {
+            cache.remove(&cache_key(backend, tenant, stream));
+        }
+    }
+}
+
 fn remember(key: CacheKey, setting: WriteSetting) {
     if let Ok(mut cache) = cache().lock() {
         if cache.len() >= SETTINGS_CACHE_MAX {
@@ -142,6 +152,11 @@ impl WriteSettings {
     /// The index shards an event of `stream` is written across.
     pub fn index_shards(&self, stream: &str) -> IndexShards {
         IndexShards::new(self.of(stream).write_shards, self.tenant_fanout)
+    }
+
+    /// How many summed fields the events of `stream` are stamped with (`events::SUMMED_FIELDS`).
+    pub fn summed_fields(&self, stream: &str) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.rollup_fields.len())
     }
 
     /// Days the events of `stream` live.
@@ -352,6 +367,16 @@ pub async fn update(
         let shards = current.as_ref().map(write_shards_of).unwrap_or(DEFAULT_WRITE_SHARDS);
         if changes.write_shards.is_some_and(|requested| requested < shards) {
             return Err(shrink_refused(shards, changes.write_shards.unwrap_or_default()));
+        }
+        // An SDK retry of a write that had landed finds its own result: that is success.
+        if let (Some(item), Some(requested)) = (&current, &changes.rollup_fields) {
+            let fields = rollup_fields_of(item);
+            let landed =
+                fields.len() == requested.len() && requested.iter().all(|r| fields.iter().any(|f| f.field == *r));
+            let same_days = changes.retention_days.is_none_or(|days| retention_of(item) == days);
+            if landed && same_days && changes.write_shards.is_none_or(|requested| requested == shards) {
+                return stream_from_item(item);
+            }
         }
         return Err(ServiceError::Conflict {
             code: "STREAM_CHANGED",

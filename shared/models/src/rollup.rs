@@ -238,7 +238,7 @@ pub fn millionths(number: &serde_json::Number) -> Option<i128> {
         return None;
     }
     // Display prints the shortest decimal that reads back as the same double, without an
-    // exponent: the number as the client wrote it.
+    // exponent: the client's decimal up to 15 significant digits (the double's own beyond).
     let text = value.abs().to_string();
     let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
     if fraction.len() > 6 {

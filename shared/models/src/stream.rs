@@ -60,10 +60,11 @@ pub fn check_stream_id(field: &str, raw: &str) -> Result<String, FieldError> {
 pub const MAX_ROLLUP_FIELDS: usize = 8;
 
 /// A `data.` field the aggregator sums into the stream's rollup cells (`sum`, `avg` and
-/// `count` of it answered from the rollups), for every event version written from `since` on.
-/// `since` lies one settings-cache lifetime after the field was added, so every aggregator
-/// instance knows the field by then, and whether a version is summed depends on the version
-/// alone, never on which instance applies it.
+/// `count` of it answered from the rollups). Each event version is stamped by its writer with
+/// the number of fields it knew (the list only grows), and the aggregator sums exactly those:
+/// what a version adds and later takes away never depends on which instance applies it.
+/// Every version stored from `since` on knows the field (one settings-cache lifetime after it
+/// was added); some stored a little earlier may too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollupField {
     pub field: String,
@@ -138,6 +139,11 @@ impl StreamChanges {
     }
 }
 
+/// Characters of a summed field's path segments: the settings every writer caches stay small.
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
 fn rollup_fields(fields: &Map<String, Value>, errors: &mut ValidationError) -> Option<Vec<String>> {
     let value = fields.get("rollup_fields")?;
     let Some(items) = value.as_array() else {
@@ -169,6 +175,15 @@ fn rollup_fields(fields: &Map<String, Value>, errors: &mut ValidationError) -> O
             continue;
         };
         match crate::analytics::Field::parse(&field, raw, false) {
+            Ok(crate::analytics::Field::Data(path))
+                if path.iter().any(|segment| segment.len() > 64 || !segment.chars().all(is_key_char)) =>
+            {
+                errors.push(FieldError::new(
+                    field,
+                    "INVALID_FIELD",
+                    "a summed field's path segments are 1 to 64 of A-Z a-z 0-9 _ -",
+                ));
+            }
             Ok(crate::analytics::Field::Data(_)) if names.iter().any(|n| n == raw) => {
                 errors.push(FieldError::new(field, "DUPLICATE_FIELD", format!("{raw} is named twice")));
             }
@@ -312,6 +327,9 @@ mod tests {
         assert_eq!(error(json!(["event_type"])), ("rollup_fields[0]".into(), "NOT_A_DATA_FIELD"));
         assert_eq!(error(json!(["data..x"])), ("rollup_fields[0]".into(), "INVALID_FIELD"));
         assert_eq!(error(json!(["amount"])), ("rollup_fields[0]".into(), "UNKNOWN_FIELD"));
+        assert_eq!(error(json!(["data.a b"])), ("rollup_fields[0]".into(), "INVALID_FIELD"));
+        assert_eq!(error(json!([format!("data.{}", "x".repeat(65))])), ("rollup_fields[0]".into(), "INVALID_FIELD"));
+        assert!(StreamChanges::parse(&json!({"rollup_fields": [format!("data.{}", "x".repeat(64))]})).is_ok());
         let nine: Vec<String> = (0..9).map(|i| format!("data.f{i}")).collect();
         assert_eq!(error(json!(nine)), ("rollup_fields".into(), "TOO_MANY_FIELDS"));
     }
