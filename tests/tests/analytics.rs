@@ -649,6 +649,31 @@ async fn aggregate_refuses_bad_requests_with_the_field_named() {
     assert_envelope(status, &body, 404, "NOT_FOUND");
 }
 
+/// Adds `n` events to a rollup cell of stream `big` (tenant acme), as the aggregator would.
+async fn add_to_cell(
+    stack: &TestStack,
+    level: Level,
+    kind: DimKind,
+    at: chrono::DateTime<Utc>,
+    value: &str,
+    n: u64,
+) -> Result<(), String> {
+    let bucket = level.bucket(at.timestamp());
+    stack
+        .backend
+        .dynamodb
+        .update_item()
+        .table_name(&stack.backend.table)
+        .key("PK", AttributeValue::S(rollup_pk("acme", "big", level, kind, bucket)))
+        .key("SK", AttributeValue::S(rollup_sk(level, bucket, Some(90), value)))
+        .update_expression("ADD n :n")
+        .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))
+}
+
 /// The raw fallback's cap: the rollups tell the size of the window before anything is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
@@ -659,19 +684,7 @@ async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
     ingest(&stack, &key, "big", &[json!({"event_type": "x", "timestamp": fmt(now), "data": {"n": 1}})]).await;
     stack.drain_changes().await;
     for level in [Level::Minute, Level::Hour] {
-        let bucket = level.bucket(now.timestamp());
-        stack
-            .backend
-            .dynamodb
-            .update_item()
-            .table_name(&stack.backend.table)
-            .key("PK", AttributeValue::S(rollup_pk("acme", "big", level, DimKind::All, bucket)))
-            .key("SK", AttributeValue::S(rollup_sk(level, bucket, Some(90), "")))
-            .update_expression("ADD n :n")
-            .expression_attribute_values(":n", AttributeValue::N("20000".into()))
-            .send()
-            .await
-            .unwrap();
+        add_to_cell(&stack, level, DimKind::All, now, "", 20_000).await.unwrap();
     }
     let window = json!({"start": fmt(now - Duration::hours(1)), "end": fmt(now + Duration::hours(1))});
     let (status, answer) = stack
@@ -692,21 +705,11 @@ async fn raw_fallback_past_its_cap_is_a_400_that_says_so() {
     assert_eq!(answer["results"][0]["values"][0]["value"], 20_001);
 
     // Groups are capped on the rollups path too: 1,001 event types counted in the window.
-    let writes = (0..=argus_models::analytics::MAX_GROUPS).flat_map(|i| {
-        [Level::Minute, Level::Hour].map(|level| {
-            let bucket = level.bucket(now.timestamp());
-            stack
-                .backend
-                .dynamodb
-                .update_item()
-                .table_name(&stack.backend.table)
-                .key("PK", AttributeValue::S(rollup_pk("acme", "big", level, DimKind::EventType, bucket)))
-                .key("SK", AttributeValue::S(rollup_sk(level, bucket, Some(90), &format!("type{i}"))))
-                .update_expression("ADD n :n")
-                .expression_attribute_values(":n", AttributeValue::N("1".into()))
-                .send()
-        })
-    });
+    let cells = (0..=argus_models::analytics::MAX_GROUPS)
+        .flat_map(|i| [Level::Minute, Level::Hour].map(|level| (level, format!("type{i}"))));
+    let stack_ref = &stack;
+    let writes = cells
+        .map(|(level, value)| async move { add_to_cell(stack_ref, level, DimKind::EventType, now, &value, 1).await });
     let written: Vec<_> = futures::stream::iter(writes).buffer_unordered(8).collect().await;
     for result in written {
         result.expect("cell written");

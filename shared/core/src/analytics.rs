@@ -269,21 +269,7 @@ pub async fn count_window(
     let mut total: i64 = 0;
     if let Some((start, end)) = whole_minutes(from, to) {
         let kind = if event_type.is_some() { DimKind::EventType } else { DimKind::All };
-        let cells = cell_counts(
-            backend,
-            CellQuery {
-                tenant,
-                stream,
-                sub_partitions: argus_models::stream::rollup_shards(shards),
-                kind,
-                from: start,
-                to: end,
-                minutes_only: false,
-                now: time::now().timestamp(),
-                fields: &[],
-            },
-        )
-        .await?;
+        let cells = cell_counts(backend, CellQuery::window(tenant, stream, shards, kind, start, end)).await?;
         total += cells.iter().filter(|c| event_type.is_none_or(|t| c.value == t)).map(|c| c.n).sum::<i64>();
     }
     for (edge_from, edge_to) in edges(from, to) {
@@ -485,15 +471,9 @@ async fn from_rollups(
     let mut scanned = 0u64;
     if let Some((start, end)) = whole_minutes(&request.start, &request.end) {
         let query = CellQuery {
-            tenant,
-            stream,
-            sub_partitions: argus_models::stream::rollup_shards(shards),
-            kind,
-            from: start,
-            to: end,
             minutes_only: request.interval == Some(Interval::Minute),
-            now: time::now().timestamp(),
             fields: &fields,
+            ..CellQuery::window(tenant, stream, shards, kind, start, end)
         };
         let cells = cell_counts(backend, query).await?;
         if !fields_complete(&cells) {

@@ -162,6 +162,24 @@ pub struct CellQuery<'a> {
     pub fields: &'a [usize],
 }
 
+impl<'a> CellQuery<'a> {
+    /// All of a kind's cells over `[from, to)` as visible now, hour cells where whole hours
+    /// allow, no summed fields: override `minutes_only` and `fields` with struct update.
+    pub fn window(tenant: &'a str, stream: &'a str, shards: u32, kind: DimKind, from: i64, to: i64) -> Self {
+        CellQuery {
+            tenant,
+            stream,
+            sub_partitions: argus_models::stream::rollup_shards(shards),
+            kind,
+            from,
+            to,
+            minutes_only: false,
+            now: argus_models::time::now().timestamp(),
+            fields: &[],
+        }
+    }
+}
+
 /// The visible cell counts: hour cells for whole hours, minute cells elsewhere, and an hour
 /// cell that is partly expired replaced by its minute cells.
 pub async fn cell_counts(backend: &Backend, query: CellQuery<'_>) -> Result<Vec<CellCount>, ServiceError> {
