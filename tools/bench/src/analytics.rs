@@ -48,6 +48,14 @@ async fn events_processed(bench: &Bench, key: &str) -> Result<u64, String> {
 }
 
 pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, String> {
+    // ARGUS_BENCH_ANALYTICS_TENANT (with ARGUS_BENCH_TABLE): measure a stream loaded by an
+    // earlier run again, over a 48 h window, without the hour-long load and aggregation.
+    if let Ok(tenant) = std::env::var("ARGUS_BENCH_ANALYTICS_TENANT") {
+        let key = argus_local::seed_tenant(&bench.plain, &tenant, None).await.map_err(|e| e.to_string())?.secret;
+        let now = argus_models::time::now();
+        let loaded = Loaded { tenant, key, window_start: now - chrono::Duration::hours(48), now };
+        return measure(bench, &loaded, events, runs).await;
+    }
     let (tenant, key, _) = bench.tenant("analytics").await?;
     let now = argus_models::time::now();
     let window_start = now - chrono::Duration::hours(24);
@@ -120,9 +128,32 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
         delivered as f64 / aggregated.as_secs_f64(),
         aggregator_requests
     );
+    println!(
+        "  (measure again later: ARGUS_BENCH_TABLE={} ARGUS_BENCH_ANALYTICS_TENANT={tenant})",
+        bench.settings.table
+    );
+    let mut figures = measure(bench, &Loaded { tenant, key, window_start, now }, events, runs).await?;
+    figures["ingest_s"] = json!(ingest.as_secs_f64());
+    figures["ingest_dynamodb_requests"] = json!(ingest_requests);
+    figures["aggregator"] =
+        json!({"records": delivered, "seconds": aggregated.as_secs_f64(), "dynamodb_requests": aggregator_requests});
+    Ok(figures)
+}
+
+/// A stream holding the bench's events, and the window they were spread over.
+struct Loaded {
+    tenant: String,
+    key: String,
+    window_start: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+async fn measure(bench: &Bench, loaded: &Loaded, events: usize, runs: usize) -> Result<Value, String> {
+    let (tenant, key, window_start, now) =
+        (loaded.tenant.as_str(), loaded.key.as_str(), loaded.window_start, loaded.now);
 
     let get = |path: String| {
-        let (http, key) = (&bench.http, &key);
+        let http = &bench.http;
         async move {
             let response = http.get(path).header("x-api-key", key).send().await.map_err(|e| e.to_string())?;
             let status = response.status();
@@ -147,7 +178,7 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
     });
     let body = json!({"stream_id": STREAM, "time_window": window, "aggregations": [{"operation": "count"}], "group_by": "event_type", "interval": "hour"});
     let post_body = |body: Value| {
-        let (http, key, body) = (&bench.http, &key, body.to_string());
+        let (http, body) = (&bench.http, body.to_string());
         let url = format!("{}/query/aggregate", bench.api_url);
         async move {
             let response =
@@ -168,6 +199,28 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
     let (summed, sum_answer) = timed_calls(runs, || post_body(sum_body.clone())).await?;
     let sum_requests = (bench.counter.get() - requests_before) / runs as u64;
 
+    let p = |samples: &Vec<Duration>, q| ms(percentile(samples.clone(), q));
+    println!("  {:<44} {:>10} {:>10} {:>14}", "", "p50", "p95", "DDB requests");
+    for (label, samples, requests) in [
+        ("GET /query/events (limit 100, total_count)", &query, query_requests),
+        ("POST /query/aggregate (rollups, by type, hourly)", &aggregate, aggregate_requests),
+        ("POST /query/aggregate (rollups, sum+avg data.n)", &summed, sum_requests),
+    ] {
+        println!("  {:<44} {:>8}ms {:>8}ms {:>14}", label, p(samples, 0.5), p(samples, 0.95), requests);
+    }
+    if let Ok(path) = std::env::var("ARGUS_BENCH_ANALYTICS_ANSWERS") {
+        let answers = json!({"window": window, "by_type_hourly": answer, "sum_avg": sum_answer});
+        std::fs::write(&path, answers.to_string()).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if std::env::var("ARGUS_BENCH_ANALYTICS_RAW").as_deref() == Ok("skip") {
+        return Ok(json!({
+            "events": events,
+            "query_events_ms": {"p50": p(&query, 0.5), "p95": p(&query, 0.95), "runs": runs, "dynamodb_requests_per_call": query_requests},
+            "aggregate_ms": {"p50": p(&aggregate, 0.5), "p95": p(&aggregate, 0.95), "runs": runs, "dynamodb_requests_per_call": aggregate_requests},
+            "aggregate_sum_ms": {"p50": p(&summed, 0.5), "p95": p(&summed, 0.95), "runs": runs, "dynamodb_requests_per_call": sum_requests},
+        }));
+    }
+
     // The same answer from the raw events: read the whole window, fold.
     let started = Instant::now();
     let from =
@@ -177,7 +230,7 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
     let mut n_sum: u64 = 0;
     let limits = RawLimits { max_events: u64::MAX, max_bytes: u64::MAX };
     let read = RawWindow {
-        tenant: &tenant,
+        tenant,
         stream: STREAM,
         shards: argus_models::stream::DEFAULT_WRITE_SHARDS,
         from,
@@ -225,37 +278,11 @@ pub async fn run(bench: &Bench, events: usize, runs: usize) -> Result<Value, Str
         return Err(format!("sum of data.n: {answered_sum:?} from the aggregate, {n_sum} from the raw fold"));
     }
 
-    let p = |samples: &Vec<Duration>, q| ms(percentile(samples.clone(), q));
-    println!("  {:<44} {:>10} {:>10} {:>14}", "", "p50", "p95", "DDB requests");
-    println!(
-        "  {:<44} {:>8}ms {:>8}ms {:>14}",
-        "GET /query/events (limit 100, total_count)",
-        p(&query, 0.5),
-        p(&query, 0.95),
-        query_requests
-    );
-    println!(
-        "  {:<44} {:>8}ms {:>8}ms {:>14}",
-        "POST /query/aggregate (rollups, by type, hourly)",
-        p(&aggregate, 0.5),
-        p(&aggregate, 0.95),
-        aggregate_requests
-    );
-    println!(
-        "  {:<44} {:>8}ms {:>8}ms {:>14}",
-        "POST /query/aggregate (rollups, sum+avg data.n)",
-        p(&summed, 0.5),
-        p(&summed, 0.95),
-        sum_requests
-    );
     println!("  {:<44} {:>10.1?} (1 run, {read} events read)", "raw read-and-fold of the same window", raw);
     let ratio = (raw.as_secs_f64() / percentile(aggregate.clone(), 0.5).as_secs_f64() * 10.0).round() / 10.0;
     println!("  raw fold / aggregate p50 = {ratio}x; the aggregate equals the fold ({} rows)", answered.len());
     Ok(json!({
         "events": events,
-        "ingest_s": ingest.as_secs_f64(),
-        "ingest_dynamodb_requests": ingest_requests,
-        "aggregator": {"records": delivered, "seconds": aggregated.as_secs_f64(), "dynamodb_requests": aggregator_requests},
         "query_events_ms": {"p50": p(&query, 0.5), "p95": p(&query, 0.95), "runs": runs, "dynamodb_requests_per_call": query_requests},
         "aggregate_ms": {"p50": p(&aggregate, 0.5), "p95": p(&aggregate, 0.95), "runs": runs, "dynamodb_requests_per_call": aggregate_requests},
         "aggregate_sum_ms": {"p50": p(&summed, 0.5), "p95": p(&summed, 0.95), "runs": runs, "dynamodb_requests_per_call": sum_requests},

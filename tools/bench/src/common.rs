@@ -79,7 +79,9 @@ pub struct Bench {
 impl Bench {
     pub async fn start() -> Result<Self, String> {
         let mut settings = StackSettings::from_env();
-        settings.table = format!("argus-bench-{}", uuid::Uuid::new_v4().simple());
+        // A named table is reused as it is (ARGUS_BENCH_TABLE: measure again without loading).
+        settings.table = std::env::var("ARGUS_BENCH_TABLE")
+            .unwrap_or_else(|_| format!("argus-bench-{}", uuid::Uuid::new_v4().simple()));
         settings.queue_prefix = settings.table.clone();
         let template = Template::load_repo()?;
         let connected = connect_local(&settings);
