@@ -229,6 +229,19 @@ async fn measure(bench: &Bench, loaded: &Loaded, events: usize, runs: usize) -> 
     let mut fold: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut n_sum: u64 = 0;
     let limits = RawLimits { max_events: u64::MAX, max_bytes: u64::MAX };
+    // DynamoDB Local serves one 1 MB page at a time, about 2 s each on a 1,000,000-event table:
+    // 8 shards' pages queue past the SDK's 10 s attempt timeout. Give the fold time per page.
+    let mut patient = bench.plain.clone();
+    patient.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&argus_core::aws::local_sdk_config())
+            .endpoint_url(&bench.settings.dynamodb_endpoint)
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .build(),
+    );
     let read = RawWindow {
         tenant,
         stream: STREAM,
@@ -237,7 +250,7 @@ async fn measure(bench: &Bench, loaded: &Loaded, events: usize, runs: usize) -> 
         to,
         event_type: None,
     }
-    .fold_pages(&bench.plain, None, limits, |page| {
+    .fold_pages(&patient, None, limits, |page| {
         for item in &page {
             let event = argus_core::analytics::datastream_event(item)?;
             let at = argus_models::time::parse("t", event["timestamp"].as_str().unwrap_or_default())?;
