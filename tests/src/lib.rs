@@ -38,6 +38,9 @@ pub struct TestStack {
     archive: tokio::sync::Mutex<Option<StreamConsumer>>,
     /// Keys the local TTL sweeper deleted (`expire_now`), tagged as TTL removals.
     pub ttl_marks: argus_local::ttl::TtlMarks,
+    /// Whether this stack provisioned its table and queues (and removes them when dropped);
+    /// stacks `serve`d over another's resources do not.
+    owns_resources: bool,
 }
 
 /// Endpoints of the emulators, from `ARGUS_TEST_DYNAMODB_ENDPOINT` / `ARGUS_TEST_SQS_ENDPOINT`.
@@ -126,7 +129,9 @@ impl TestStack {
         backend.webhooks.policy.allow_http_loopback = true;
         configure(&mut backend.webhooks);
         let Some(faults) = steady_faults() else {
-            return Self::serve(backend, provisioned, template).await;
+            let mut stack = Self::serve(backend, provisioned, template).await;
+            stack.owns_resources = true;
+            return stack;
         };
         let proxy = fault_proxy::FaultProxy::start(&settings.dynamodb_endpoint, faults).await;
         let mut through_proxy = backend.clone();
@@ -135,6 +140,7 @@ impl TestStack {
         // The test's own reads and seeding stay direct; the functions go through the faults.
         stack.backend = backend;
         stack.proxy = Some(proxy);
+        stack.owns_resources = true;
         stack
     }
 
@@ -155,6 +161,7 @@ impl TestStack {
 
     /// Serves `backend` (possibly pointing somewhere broken) through the runner.
     pub async fn serve(backend: Backend, provisioned: Provisioned, template: Template) -> Self {
+        init_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let api = Arc::new(LocalApi::new(&backend, &template, &provisioned));
@@ -176,6 +183,7 @@ impl TestStack {
             changes: tokio::sync::Mutex::new(None),
             archive: tokio::sync::Mutex::new(None),
             ttl_marks: Default::default(),
+            owns_resources: false,
         }
     }
 
@@ -324,7 +332,57 @@ impl Drop for TestStack {
         for task in &self.background {
             task.abort();
         }
+        if self.owns_resources {
+            remove_resources(&self.provisioned);
+        }
     }
+}
+
+/// Deletes a finished test's table and queues. DynamoDB Local's background jobs read the
+/// description of every table it holds, GSIs and all, on the one thread that also serves
+/// every request: left in place, a whole suite's tables made every call of the later tests
+/// slower (a second pass ran its analytics tests 2-4x slower, into the runner's timeouts).
+/// Runs on its own thread and runtime, since `drop` cannot await (and may run in a panic).
+fn remove_resources(provisioned: &Provisioned) {
+    let (Ok(dynamodb_endpoint), Ok(sqs_endpoint)) =
+        (std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT"), std::env::var("ARGUS_TEST_SQS_ENDPOINT"))
+    else {
+        return;
+    };
+    let table = provisioned.table.clone();
+    let queues: Vec<String> = provisioned.queue_urls.values().cloned().collect();
+    let removal = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async move {
+            let config = argus_core::aws::local_sdk_config();
+            let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(dynamodb_endpoint).build(),
+            );
+            let sqs = aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&config).endpoint_url(sqs_endpoint).build(),
+            );
+            // Best effort: a table or queue left behind only costs speed.
+            let _ = dynamodb.delete_table().table_name(&table).send().await;
+            for url in queues {
+                let _ = sqs.delete_queue().queue_url(url).send().await;
+            }
+        });
+    });
+    let _ = removal.join();
+}
+
+/// The runner's and the functions' warnings and errors on the test's output (`RUST_LOG`
+/// overrides), which nextest shows for a failing test: why a call answered 500 or 503 (an
+/// authorizer or function past its timeout, a failed AWS call) is then in CI's log.
+fn init_logs() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Asserts `body` is the error envelope with `code`, and returns its details.

@@ -23,6 +23,25 @@ fn parse(t: &str) -> DateTime<Utc> {
     argus_models::time::parse("t", t).unwrap()
 }
 
+/// `GET /streams/{id}/status`, with `status` checked against the clock: `active` while the
+/// last arrival is under 5 minutes old, then `idle`. A slow run may cross that line, so the
+/// expected value is taken from the time before and after the call (unchecked when the two
+/// straddle it).
+async fn stream_status(stack: &TestStack, key: &str, stream: &str) -> Value {
+    let before = Utc::now();
+    let (status, answer) = stack.get(&format!("/streams/{stream}/status"), key).await;
+    let after = Utc::now();
+    assert_eq!(status, 200, "{answer}");
+    let last = parse(answer["last_event_timestamp"].as_str().expect("last_event_timestamp"));
+    let active_for = Duration::minutes(5);
+    if after - last < active_for {
+        assert_eq!(answer["status"], "active", "{answer}");
+    } else if before - last >= active_for {
+        assert_eq!(answer["status"], "idle", "{answer}");
+    }
+    answer
+}
+
 /// Delivers the whole change stream again, from its start, to the aggregator: what Lambda
 /// does when it retries, or when a batch is delivered twice.
 async fn redeliver_everything(stack: &TestStack) -> usize {
@@ -328,12 +347,11 @@ async fn aggregates_and_total_counts_equal_a_fold_over_the_raw_events() {
     }
 
     // Status: every stored event counted once, whatever was redelivered.
-    let (status, stream) = stack.get("/streams/web/status", &key).await;
-    assert_eq!(status, 200, "{stream}");
+    let stream = stream_status(&stack, &key, "web").await;
     assert_eq!(stream["events_processed"], 400, "{stream}");
-    assert_eq!(stream["status"], "active");
     assert_eq!(stream["errors"], json!({"total": 0, "last_hour": 0}));
-    assert!(stream["lag_seconds"].as_f64().unwrap() > 0.0);
+    // Lag covers the last few minutes only: a slow run may have stored its last event earlier.
+    assert!(stream["lag_seconds"].is_null() || stream["lag_seconds"].as_f64().is_some_and(|lag| lag > 0.0), "{stream}");
 }
 
 /// A stream's summed fields: sum, avg and count of them come from the rollups, equal to a
@@ -502,6 +520,7 @@ async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
     assert_envelope(status, &body, 404, "NOT_FOUND");
 
     let now = Utc::now();
+    let posting_from = Utc::now();
     for i in 0..12 {
         let event = json!({"stream_id": "pay", "event_type": "charge", "timestamp": fmt(now - Duration::seconds(i)), "data": {"i": i}});
         let (status, answer) = stack.post("/ingest/events", &key, event).await;
@@ -513,29 +532,38 @@ async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
         let (status, answer) = stack.post("/ingest/events", &key, bad).await;
         assert_eq!(status, 202, "accepted now, validated by the processor: {answer}");
     }
+    let posted_to = Utc::now();
     eventually(30, "12 events and 2 error records counted", || async {
         stack.drain_changes().await;
         let (_, s) = stack.get("/streams/pay/status", &key).await;
         (s["events_processed"] == 12 && s["errors"]["total"] == 2).then_some(())
     })
     .await;
+    let counted_at = Utc::now();
     redeliver_everything(&stack).await;
     let (a, b) = tokio::join!(redeliver_everything(&stack), redeliver_everything(&stack));
     assert!(a > 0 && b > 0);
-    let (_, s) = stack.get("/streams/pay/status", &key).await;
+    let asked_at = Utc::now();
+    let s = stream_status(&stack, &key, "pay").await;
     assert_eq!(s["events_processed"], 12, "{s}");
     assert_eq!(s["errors"], json!({"total": 2, "last_hour": 2}), "{s}");
-    assert_eq!(s["status"], "active");
     assert_eq!(s["stream_id"], "pay");
+    // The last arrival is one of the 12 posts (not a redelivery).
     let last = parse(s["last_event_timestamp"].as_str().unwrap());
-    assert!(Utc::now() - last < Duration::seconds(60));
-    // 12 stored within the last minute or two.
-    assert!(
-        s["processing_rate"].as_f64().unwrap() > 0.0 && s["processing_rate"].as_f64().unwrap() <= 0.2 + 1e-9,
-        "{s}"
-    );
-    let lag = s["lag_seconds"].as_f64().unwrap();
-    assert!(lag > 0.0 && lag < 60.0, "{s}");
+    assert!(last >= posting_from - Duration::seconds(1) && last <= posted_to + Duration::seconds(1), "{s}");
+    // At most 12 stored in the last minute; some, while the last post (stored after it) is recent.
+    let rate = s["processing_rate"].as_f64().unwrap();
+    assert!(rate <= 12.0 / 60.0 + 1e-9, "{s}");
+    if asked_at - posted_to < Duration::seconds(55) {
+        assert!(rate > 0.0, "{s}");
+    }
+    // Received → stored, p95 over the last minutes as a power-of-two bucket's upper bound: at
+    // most twice as long as the whole posting and counting took.
+    let longest = (counted_at - posting_from).num_milliseconds() as f64 / 1000.0;
+    match s["lag_seconds"].as_f64() {
+        Some(lag) => assert!(lag > 0.0 && lag <= 2.0 * longest + 0.002, "{s}"),
+        None => assert!(asked_at - posted_to > Duration::minutes(3), "a recent lag is reported: {s}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
