@@ -334,3 +334,33 @@ async fn bearer_tokens_from_the_issuer_are_accepted_and_every_bad_one_gets_401()
     assert_eq!(details["granted_scopes"], json!([]));
     assert_eq!(details["required_scope"], Scope::Read.as_str());
 }
+
+/// The authorizer's reads run within its deadline (its `Timeout` in AWS): a DynamoDB slower
+/// than the time left makes it fail as out of time (API Gateway then answers 500), instead of
+/// the invocation outliving its timeout. With time enough, the same key is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizer_fails_at_its_deadline_instead_of_outliving_it() {
+    use argus_api::authorizer::{authorize_within, AuthDecision};
+    use argus_tests::fault_proxy::{FaultProxy, Faults};
+    let stack = TestStack::start().await;
+    let key = key_with_limits(&stack, "acme", LimitSettings::default()).await;
+    let upstream = std::env::var("ARGUS_TEST_DYNAMODB_ENDPOINT").unwrap();
+    let slow = FaultProxy::start(&upstream, Faults { latency: Duration::from_secs(2), ..Faults::default() }).await;
+    let mut backend = stack.backend.clone();
+    backend.dynamodb = slow.dynamodb_client();
+    backend.grants = Arc::new(GrantCache::new(Duration::ZERO));
+    let mut headers = lambda_http::http::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+
+    // 1.2 s left, less the 0.5 s answer reserve: the 2 s read is cut off (had it run to its
+    // answer, the key would have been granted, as below).
+    let answer =
+        authorize_within(&backend, &headers, Some(std::time::Instant::now() + Duration::from_millis(1_200))).await;
+    match answer {
+        Err(argus_core::ServiceError::Unavailable { component: "deadline", .. }) => {}
+        other => panic!("expected out of time, got {other:?}"),
+    }
+
+    let answer = authorize_within(&backend, &headers, Some(std::time::Instant::now() + Duration::from_secs(30))).await;
+    assert!(matches!(answer, Ok(AuthDecision::Granted(_))), "{answer:?}");
+}

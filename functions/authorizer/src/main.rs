@@ -12,7 +12,8 @@ async fn main() -> Result<(), Error> {
     let backend = argus_core::Backend::from_lambda_env().await?;
     let backend = &backend;
     run(service_fn(move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
-        Ok::<_, Error>(argus_api::authorizer::handle(backend, &event.payload).await?)
+        let deadline = argus_api::dispatch::deadline_instant(event.context.deadline);
+        Ok::<_, Error>(argus_api::authorizer::handle(backend, &event.payload, Some(deadline)).await?)
     }))
     .await
 }

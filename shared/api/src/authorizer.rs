@@ -119,12 +119,27 @@ pub fn api_key_from_headers(headers: &lambda_http::http::HeaderMap) -> Option<&s
     headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// The authorizer Lambda's whole work: event in, simple response out. A DynamoDB failure is an
-/// error (API Gateway then answers 500), never an allow.
+/// Kept before the authorizer's deadline to answer: its reads stop this early.
+pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// [`authorize_headers`] within the invocation's `deadline` (less [`ANSWER_RESERVE`]): a slow
+/// DynamoDB or issuer makes it fail in time, never outlive its 5 s timeout.
+pub async fn authorize_within(
+    backend: &Backend,
+    headers: &lambda_http::http::HeaderMap,
+    deadline: Option<std::time::Instant>,
+) -> Result<AuthDecision, ServiceError> {
+    let work_deadline = deadline.map(|d| d.checked_sub(ANSWER_RESERVE).unwrap_or(d));
+    argus_core::deadline::scope(work_deadline, Box::pin(authorize_headers(backend, headers))).await
+}
+
+/// The authorizer Lambda's whole work: event in, simple response out. A DynamoDB failure or
+/// the deadline is an error (API Gateway then answers 500), never an allow.
 pub async fn handle(
     backend: &Backend,
     event: &aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request,
+    deadline: Option<std::time::Instant>,
 ) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, ServiceError> {
-    let decision = authorize_headers(backend, &event.headers).await?;
+    let decision = authorize_within(backend, &event.headers, deadline).await?;
     Ok(simple_response(&decision))
 }

@@ -26,7 +26,8 @@ pub async fn invoke_http(binary: &str, backend: &Backend, req: Request) -> Optio
 pub async fn invoke_http_request(binary: &str, backend: &Backend, req: Request) -> Option<Response<Body>> {
     let mut found = true;
     // Boxed: every handler's future in one is too big to pass through a worker's stack.
-    let response = crate::ratelimit::scoped(backend, async {
+    let work_deadline = crate::input::work_deadline(&req);
+    let response = crate::ratelimit::scoped(backend, work_deadline, async {
         match Box::pin(invoke_http(binary, backend, req)).await {
             Some(response) => response,
             None => {
@@ -83,7 +84,7 @@ pub async fn invoke_json(
     }
     if binary == "argus-authorizer" {
         let event = serde_json::from_str(event).map_err(|e| format!("not an authorizer event: {e}"))?;
-        let response = crate::authorizer::handle(backend, &event).await.map_err(|e| e.to_string())?;
+        let response = crate::authorizer::handle(backend, &event, deadline).await.map_err(|e| e.to_string())?;
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     if binary == "argus-sweeper" {

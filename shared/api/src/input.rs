@@ -217,15 +217,45 @@ pub fn json_body(req: &Request, max_bytes: usize) -> Result<Option<Value>, ApiEr
 /// Kept before the Lambda deadline to build and send the answer: AWS calls stop this early.
 pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The invocation's deadline (Lambda's `Context.deadline`), when there is one.
+/// The invocation's deadline (Lambda's `Context.deadline`), when there is one. One already
+/// past is now (every AWS call is then refused as out of time), never "no deadline".
 pub fn invocation_deadline(req: &lambda_http::Request) -> Option<std::time::Instant> {
     use lambda_http::RequestExt;
     let context = req.lambda_context_ref()?;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
-    Some(std::time::Instant::now() + std::time::Duration::from_millis(context.deadline.checked_sub(now_ms)?))
+    // 0: a context without a deadline (Context::default, outside Lambda).
+    (context.deadline > 0).then(|| crate::dispatch::deadline_instant(context.deadline))
 }
 
 /// The deadline for the AWS calls of one request: the invocation's, less `ANSWER_RESERVE`.
 pub fn work_deadline(req: &lambda_http::Request) -> Option<std::time::Instant> {
     invocation_deadline(req).map(|d| d.checked_sub(ANSWER_RESERVE).unwrap_or(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::{Body, Context, Request, RequestExt};
+
+    fn request_with_deadline(deadline_epoch_ms: u64) -> Request {
+        let mut context = Context::default();
+        context.deadline = deadline_epoch_ms;
+        Request::new(Body::Empty).with_lambda_context(context)
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    /// A deadline already past leaves no time (it used to mean "no deadline": unbounded work).
+    #[test]
+    fn a_past_deadline_is_out_of_time_not_unbounded() {
+        let past = super::invocation_deadline(&request_with_deadline(now_ms() - 5_000)).expect("a deadline");
+        assert!(past <= std::time::Instant::now());
+        let work = super::work_deadline(&request_with_deadline(now_ms() - 5_000)).expect("a deadline");
+        assert!(work <= std::time::Instant::now());
+        let ahead = super::invocation_deadline(&request_with_deadline(now_ms() + 10_000)).expect("a deadline");
+        let left = ahead.saturating_duration_since(std::time::Instant::now());
+        assert!(left > std::time::Duration::from_secs(9) && left <= std::time::Duration::from_secs(10));
+        assert!(super::invocation_deadline(&request_with_deadline(0)).is_none(), "no deadline set");
+        assert!(super::invocation_deadline(&Request::new(Body::Empty)).is_none(), "no context");
+    }
 }

@@ -30,7 +30,9 @@ pub async fn run_http(function: &'static str, handler: Handler) -> Result<(), Er
         let route = crate::dispatch::event_route(&payload);
         let response = match crate::ingress::request_from_event(payload) {
             Ok(request) => {
-                crate::ratelimit::scoped(backend, handler(backend, request.with_lambda_context(context))).await
+                let request = request.with_lambda_context(context);
+                let work_deadline = crate::input::work_deadline(&request);
+                crate::ratelimit::scoped(backend, work_deadline, handler(backend, request)).await
             }
             Err(err) => err.into_response(),
         };

@@ -60,14 +60,22 @@ fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> Option<T> {
 }
 
 /// Runs one request's handler: settles a deferred charge it left, and puts the caller's
-/// standing in the `RateLimit-*` headers of its answer.
-pub async fn scoped(backend: &Backend, handler: impl Future<Output = Response<Body>>) -> Response<Body> {
+/// standing in the `RateLimit-*` headers of its answer. `work_deadline` is the request's
+/// (`input::work_deadline`): the handler opens its own scope with it, and the deferred charge,
+/// made after the handler returned, is bounded by it too.
+pub async fn scoped(
+    backend: &Backend,
+    work_deadline: Option<std::time::Instant>,
+    handler: impl Future<Output = Response<Body>>,
+) -> Response<Body> {
     STATE
         .scope(Mutex::new(State::default()), async {
             let mut response = handler.await;
             if let Some(caller) = with_state(|s| s.pending.take()).flatten() {
-                // The handler answered before charging: one request, admitted or not.
-                let _ = charge(backend, &caller, Charge { requests: 1, events: 0 }).await;
+                // The handler answered before charging: one request, admitted or not. Past the
+                // deadline it is not made (the answer matters more than the count).
+                let one = Charge { requests: 1, events: 0 };
+                let _ = argus_core::deadline::scope(work_deadline, charge(backend, &caller, one)).await;
             }
             if let Some(usage) = with_state(|s| s.usage).flatten() {
                 add_headers(&mut response, &usage);

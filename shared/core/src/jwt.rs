@@ -345,10 +345,13 @@ impl JwtVerifier {
     async fn fetch(&self) -> Result<HashMap<String, VerifyingKey>, String> {
         let policy = UrlPolicy { allow_http_loopback: self.settings.allow_http_loopback };
         let url = WebhookUrl::parse("jwks_url", &self.settings.jwks_url, &policy).map_err(|e| e.message)?;
-        let body =
-            tokio::time::timeout(JWKS_FETCH_TIMEOUT, crate::webhooks::sender::get(&url, &policy, MAX_JWKS_BYTES))
-                .await
-                .map_err(|_| format!("{}: no answer within {JWKS_FETCH_TIMEOUT:?}", self.settings.jwks_url))??;
+        // Within the authorizer's deadline too: it has 5 s in all.
+        let fetch =
+            tokio::time::timeout(JWKS_FETCH_TIMEOUT, crate::webhooks::sender::get(&url, &policy, MAX_JWKS_BYTES));
+        let body = crate::deadline::bounded(fetch)
+            .await
+            .map_err(|err| format!("{}: {err}", self.settings.jwks_url))?
+            .map_err(|_| format!("{}: no answer within {JWKS_FETCH_TIMEOUT:?}", self.settings.jwks_url))??;
         let document: Value =
             serde_json::from_slice(&body).map_err(|e| format!("{}: not a JWKS: {e}", self.settings.jwks_url))?;
         let keys = parse_jwks(&document);

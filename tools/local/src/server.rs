@@ -70,8 +70,13 @@ impl LocalApi {
                 }
             }
         }
-        let authorized =
-            tokio::time::timeout(function.timeout(), authorizer::authorize_headers(&function.backend, headers)).await;
+        // As Lambda runs it: the deadline in its context, cut off at its timeout.
+        let deadline = std::time::Instant::now() + function.timeout();
+        let authorized = tokio::time::timeout(
+            function.timeout(),
+            authorizer::authorize_within(&function.backend, headers, Some(deadline)),
+        )
+        .await;
         let decision = match authorized {
             Ok(Ok(decision)) => decision,
             Ok(Err(err)) => {

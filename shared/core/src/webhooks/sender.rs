@@ -144,7 +144,7 @@ where
 {
     use http_body_util::BodyExt;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP: {e}"))?;
-    let driver = tokio::spawn(connection);
+    let _driver = AbortOnDrop(tokio::spawn(connection));
     let request = hyper::Request::get(url.target.as_str())
         .header(hyper::header::HOST, authority(url))
         .header(hyper::header::ACCEPT, "application/json")
@@ -161,8 +161,17 @@ where
         Ok(collected.to_bytes())
     }
     .await;
-    driver.abort();
     result
+}
+
+/// The task driving one connection, stopped when the exchange ends, however it ends: also when
+/// a caller's timeout drops the exchange half way, which a trailing `abort()` would miss.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn authority(url: &WebhookUrl) -> String {
@@ -186,7 +195,7 @@ where
 {
     let network = |e: hyper::Error| Failure::Network(format!("HTTP: {e}"));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(network)?;
-    let driver = tokio::spawn(connection);
+    let _driver = AbortOnDrop(tokio::spawn(connection));
     let mut request = hyper::Request::post(url.target.as_str())
         .header(hyper::header::HOST, authority(url))
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -197,7 +206,6 @@ where
     let request = request.body(Full::new(body)).map_err(|e| Failure::Network(format!("request: {e}")))?;
     let response = sender.send_request(request).await.map_err(network);
     // Only the status and headers matter; the body is not read.
-    driver.abort();
     let response = response?;
     let retry_after =
         response.headers().get(hyper::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
