@@ -128,17 +128,36 @@ impl TestStack {
             provision_backend(connect_local(&settings), &template, &settings).await.expect("provisioning");
         backend.webhooks.policy.allow_http_loopback = true;
         configure(&mut backend.webhooks);
+        // The test's own reads and seeding (never a function's calls, which keep Lambda's SDK
+        // settings) wait out DynamoDB Local's stalls: it serves one request at a time, and a
+        // raw read's 1 MB pages, still queued after their caller answered, hold it for 10 s
+        // and more, past the SDK's 10 s attempt timeout.
+        let mut direct = backend.clone();
+        direct.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            backend
+                .dynamodb
+                .config()
+                .to_builder()
+                .timeout_config(
+                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(std::time::Duration::from_secs(2))
+                        .operation_attempt_timeout(std::time::Duration::from_secs(60))
+                        .build(),
+                )
+                .build(),
+        );
         let Some(faults) = steady_faults() else {
             let mut stack = Self::serve(backend, provisioned, template).await;
+            stack.backend = direct;
             stack.owns_resources = true;
             return stack;
         };
         let proxy = fault_proxy::FaultProxy::start(&settings.dynamodb_endpoint, faults).await;
-        let mut through_proxy = backend.clone();
+        let mut through_proxy = backend;
         through_proxy.dynamodb = proxy.dynamodb_client();
         let mut stack = Self::serve(through_proxy, provisioned, template).await;
-        // The test's own reads and seeding stay direct; the functions go through the faults.
-        stack.backend = backend;
+        // The functions go through the faults; the test's own calls stay direct.
+        stack.backend = direct;
         stack.proxy = Some(proxy);
         stack.owns_resources = true;
         stack
@@ -363,10 +382,26 @@ fn remove_resources(provisioned: &Provisioned) {
             let sqs = aws_sdk_sqs::Client::from_conf(
                 aws_sdk_sqs::config::Builder::from(&config).endpoint_url(sqs_endpoint).build(),
             );
-            // Best effort: a table or queue left behind only costs speed.
-            let _ = dynamodb.delete_table().table_name(&table).send().await;
-            for url in queues {
-                let _ = sqs.delete_queue().queue_url(url).send().await;
+            let table_deleted = async {
+                if let Err(err) = dynamodb.delete_table().table_name(&table).send().await {
+                    tracing::warn!(table, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&err), "test table not deleted");
+                }
+            };
+            let queues_deleted = futures::future::join_all(queues.iter().map(|url| {
+                let sqs = &sqs;
+                async move {
+                    if let Err(err) = sqs.delete_queue().queue_url(url).send().await {
+                        tracing::warn!(url, error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "test queue not deleted");
+                    }
+                }
+            }));
+            // Best effort, and never long: a table or queue left behind only costs speed, and
+            // a test (or its panic) must not wait on a stalled emulator.
+            if tokio::time::timeout(std::time::Duration::from_secs(15), futures::future::join(table_deleted, queues_deleted))
+                .await
+                .is_err()
+            {
+                tracing::warn!(table, "test resources not deleted within 15 s");
             }
         });
     });

@@ -33,10 +33,10 @@ async fn stream_status(stack: &TestStack, key: &str, stream: &str) -> Value {
     let after = Utc::now();
     assert_eq!(status, 200, "{answer}");
     let last = parse(answer["last_event_timestamp"].as_str().expect("last_event_timestamp"));
-    let active_for = Duration::minutes(5);
-    if after - last < active_for {
+    // The server compares whole seconds against 300: a second's margin either side.
+    if after - last < Duration::seconds(299) {
         assert_eq!(answer["status"], "active", "{answer}");
-    } else if before - last >= active_for {
+    } else if before - last >= Duration::seconds(301) {
         assert_eq!(answer["status"], "idle", "{answer}");
     }
     answer
@@ -59,11 +59,42 @@ async fn redeliver_everything(stack: &TestStack) -> usize {
     }
 }
 
-/// `POST /ingest/batch`, every item stored (or a duplicate of a stored one).
+/// `POST /ingest/batch`, every item stored (or a duplicate of a stored one), sent as a careful
+/// client sends (the API's contract, README "Bulk"): items answered 503 or 429 with
+/// `retryable` go again with the id they were given, and a whole answer of 5xx or 429 is sent
+/// again when every event carries its id (a duplicate is then answered 200). At most 5 rounds,
+/// 1 to 8 s apart. DynamoDB Local serves one request at a time: under the suite's load a batch
+/// can reach the function's deadline, which the API reports as retryable, where AWS would not.
 async fn ingest(stack: &TestStack, key: &str, stream: &str, events: &[Value]) {
-    let (status, report) = stack.post("/ingest/batch", key, json!({"stream_id": stream, "events": events})).await;
-    assert!(status == 200 || status == 201, "{status} {report}");
-    assert_eq!(report["failed"], 0, "{report}");
+    let mut pending: Vec<Value> = events.to_vec();
+    for round in 0..5u32 {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1 << (round - 1))).await;
+        }
+        let (status, report) = stack.post("/ingest/batch", key, json!({"stream_id": stream, "events": pending})).await;
+        let resendable = pending.iter().all(|e| e["event_id"].is_string());
+        if (status >= 500 || status == 429) && resendable && round < 4 {
+            continue;
+        }
+        assert!(status == 200 || status == 201, "{status} {report}");
+        let mut again = Vec::new();
+        for result in report["results"].as_array().expect("results") {
+            let item = result["status"].as_u64().unwrap_or(0);
+            if (item == 503 || item == 429) && result["error"]["details"]["retryable"] == true {
+                let index = result["index"].as_u64().expect("index") as usize;
+                let mut event = pending[index].clone();
+                event["event_id"] = result["id"].clone();
+                again.push(event);
+            } else {
+                assert!(item == 200 || item == 201, "{result}");
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        pending = again;
+    }
+    panic!("events still not stored after 5 rounds");
 }
 
 async fn call(stack: &TestStack, method: Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
@@ -221,6 +252,7 @@ async fn aggregates_and_total_counts_equal_a_fold_over_the_raw_events() {
     }
     // A client retry of a whole batch: duplicates, nothing stored twice.
     ingest(&stack, &key, "web", &events[..100]).await;
+    let stored_by = Utc::now();
     stack.drain_changes().await;
 
     let ids: Vec<String> = events.iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect();
@@ -351,7 +383,10 @@ async fn aggregates_and_total_counts_equal_a_fold_over_the_raw_events() {
     assert_eq!(stream["events_processed"], 400, "{stream}");
     assert_eq!(stream["errors"], json!({"total": 0, "last_hour": 0}));
     // Lag covers the last few minutes only: a slow run may have stored its last event earlier.
-    assert!(stream["lag_seconds"].is_null() || stream["lag_seconds"].as_f64().is_some_and(|lag| lag > 0.0), "{stream}");
+    match stream["lag_seconds"].as_f64() {
+        Some(lag) => assert!(lag > 0.0, "{stream}"),
+        None => assert!(Utc::now() - stored_by > Duration::minutes(3), "a recent lag is reported: {stream}"),
+    }
 }
 
 /// A stream's summed fields: sum, avg and count of them come from the rollups, equal to a
@@ -521,7 +556,9 @@ async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
 
     let now = Utc::now();
     let posting_from = Utc::now();
+    let mut last_valid_post = posting_from;
     for i in 0..12 {
+        last_valid_post = Utc::now();
         let event = json!({"stream_id": "pay", "event_type": "charge", "timestamp": fmt(now - Duration::seconds(i)), "data": {"i": i}});
         let (status, answer) = stack.post("/ingest/events", &key, event).await;
         assert_eq!(status, 202, "{answer}");
@@ -548,13 +585,14 @@ async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
     assert_eq!(s["events_processed"], 12, "{s}");
     assert_eq!(s["errors"], json!({"total": 2, "last_hour": 2}), "{s}");
     assert_eq!(s["stream_id"], "pay");
-    // The last arrival is one of the 12 posts (not a redelivery).
+    // The last arrival is one of the posts (not a redelivery).
     let last = parse(s["last_event_timestamp"].as_str().unwrap());
     assert!(last >= posting_from - Duration::seconds(1) && last <= posted_to + Duration::seconds(1), "{s}");
     // At most 12 stored in the last minute; some, while the last post (stored after it) is recent.
     let rate = s["processing_rate"].as_f64().unwrap();
     assert!(rate <= 12.0 / 60.0 + 1e-9, "{s}");
-    if asked_at - posted_to < Duration::seconds(55) {
+    // The last valid event was stored after its post began.
+    if asked_at - last_valid_post < Duration::seconds(55) {
         assert!(rate > 0.0, "{s}");
     }
     // Received → stored, p95 over the last minutes as a power-of-two bucket's upper bound: at
@@ -562,7 +600,7 @@ async fn stream_status_counts_arrivals_and_error_records_exactly_once() {
     let longest = (counted_at - posting_from).num_milliseconds() as f64 / 1000.0;
     match s["lag_seconds"].as_f64() {
         Some(lag) => assert!(lag > 0.0 && lag <= 2.0 * longest + 0.002, "{s}"),
-        None => assert!(asked_at - posted_to > Duration::minutes(3), "a recent lag is reported: {s}"),
+        None => assert!(asked_at - last_valid_post > Duration::minutes(3), "a recent lag is reported: {s}"),
     }
 }
 

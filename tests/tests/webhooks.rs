@@ -813,7 +813,17 @@ async fn thresholds_fire_on_crossing_not_on_every_minute_above() {
     if stored > 3 {
         // Checked twice in one batch and twice concurrently: one notification.
         let (a, b) = tokio::join!(check(minute), check(minute));
-        assert!(a.batch_item_failures.is_empty() && b.batch_item_failures.is_empty());
+        let mut failed = a.batch_item_failures.len() + b.batch_item_failures.len();
+        // Under the steady-faults pass a copy may fail, retryable (its transaction contended
+        // past its retries): SQS would deliver it again, and so does the test. Otherwise none.
+        assert!(failed == 0 || argus_tests::steady_faults().is_some(), "{failed} copies failed");
+        for _ in 0..5 {
+            if failed == 0 {
+                break;
+            }
+            failed = check(minute).await.batch_item_failures.len();
+        }
+        assert_eq!(failed, 0, "the copies SQS delivers again succeed");
         let log = received(&receiver, "th", 1, 30).await;
         let body = &log[0]["json"];
         assert_eq!(log[0]["verified"], true);

@@ -12,8 +12,10 @@ async fn main() -> Result<(), Error> {
     let backend = argus_core::Backend::from_lambda_env().await?;
     let backend = &backend;
     run(service_fn(move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
-        let deadline = argus_api::dispatch::deadline_instant(event.context.deadline);
-        Ok::<_, Error>(argus_api::authorizer::handle(backend, &event.payload, Some(deadline)).await?)
+        // 0: no deadline (as for the HTTP functions, `input::invocation_deadline`).
+        let deadline =
+            (event.context.deadline > 0).then(|| argus_api::dispatch::deadline_instant(event.context.deadline));
+        Ok::<_, Error>(argus_api::authorizer::handle(backend, &event.payload, deadline).await?)
     }))
     .await
 }

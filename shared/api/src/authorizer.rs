@@ -119,11 +119,13 @@ pub fn api_key_from_headers(headers: &lambda_http::http::HeaderMap) -> Option<&s
     headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// Kept before the authorizer's deadline to answer: its reads stop this early.
-pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+/// Kept before the authorizer's deadline to answer: its reads stop this early. API Gateway's
+/// 10 s wait for an authorizer also covers the invoke and a cold start, which the function's
+/// `Timeout` (also 10 s) does not: the reserve leaves room for them.
+pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// [`authorize_headers`] within the invocation's `deadline` (less [`ANSWER_RESERVE`]): a slow
-/// DynamoDB or issuer makes it fail in time, never outlive its 5 s timeout.
+/// DynamoDB or issuer makes it fail in time, never outlive its timeout.
 pub async fn authorize_within(
     backend: &Backend,
     headers: &lambda_http::http::HeaderMap,

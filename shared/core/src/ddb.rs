@@ -398,10 +398,15 @@ type TransactResult = Result<
     >,
 >;
 
+/// Attempts [`transact_retrying`] makes while a transaction is cancelled by contention.
+const TRANSACT_ATTEMPTS: u32 = 10;
+
 /// Sends a `TransactWriteItems` built by `build` (afresh per attempt, with a new request
 /// token), retrying while it is cancelled by contention only (another transaction on one of
-/// its items, throttling) or fails transiently: at most 6 attempts, full-jitter backoff, never
-/// past the deadline. Any other outcome (a failed condition, say) is returned as it came.
+/// its items, throttling) or fails transiently: at most 10 attempts, full-jitter backoff
+/// (ceiling 40 ms doubling to 2 s), never past the deadline. Contention that outlasts them is
+/// `Unavailable` (retryable: a 503, or a message SQS delivers again), not an internal error.
+/// Any other outcome (a failed condition, say) is returned as it came.
 pub async fn transact_retrying<F>(build: F) -> Result<TransactResult, ServiceError>
 where
     F: Fn() -> aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
@@ -424,12 +429,21 @@ where
                 _ => crate::error::is_transient_sdk_error(err),
             },
         };
-        if !retryable || attempt >= 6 {
+        if !retryable {
             return Ok(result);
         }
-        let ceiling = 20u64.saturating_mul(1 << attempt).min(1_000);
+        let still_contended = || ServiceError::Unavailable {
+            component: "dynamodb",
+            message: format!(
+                "a transaction was still contended (or failing transiently) after {attempt} attempts; retry"
+            ),
+        };
+        if attempt >= TRANSACT_ATTEMPTS {
+            return Err(still_contended());
+        }
+        let ceiling = 20u64.saturating_mul(1 << attempt).min(2_000);
         if !crate::deadline::sleep_within(std::time::Duration::from_millis(fastrand::u64(0..=ceiling))).await {
-            return Ok(result);
+            return Err(still_contended());
         }
     }
 }

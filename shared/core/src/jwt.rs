@@ -345,7 +345,7 @@ impl JwtVerifier {
     async fn fetch(&self) -> Result<HashMap<String, VerifyingKey>, String> {
         let policy = UrlPolicy { allow_http_loopback: self.settings.allow_http_loopback };
         let url = WebhookUrl::parse("jwks_url", &self.settings.jwks_url, &policy).map_err(|e| e.message)?;
-        // Within the authorizer's deadline too: it has 5 s in all.
+        // Within the authorizer's deadline too, which is shorter than this in all.
         let fetch =
             tokio::time::timeout(JWKS_FETCH_TIMEOUT, crate::webhooks::sender::get(&url, &policy, MAX_JWKS_BYTES));
         let body = crate::deadline::bounded(fetch)
