@@ -55,7 +55,12 @@ if [ "$#" -eq 0 ]; then
   log "restarting DynamoDB Local for the second pass"
   kill "$TEST_DDB_PID" 2>/dev/null || true
   wait "$TEST_DDB_PID" 2>/dev/null || true
-  TEST_DDB_PORT=$(free_port)
+  # Not killed again at exit (its PID may be another process's by then).
+  kept=()
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$TEST_DDB_PID" ] || kept+=("$pid"); done
+  PIDS=("${kept[@]}")
+  # The fixed port (ARGUS_TEST_DYNAMODB_PORT) is free again, else any free one.
+  TEST_DDB_PORT="${ARGUS_TEST_DYNAMODB_PORT:-$(free_port)}"
   start_dynamodb "$TEST_DDB_PORT" "$RUN_DIR/dynamodb-test-2.log"
   export ARGUS_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$TEST_DDB_PORT"
   log "integration tests again under steady throttling and UnprocessedItems"

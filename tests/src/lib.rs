@@ -128,10 +128,12 @@ impl TestStack {
             provision_backend(connect_local(&settings), &template, &settings).await.expect("provisioning");
         backend.webhooks.policy.allow_http_loopback = true;
         configure(&mut backend.webhooks);
-        // The test's own reads and seeding (never a function's calls, which keep Lambda's SDK
-        // settings) wait out DynamoDB Local's stalls: it serves one request at a time, and a
-        // raw read's 1 MB pages, still queued after their caller answered, hold it for 10 s
-        // and more, past the SDK's 10 s attempt timeout.
+        // The test's own reads and seeding wait out DynamoDB Local's stalls: it serves one
+        // request at a time, and a raw read's 1 MB pages, still queued after their caller
+        // answered, hold it for 10 s and more, past the SDK's 10 s attempt timeout. This
+        // stack's functions keep Lambda's SDK settings; a stack `serve`d over a clone of
+        // `backend` gets the 60 s too (none of those tests is about a DynamoDB timeout: the
+        // ones that are put a proxy client in first).
         let mut direct = backend.clone();
         direct.dynamodb = aws_sdk_dynamodb::Client::from_conf(
             backend

@@ -2,6 +2,7 @@
 //! Webhooks reference library (tests/webhook_receiver.py), retries, Retry-After, 410,
 //! timeouts, rotation, SSRF rules, redelivery, and the notifications that trigger them.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use argus_core::webhooks::outbox::NotifierMessage;
@@ -834,6 +835,17 @@ async fn thresholds_fire_on_crossing_not_on_every_minute_above() {
             (json!("events_per_minute"), json!(3.0))
         );
         assert_eq!(body["data"]["value"], json!(stored as f64));
+        // One notification: every copy, concurrent or redelivered, found it made. (An attempt
+        // may reach the receiver twice, at least once as Standard Webhooks allows, but always
+        // under the one webhook-id.)
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ids: BTreeSet<String> = receiver
+            .log("th")
+            .await
+            .iter()
+            .map(|entry| entry["headers"]["webhook-id"].as_str().expect("a webhook-id").to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "one notification for the crossing: {ids:?}");
     }
     // The following minutes (their statistics written as the aggregator would): still above
     // → no new notification; below → re-armed; above again → a second one. Late checks are

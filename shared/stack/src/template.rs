@@ -361,7 +361,7 @@ mod tests {
         assert!(events.policy.iter().any(|s| s.allow
             && s.actions.contains(&"dynamodb:Query".to_string())
             && s.resources.contains(&"ArgusTable/index/GSI2".to_string())));
-        assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 5));
+        assert!(template.function("argus-authorizer").is_some_and(|f| f.timeout_seconds == 10));
         // No identity source, no API Gateway cache: both kinds of credential reach the authorizer.
         assert_eq!(template.authorizer_ttl_seconds, 0);
         assert!(template.authorizer_identity_headers.is_empty());
