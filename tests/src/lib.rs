@@ -422,6 +422,15 @@ fn init_logs() {
         .try_init();
 }
 
+/// Whether an answer says "overloaded, try again" (what a client resends): a 503, a 429, or API
+/// Gateway's bare 500 for a function or authorizer past its timeout. Never Argus's own 500
+/// (`INTERNAL_ERROR`, always a bug).
+pub fn overloaded(status: u16, body: &Value) -> bool {
+    status == 503
+        || status == 429
+        || (status == 500 && *body == serde_json::json!({"message": "Internal Server Error"}))
+}
+
 /// Asserts `body` is the error envelope with `code`, and returns its details.
 pub fn assert_envelope(status: u16, body: &Value, expected_status: u16, code: &str) -> Value {
     assert_eq!(status, expected_status, "status for {body}");

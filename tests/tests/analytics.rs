@@ -72,11 +72,8 @@ async fn ingest(stack: &TestStack, key: &str, stream: &str, events: &[Value]) {
             tokio::time::sleep(std::time::Duration::from_secs(1 << (round - 1))).await;
         }
         let (status, report) = stack.post("/ingest/batch", key, json!({"stream_id": stream, "events": pending})).await;
-        // Overloaded (503, 429, or API Gateway's bare 500 for a timeout), never Argus's own 500.
-        let overloaded =
-            status == 503 || status == 429 || (status == 500 && report == json!({"message": "Internal Server Error"}));
         let resendable = pending.iter().all(|e| e["event_id"].is_string());
-        if overloaded && resendable && round < 4 {
+        if argus_tests::overloaded(status, &report) && resendable && round < 4 {
             eprintln!("batch resent after {status} {report}");
             continue;
         }

@@ -10,18 +10,16 @@ use argus_tests::{assert_envelope, Method, TestStack};
 use serde_json::{json, Value};
 
 /// Sends `request` as raw bytes and returns the status and the body (JSON, or `Null`). An answer
-/// that says "overloaded" is sent again (up to 3 times, 1, 2 and 4 s apart), as a client would:
-/// a 503 (retryable envelope, or health's `degraded`), or API Gateway's bare 500 for a function
-/// or authorizer past its timeout. DynamoDB Local, held up by another test's 1 MB pages, gives
+/// that says "overloaded" with a 5xx (`argus_tests::overloaded`: a 503, such as health's
+/// `degraded`, or API Gateway's bare 500 for a timeout) is sent again (up to 3 times, 1, 2 and 4 s apart), as
+/// a client would. DynamoDB Local, held up by another test's 1 MB pages, gives
 /// those where AWS would not; one the input causes stays. Argus's own 500 (`INTERNAL_ERROR`,
 /// always a bug) is never sent again. Every resend is printed.
 fn raw(base_url: &str, request: &[u8]) -> (u16, Value) {
-    let overloaded = |(status, body): &(u16, Value)| {
-        *status == 503 || (*status == 500 && *body == json!({"message": "Internal Server Error"}))
-    };
     let mut answer = raw_once(base_url, request);
     for pause in [1, 2, 4] {
-        if !overloaded(&answer) {
+        // A 429 is a 4xx here like any other: only a 5xx is sent again.
+        if answer.0 < 500 || !argus_tests::overloaded(answer.0, &answer.1) {
             break;
         }
         eprintln!("resent after {} {}", answer.0, answer.1);
